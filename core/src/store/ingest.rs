@@ -1,0 +1,131 @@
+//! Recording events and the jobs they trigger, atomically.
+
+use sqlx::Row;
+
+use super::{placeholders, Store, StoreError};
+use crate::event::Event;
+use crate::time::now_ms;
+
+/// A job the rules decided an event triggers, with its id chosen up front
+/// so the API can return it.
+#[derive(Debug, Clone)]
+pub struct PlannedJob {
+    /// The job run id (UUIDv7: time-ordered).
+    pub id: String,
+    /// The job kind.
+    pub kind: String,
+    /// Attempts before dead-lettering, from the kind's policy.
+    pub max_attempts: u32,
+}
+
+/// An event with the jobs it triggers, ready to store.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The validated event.
+    pub event: Event,
+    /// Its serialized form, which also becomes each job's payload.
+    pub payload: String,
+    /// The jobs to create if the event is new.
+    pub jobs: Vec<PlannedJob>,
+}
+
+/// What happened to one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// New: stored, and these job runs created.
+    Accepted {
+        /// Ids of the triggered job runs.
+        job_ids: Vec<String>,
+    },
+    /// Seen before for this tenant: nothing new was created; these are the
+    /// job runs its first delivery triggered.
+    Duplicate {
+        /// Ids of the job runs the first delivery created.
+        job_ids: Vec<String>,
+    },
+}
+
+impl Store {
+    /// Stores a batch of events and their job runs (state `pending`) in one
+    /// transaction: either all of it is recorded or none of it.
+    pub async fn ingest(&self, tenant_id: &str, batch: &[StoredEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for item in batch {
+            let e = &item.event;
+            let inserted = sqlx::query(
+                "INSERT INTO events (tenant_id, event_id, type, account_id, user_id, occurred_at, received_at, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, event_id) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(&e.id)
+            .bind(&e.event_type)
+            .bind(&e.account_id)
+            .bind(e.user_id.as_deref())
+            .bind(e.occurred_at_ms)
+            .bind(now)
+            .bind(serde_json::Value::Object(e.data.clone()).to_string())
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                let rows = sqlx::query("SELECT id FROM job_runs WHERE tenant_id = $1 AND event_id = $2 ORDER BY id")
+                    .bind(tenant_id)
+                    .bind(&e.id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let job_ids = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+                outcomes.push(IngestOutcome::Duplicate { job_ids });
+                continue;
+            }
+            for job in &item.jobs {
+                sqlx::query(
+                    "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
+                )
+                .bind(&job.id)
+                .bind(tenant_id)
+                .bind(&job.kind)
+                .bind(&e.id)
+                .bind(&item.payload)
+                .bind(i64::from(job.max_attempts))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            outcomes.push(IngestOutcome::Accepted {
+                job_ids: item.jobs.iter().map(|j| j.id.clone()).collect(),
+            });
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Undoes an [`Store::ingest`] whose jobs could not be queued, so a 503
+    /// really means "nothing recorded" and the client's retry is not taken
+    /// for a duplicate.
+    pub async fn revert_ingest(&self, tenant_id: &str, event_ids: &[String], job_ids: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in job_ids.chunks(500) {
+            let sql = format!("DELETE FROM job_runs WHERE state = 'pending' AND id IN ({})", placeholders(0, chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in event_ids.chunks(500) {
+            let sql = format!(
+                "DELETE FROM events WHERE tenant_id = $1 AND event_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

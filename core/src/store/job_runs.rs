@@ -1,0 +1,381 @@
+//! Job runs: the durable record of every job — what it is, where it stands,
+//! how often it was tried, and what went wrong. The queue only carries work;
+//! this table is the source of truth ops read and act on.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{placeholders, Store, StoreError};
+use crate::queue::Message;
+use crate::time::now_ms;
+
+/// Where a job run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobState {
+    /// Stored, not yet on a queue.
+    Pending,
+    /// On a queue, waiting for a worker.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Failed an attempt; waiting for its next one.
+    Retrying,
+    /// Done.
+    Succeeded,
+    /// Failed every attempt (or failed permanently): dead-lettered.
+    Dead,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Succeeded,
+        JobState::Dead,
+    ];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown job state `{s}` (expected one of pending, queued, running, retrying, succeeded, dead)"))
+    }
+}
+
+/// One job run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRun {
+    /// Job run id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Job kind.
+    pub kind: String,
+    /// The event that triggered it, if any.
+    pub event_id: Option<String>,
+    /// Input (JSON text).
+    pub payload: String,
+    /// Current state.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Stored at (epoch ms).
+    pub created_at: i64,
+    /// Put on a queue at.
+    pub queued_at: Option<i64>,
+    /// Last attempt started at.
+    pub started_at: Option<i64>,
+    /// Finished (succeeded or dead) at.
+    pub finished_at: Option<i64>,
+    /// Worker that ran the last attempt.
+    pub worker: Option<String>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Where the result is, e.g. `account_activity/ACCOUNT`.
+    pub result_ref: Option<String>,
+}
+
+impl JobRun {
+    /// The queue message that carries this job.
+    pub fn message(&self) -> Message {
+        Message {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            tenant_id: self.tenant_id.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+const COLUMNS: &str = "id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, \
+                       queued_at, started_at, finished_at, worker, last_error, result_ref";
+
+fn from_row(row: &AnyRow) -> Result<JobRun, StoreError> {
+    let state: String = row.try_get("state")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let max_attempts: i64 = row.try_get("max_attempts")?;
+    Ok(JobRun {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        kind: row.try_get("kind")?,
+        event_id: row.try_get("event_id")?,
+        payload: row.try_get("payload")?,
+        state: state.parse().map_err(|e: String| StoreError::Conflict(e))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+        created_at: row.try_get("created_at")?,
+        queued_at: row.try_get("queued_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        worker: row.try_get("worker")?,
+        last_error: row.try_get("last_error")?,
+        result_ref: row.try_get("result_ref")?,
+    })
+}
+
+/// A job a worker may run now, with its attempt number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Job run id.
+    pub id: String,
+    /// This attempt's number (1-based).
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+}
+
+/// How an attempt ended, as recorded.
+#[derive(Debug, Clone)]
+pub enum Finished {
+    /// Done, with a reference to its result.
+    Succeeded {
+        /// Job run id.
+        id: String,
+        /// Where the result is.
+        result_ref: Option<String>,
+    },
+    /// Failed; another attempt will follow.
+    Retrying {
+        /// Job run id.
+        id: String,
+        /// Why it failed.
+        error: String,
+    },
+    /// Failed for good.
+    Dead {
+        /// Job run id.
+        id: String,
+        /// Why it failed.
+        error: String,
+    },
+}
+
+/// Filter for listing job runs.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this tenant's.
+    pub tenant_id: Option<String>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+impl Store {
+    /// Marks stored jobs as handed to the queue.
+    pub async fn mark_queued(&self, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now_ms());
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims up to `limit` jobs left `pending` since before `cutoff_ms`
+    /// (their producer died or the queue was down) by moving them to
+    /// `queued`. The conditional UPDATE makes concurrent dispatchers claim
+    /// disjoint sets.
+    pub async fn claim_pending(&self, cutoff_ms: i64, limit: u32) -> Result<Vec<JobRun>, StoreError> {
+        let sql = format!(
+            "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN \
+             (SELECT id FROM job_runs WHERE state = 'pending' AND created_at < $2 ORDER BY created_at LIMIT $3) \
+             RETURNING {COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now_ms())
+            .bind(cutoff_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Puts claimed jobs back to `pending` when queueing them failed.
+    pub async fn unclaim(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.set_state_where(ids, "pending", "state = 'queued'").await
+    }
+
+    /// Hands jobs back to the queue's care (a worker shutting down with
+    /// jobs it could not finish in its grace period).
+    pub async fn release(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.set_state_where(ids, "queued", "state = 'running'").await
+    }
+
+    async fn set_state_where(&self, ids: &[String], state: &str, guard: &str) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE job_runs SET state = $1 WHERE {guard} AND id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(state);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that `worker` starts the given jobs and returns those it may
+    /// run. A job already finished (a duplicate delivery after its ack was
+    /// lost) is left out: the caller acknowledges it without running it.
+    pub async fn start(&self, ids: &[String], worker: &str) -> Result<Vec<Started>, StoreError> {
+        let mut started = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE job_runs SET state = 'running', attempts = attempts + 1, started_at = $1, worker = $2 \
+                 WHERE state NOT IN ('succeeded', 'dead') AND id IN ({}) RETURNING id, attempts, max_attempts",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now_ms()).bind(worker);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let attempt: i64 = row.try_get("attempts")?;
+                let max: i64 = row.try_get("max_attempts")?;
+                started.push(Started {
+                    id: row.try_get("id")?,
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                    max_attempts: u32::try_from(max).unwrap_or(u32::MAX),
+                });
+            }
+        }
+        Ok(started)
+    }
+
+    /// Records the end of a batch of attempts in one transaction.
+    pub async fn finish(&self, batch: &[Finished]) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for f in batch {
+            let q = match f {
+                Finished::Succeeded { id, result_ref } => sqlx::query(
+                    "UPDATE job_runs SET state = 'succeeded', finished_at = $1, result_ref = $2 WHERE id = $3",
+                )
+                .bind(now)
+                .bind(result_ref.as_deref())
+                .bind(id),
+                Finished::Retrying { id, error } => sqlx::query(
+                    "UPDATE job_runs SET state = 'retrying', last_error = $1 WHERE id = $2 AND state = 'running'",
+                )
+                .bind(error)
+                .bind(id),
+                Finished::Dead { id, error } => {
+                    sqlx::query("UPDATE job_runs SET state = 'dead', finished_at = $1, last_error = $2 WHERE id = $3")
+                        .bind(now)
+                        .bind(error)
+                        .bind(id)
+                }
+            };
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One job run, only if it belongs to `tenant_id` (when given).
+    pub async fn job(&self, tenant_id: Option<&str>, id: &str) -> Result<Option<JobRun>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM job_runs WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2)");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Job runs matching `filter`, newest first.
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRun>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM job_runs WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR state = $2) \
+             AND ($3 IS NULL OR kind = $3) ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.tenant_id.as_deref())
+            .bind(filter.state.map(JobState::as_str))
+            .bind(filter.kind.as_deref())
+            .bind(i64::from(filter.limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Counts of job runs per (kind, state), optionally for one tenant.
+    pub async fn job_counts(&self, tenant_id: Option<&str>) -> Result<Vec<(String, JobState, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, state, COUNT(*) AS n FROM job_runs WHERE ($1 IS NULL OR tenant_id = $1) GROUP BY kind, state ORDER BY kind, state",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok((
+                    r.try_get("kind")?,
+                    state.parse().map_err(|e: String| StoreError::Conflict(e))?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Moves a dead job back to `queued` with a fresh set of attempts and
+    /// returns it, for the caller to put on the queue.
+    pub async fn requeue_dead(&self, id: &str) -> Result<JobRun, StoreError> {
+        let sql = format!(
+            "UPDATE job_runs SET state = 'queued', attempts = 0, queued_at = $1, finished_at = NULL \
+             WHERE id = $2 AND state = 'dead' RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql).bind(now_ms()).bind(id).fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) => from_row(&row),
+            None => match self.job(None, id).await? {
+                Some(job) => Err(StoreError::Conflict(format!(
+                    "job {id} is {}, not dead: only dead jobs can be retried",
+                    job.state
+                ))),
+                None => Err(StoreError::NotFound(format!("job {id}"))),
+            },
+        }
+    }
+}
