@@ -1,1 +1,106 @@
-//! placeholder
+//! The worker role: pulls jobs of each kind off the queue and runs them
+//! under the kind's policy (concurrency, timeout, retries with backoff,
+//! dead-lettering), recording every attempt in the store.
+//!
+//! Shape of a worker process:
+//! - one [`supervisor`] per job kind, which keeps a [`consumer`] alive —
+//!   a consumer whose queue stream errors is restarted with backoff and the
+//!   failure is logged, never left silently dead;
+//! - each job attempt runs in its own task, so a panic is a failed attempt,
+//!   not a dead worker;
+//! - one [`completer`] that records outcomes in the store and then
+//!   acknowledges them on the queue, in batches.
+
+mod backoff;
+mod completer;
+mod consumer;
+mod supervisor;
+
+use std::sync::Arc;
+
+use kairos_core::{Config, Queue, Store};
+use kairos_jobs::Registry;
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::retry_delay;
+
+/// A worker process's identity: unique per process (host-pid-random), so
+/// two workers never share a lease and logs say who ran what.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// Everything the parts of a worker share.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub id: String,
+    pub store: Store,
+    pub queue: Arc<dyn Queue>,
+    pub registry: Registry,
+    pub config: Arc<Config>,
+}
+
+/// A worker: runs every configured kind until shut down.
+pub struct Worker {
+    shared: Shared,
+}
+
+impl Worker {
+    /// Builds a worker over an opened store and queue.
+    pub fn new(store: Store, queue: Arc<dyn Queue>, registry: Registry, config: Arc<Config>) -> Self {
+        Self {
+            shared: Shared {
+                id: worker_id(),
+                store,
+                queue,
+                registry,
+                config,
+            },
+        }
+    }
+
+    /// This worker's id, as recorded on the job runs it executes.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops fetching, lets
+    /// in-flight jobs finish within the configured grace period, hands the
+    /// rest back to the queue, records every outcome and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let shared = self.shared;
+        let kinds: Vec<String> = if shared.config.worker.kinds.is_empty() {
+            shared.registry.kinds().into_iter().map(String::from).collect()
+        } else {
+            shared.config.worker.kinds.clone()
+        };
+        tracing::info!(worker = %shared.id, kinds = ?kinds, queue = shared.queue.backend(), "worker started");
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel(4096);
+        let completer = tokio::spawn(completer::run(shared.clone(), done_rx));
+        let mut supervisors = Vec::new();
+        for kind in kinds {
+            supervisors.push(tokio::spawn(supervisor::run(
+                shared.clone(),
+                kind,
+                done_tx.clone(),
+                shutdown.clone(),
+            )));
+        }
+        drop(done_tx);
+        for s in supervisors {
+            if let Err(e) = s.await {
+                tracing::error!(error = %e, "supervisor task failed");
+            }
+        }
+        if let Err(e) = completer.await {
+            tracing::error!(error = %e, "completer task failed");
+        }
+        tracing::info!(worker = %shared.id, "worker stopped");
+    }
+}

@@ -1,0 +1,67 @@
+//! `probe`: a diagnostic job for operators. It does nothing unless its
+//! event's `data.probe` asks it to sleep, fail some attempts, fail for good
+//! or panic — so ops can smoke-test a deployment and drill failure handling
+//! (retries, dead letters, timeouts, worker crashes) without touching real
+//! work. Benchmarks use it as the no-op job.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::{Job, JobContext, JobError, JobOutput};
+
+/// The probe job.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Instructions {
+    sleep_ms: u64,
+    /// Fail attempts 1..=fail_attempts, then succeed.
+    fail_attempts: u32,
+    permanent: bool,
+    panic: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Payload {
+    #[serde(default)]
+    data: PayloadData,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PayloadData {
+    #[serde(default)]
+    probe: Instructions,
+}
+
+#[async_trait]
+impl Job for Probe {
+    fn kind(&self) -> &'static str {
+        "probe"
+    }
+
+    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
+        let p: Payload = serde_json::from_str(payload)
+            .map_err(|e| JobError::Permanent(format!("probe: bad payload: {e}")))?;
+        let ins = p.data.probe;
+        if ins.sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ins.sleep_ms)).await;
+        }
+        if ins.panic {
+            panic!("probe asked to panic on attempt {}", ctx.attempt);
+        }
+        if ins.permanent {
+            return Err(JobError::Permanent("probe asked to fail permanently".into()));
+        }
+        if ctx.attempt <= ins.fail_attempts {
+            return Err(JobError::Retryable(format!(
+                "probe asked to fail attempt {} of the first {}",
+                ctx.attempt, ins.fail_attempts
+            )));
+        }
+        Ok(JobOutput { result_ref: None })
+    }
+}

@@ -1,0 +1,205 @@
+//! One kind's fetch loop: take as many jobs as there are free slots, record
+//! their start, run each in its own task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kairos_core::config::JobPolicy;
+use kairos_core::{Delivery, QueueError, StoreError};
+use kairos_jobs::{JobContext, JobError, JobOutput};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::completer::Outcome;
+use crate::Shared;
+
+/// Why a consumer stopped; its supervisor restarts it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConsumerError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("job kind `{0}` is not registered in this binary")]
+    UnknownKind(String),
+}
+
+/// Jobs running right now, so shutdown can hand back the ones that outlive
+/// the grace period.
+#[derive(Clone, Default)]
+pub(crate) struct InFlight(Arc<Mutex<HashMap<String, (Delivery, AbortHandle)>>>);
+
+impl InFlight {
+    fn insert(&self, d: Delivery, h: AbortHandle) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(d.tag.clone(), (d, h));
+    }
+
+    fn remove(&self, tag: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(tag);
+    }
+
+    /// Aborts every running job and returns their deliveries.
+    pub(crate) fn abort_all(&self) -> Vec<Delivery> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.drain()
+            .map(|(_, (d, h))| {
+                h.abort();
+                d
+            })
+            .collect()
+    }
+}
+
+pub(crate) async fn run(
+    shared: Shared,
+    kind: String,
+    slots: Arc<Semaphore>,
+    in_flight: InFlight,
+    done: mpsc::Sender<Outcome>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let job = shared
+        .registry
+        .get(&kind)
+        .ok_or_else(|| ConsumerError::UnknownKind(kind.clone()))?;
+    let policy = shared.config.policy(&kind);
+    let lease = policy.timeout + shared.config.queue.lease_margin;
+    let batch = shared.config.queue.fetch_batch;
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
+        };
+        let mut permits = vec![first];
+        while permits.len() < batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        // Not raced against shutdown: a fetch cancelled half-way could leave
+        // delivered entries behind. It waits at most `queue.fetch_wait`.
+        let deliveries = shared.queue.fetch(&kind, &shared.id, permits.len(), lease).await?;
+        if shutdown.is_cancelled() {
+            shared.queue.release(&deliveries).await?;
+            return Ok(());
+        }
+        if deliveries.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = deliveries.iter().map(|d| d.message.id.clone()).collect();
+        let started = match shared.store.start(&ids, &shared.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                shared.queue.release(&deliveries).await?;
+                return Err(e.into());
+            }
+        };
+        let mut attempts: HashMap<String, (u32, u32)> =
+            started.into_iter().map(|s| (s.id, (s.attempt, s.max_attempts))).collect();
+        let mut stale = Vec::new();
+        for delivery in deliveries {
+            let Some((attempt, max_attempts)) = attempts.remove(&delivery.message.id) else {
+                stale.push(delivery.tag);
+                continue;
+            };
+            let Some(permit) = permits.pop() else {
+                // Cannot happen (fetch returns at most permits.len()), but a
+                // backend bug must not run jobs beyond the concurrency limit.
+                shared.queue.release(std::slice::from_ref(&delivery)).await?;
+                continue;
+            };
+            let ctx = JobContext {
+                job_id: delivery.message.id.clone(),
+                tenant_id: delivery.message.tenant_id.clone(),
+                attempt,
+                max_attempts,
+                store: shared.store.clone(),
+            };
+            spawn_attempt(job.clone(), ctx, delivery, policy.clone(), permit, in_flight.clone(), done.clone());
+        }
+        if !stale.is_empty() {
+            tracing::warn!(kind, count = stale.len(), "acknowledging deliveries of jobs already finished or unknown");
+            shared.queue.ack(&kind, &stale).await?;
+        }
+    }
+}
+
+fn spawn_attempt(
+    job: Arc<dyn kairos_jobs::Job>,
+    ctx: JobContext,
+    delivery: Delivery,
+    policy: JobPolicy,
+    permit: OwnedSemaphorePermit,
+    in_flight: InFlight,
+    done: mpsc::Sender<Outcome>,
+) {
+    let tag = delivery.tag.clone();
+    let tracker = in_flight.clone();
+    let d = delivery.clone();
+    let handle = tokio::spawn(async move {
+        let started = Instant::now();
+        let attempt = ctx.attempt;
+        let result = execute(job, ctx, &delivery.message.payload, &policy).await;
+        // Once the outcome is handed over, shutdown must not hand the job
+        // back as well.
+        in_flight.remove(&delivery.tag);
+        let outcome = Outcome {
+            delivery,
+            attempt,
+            elapsed: started.elapsed(),
+            result,
+            policy,
+        };
+        if done.send(outcome).await.is_err() {
+            tracing::error!("completer gone; outcome dropped (the job's lease will expire and it will be re-run)");
+        }
+        drop(permit);
+    });
+    tracker.insert(d, handle.abort_handle());
+    if handle.is_finished() {
+        tracker.remove(&tag);
+    }
+}
+
+/// Runs one attempt in a task of its own so that a panic is caught and
+/// reported as a failed attempt, and the timeout really stops the work.
+async fn execute(
+    job: Arc<dyn kairos_jobs::Job>,
+    ctx: JobContext,
+    payload: &str,
+    policy: &JobPolicy,
+) -> Result<JobOutput, JobError> {
+    let payload = payload.to_owned();
+    let task = tokio::spawn(async move { job.run(&ctx, &payload).await });
+    let abort = task.abort_handle();
+    match tokio::time::timeout(policy.timeout, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) if e.is_panic() => Err(JobError::Retryable(format!("panicked: {}", panic_message(e)))),
+        Ok(Err(e)) => Err(JobError::Retryable(format!("attempt aborted: {e}"))),
+        Err(_) => {
+            abort.abort();
+            Err(JobError::Retryable(format!(
+                "timed out after {}",
+                humantime_like(policy.timeout)
+            )))
+        }
+    }
+}
+
+fn humantime_like(d: std::time::Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "non-string panic payload".into()),
+        Err(e) => e.to_string(),
+    }
+}
