@@ -1,1 +1,75 @@
-//! placeholder
+//! The API role: event ingest, job status, health and the OpenAPI document.
+//!
+//! Ingest path: authenticate the tenant ([`auth`]), parse and validate the
+//! whole batch, check the tenant's rate ([`rate_limit`]), match rules,
+//! store events and job runs in one transaction, push the jobs to their
+//! queues, answer `202` with the job ids.
+
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod rate_limit;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kairos_core::rules::Rules;
+use kairos_core::{Config, Queue, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::rate_limit::RateLimiter;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The queue jobs are pushed to.
+    pub queue: Arc<dyn Queue>,
+    /// Event rules.
+    pub rules: Arc<Rules>,
+    /// The whole config (limits, job policies).
+    pub config: Arc<Config>,
+    /// Per-tenant rate limits.
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    /// State for a config, store and queue.
+    pub fn new(config: Arc<Config>, store: Store, queue: Arc<dyn Queue>) -> Self {
+        Self {
+            rules: Arc::new(Rules::new(config.rules.clone())),
+            limiter: Arc::new(RateLimiter::new(config.api.rate_per_second, config.api.rate_burst)),
+            store,
+            queue,
+            config,
+        }
+    }
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.api.max_body_bytes;
+    Router::new()
+        .route("/v1/events", post(routes::events::ingest))
+        .route("/v1/jobs/{id}", get(routes::jobs::get_job))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown`, then finishes in-flight requests.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,40 @@
+//! Bearer-key authentication: resolves the calling tenant, so every handler
+//! that takes [`AuthTenant`] is tenant-scoped by construction.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use kairos_core::store::Tenant;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The authenticated tenant of a request.
+#[derive(Debug, Clone)]
+pub struct AuthTenant(pub Tenant);
+
+impl FromRequestParts<AppState> for AuthTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <key> header"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized("Authorization header must be `Bearer <key>`"))?;
+        // Keys are fixed-format; anything else cannot match, skip the lookup.
+        if key.len() != 71 || !key.starts_with("kairos_") {
+            return Err(ApiError::Unauthorized("invalid API key"));
+        }
+        match state.store.tenant_by_key(key).await? {
+            Some(t) => Ok(AuthTenant(t)),
+            None => Err(ApiError::Unauthorized("invalid API key")),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! API errors: every failure a client can cause becomes a status code and a
+//! JSON body naming the field and the reason — never a 500 or a panic.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `invalid_field`.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Path of the offending field, e.g. `events[3].occurred_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// 400: a field is missing, of the wrong type, or invalid.
+    #[error("{field}: {reason}")]
+    InvalidField {
+        /// Field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// 401: no key, or a key that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: body or batch too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: not `application/json`.
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    /// 429: the tenant is over its rate; retry after the given seconds.
+    #[error("rate limit exceeded; retry in {retry_after_secs}s")]
+    RateLimited {
+        /// Seconds until enough capacity is back.
+        retry_after_secs: u64,
+    },
+    /// 503: the store or the queue cannot be reached; nothing was recorded.
+    #[error("{0}; nothing was recorded, retry later")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+
+    /// A field error.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<kairos_core::StoreError> for ApiError {
+    fn from(e: kairos_core::StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::Unavailable("store unavailable".into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let field = match &self {
+            ApiError::InvalidField { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        let message = match &self {
+            ApiError::InvalidField { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let mut resp = (status, Json(ErrorBody { code, message, field })).into_response();
+        match &self {
+            ApiError::RateLimited { retry_after_secs } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            ApiError::Unauthorized(_) => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

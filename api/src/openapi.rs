@@ -1,0 +1,38 @@
+//! The OpenAPI document, generated from the handlers and types themselves
+//! so it cannot drift from the code.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{events, health, jobs};
+
+/// The Kairos HTTP API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kairos API", description = "Event ingest and job status for Kairos, the job engine for AI automation."),
+    paths(events::ingest, jobs::get_job, health::healthz, health::readyz),
+    components(schemas(
+        events::EventIn,
+        events::EventBatch,
+        events::EventResult,
+        events::IngestResponse,
+        jobs::JobView,
+        health::Readiness,
+        crate::error::ErrorBody
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! `POST /v1/events`: ingest one event or a batch.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use kairos_core::event::{valid_event_type, MAX_IDENT_LEN};
+use kairos_core::store::{IngestOutcome, PlannedJob, StoredEvent};
+use kairos_core::Event;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::AuthTenant;
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+
+/// One event as a client sends it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn {
+    /// Client-chosen id, unique per tenant (1-128 chars). Re-sending an id
+    /// is safe: it is reported as a duplicate and triggers nothing new.
+    #[schema(example = "evt_01HZX3")]
+    pub id: String,
+    /// Dotted event type.
+    #[serde(rename = "type")]
+    #[schema(example = "comment.created")]
+    pub event_type: String,
+    /// Your customer account the event is about.
+    #[schema(example = "acct_42")]
+    pub account_id: String,
+    /// The end user, when known.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// When it happened, RFC 3339 with offset.
+    #[schema(example = "2026-11-21T09:30:00Z")]
+    pub occurred_at: String,
+    /// Free-form JSON object.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A batch: `{"events": [...]}`. A bare array or a single event object is
+/// accepted too.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    /// The events, at most the configured batch size.
+    pub events: Vec<EventIn>,
+}
+
+/// What happened to one event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResult {
+    /// The event id sent.
+    pub id: String,
+    /// `accepted` (new) or `duplicate` (seen before; nothing new triggered).
+    #[schema(example = "accepted")]
+    pub status: &'static str,
+    /// Job runs the event triggered (for a duplicate: those of its first
+    /// delivery).
+    pub job_ids: Vec<String>,
+}
+
+/// Response to an ingest.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// Events newly recorded.
+    pub accepted: usize,
+    /// Events already recorded before.
+    pub duplicates: usize,
+    /// Per-event results, in request order.
+    pub results: Vec<EventResult>,
+}
+
+/// Ingest one event or a batch.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "ingest",
+    request_body(content = EventBatch, description = "A batch `{\"events\": [...]}`, a bare array, or one event object"),
+    responses(
+        (status = 202, description = "Recorded; jobs triggered", body = IngestResponse),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 413, description = "Body or batch too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 429, description = "Over the tenant's rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Store or queue unavailable; nothing recorded", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("request body over {} bytes", state.config.api.max_body_bytes))
+        }
+        _ => ApiError::MalformedJson(e.body_text()),
+    })?;
+    let events = parse_events(&body, state.config.api.max_batch)?;
+
+    if let Err(wait) = state.limiter.check(&tenant.id, tenant.rate_per_second, events.len()) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+
+    let stored: Vec<StoredEvent> = events
+        .into_iter()
+        .map(|event| {
+            let jobs = state
+                .rules
+                .kinds_for(&event)
+                .into_iter()
+                .map(|kind| PlannedJob {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    max_attempts: state.config.policy(&kind).max_attempts,
+                    kind,
+                })
+                .collect();
+            let payload = serde_json::to_string(&event).unwrap_or_default();
+            StoredEvent { event, payload, jobs }
+        })
+        .collect();
+    let outcomes = state.store.ingest(&tenant.id, &stored).await?;
+
+    // Queue what was newly created. If the queue is down, undo the ingest so
+    // a 503 means nothing was recorded and the client's retry starts clean.
+    let mut messages = Vec::new();
+    let mut new_events = Vec::new();
+    for (item, outcome) in stored.iter().zip(&outcomes) {
+        if matches!(outcome, IngestOutcome::Accepted { .. }) {
+            new_events.push(item.event.id.clone());
+            for job in &item.jobs {
+                messages.push(kairos_core::Message {
+                    id: job.id.clone(),
+                    kind: job.kind.clone(),
+                    tenant_id: tenant.id.clone(),
+                    payload: item.payload.clone(),
+                });
+            }
+        }
+    }
+    if let Err(e) = state.queue.push(&messages).await {
+        tracing::error!(error = %e, tenant = %tenant.name, "queue push failed; reverting ingest");
+        let job_ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+        if let Err(revert) = state.store.revert_ingest(&tenant.id, &new_events, &job_ids).await {
+            // The events stay recorded with pending jobs; the scheduler's
+            // dispatcher queues them when the queue is back.
+            tracing::error!(error = %revert, "revert failed; the scheduler will dispatch the pending jobs");
+        }
+        return Err(ApiError::Unavailable("queue unavailable".into()));
+    }
+    let queued: Vec<String> = messages.into_iter().map(|m| m.id).collect();
+    if let Err(e) = state.store.mark_queued(&queued).await {
+        // Harmless: the jobs are on the queue; their state shows `pending`
+        // until a worker starts them.
+        tracing::warn!(error = %e, "could not mark jobs queued");
+    }
+
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    let results = stored
+        .into_iter()
+        .zip(outcomes)
+        .map(|(item, outcome)| match outcome {
+            IngestOutcome::Accepted { job_ids } => {
+                accepted += 1;
+                EventResult {
+                    id: item.event.id,
+                    status: "accepted",
+                    job_ids,
+                }
+            }
+            IngestOutcome::Duplicate { job_ids } => {
+                duplicates += 1;
+                EventResult {
+                    id: item.event.id,
+                    status: "duplicate",
+                    job_ids,
+                }
+            }
+        })
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(IngestResponse {
+            accepted,
+            duplicates,
+            results,
+        }),
+    ))
+}
+
+/// Parses and validates the whole request before anything is written: one
+/// bad event rejects the batch, with the path of the bad field.
+fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let (items, prefix): (Vec<serde_json::Value>, &str) = match value {
+        serde_json::Value::Array(items) => (items, ""),
+        serde_json::Value::Object(mut obj) if obj.contains_key("events") => {
+            if obj.len() > 1 {
+                let extra = obj.keys().find(|k| *k != "events").cloned().unwrap_or_default();
+                return Err(ApiError::field(extra, "unknown field in a batch (expected only `events`)"));
+            }
+            match obj.remove("events") {
+                Some(serde_json::Value::Array(items)) => (items, "events"),
+                _ => return Err(ApiError::field("events", "must be an array of events")),
+            }
+        }
+        obj @ serde_json::Value::Object(_) => (vec![obj], "-"),
+        _ => return Err(ApiError::field("", "expected an event object, an array of events, or {\"events\": [...]}")),
+    };
+    if items.is_empty() {
+        return Err(ApiError::field(if prefix == "-" { "" } else { prefix }, "no events sent"));
+    }
+    if items.len() > max_batch {
+        return Err(ApiError::TooLarge(format!(
+            "{} events in one request; at most {max_batch} allowed",
+            items.len()
+        )));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = |field: &str| match prefix {
+                "-" => field.to_owned(),
+                "" => join(&format!("[{i}]"), field),
+                p => join(&format!("{p}[{i}]"), field),
+            };
+            let raw: EventIn = serde_path_to_error::deserialize(item).map_err(|e| {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let reason = e.into_inner().to_string();
+                // serde reports a missing field at its parent: point at the field.
+                let path = match reason.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+                    Some(name) => join(&path, name),
+                    None => path,
+                };
+                ApiError::field(at(&path), reason)
+            })?;
+            validate(raw).map_err(|(field, reason)| ApiError::field(at(field), reason))
+        })
+        .collect()
+}
+
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else if field.is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+fn ident(field: &'static str, value: &str) -> Result<(), (&'static str, String)> {
+    if value.trim().is_empty() {
+        return Err((field, "must not be empty".into()));
+    }
+    if value.len() > MAX_IDENT_LEN {
+        return Err((field, format!("must be at most {MAX_IDENT_LEN} bytes")));
+    }
+    Ok(())
+}
+
+fn validate(raw: EventIn) -> Result<Event, (&'static str, String)> {
+    ident("id", &raw.id)?;
+    ident("account_id", &raw.account_id)?;
+    if let Some(u) = &raw.user_id {
+        ident("user_id", u)?;
+    }
+    if !valid_event_type(&raw.event_type) {
+        return Err((
+            "type",
+            "must be dot-separated words of letters, digits, `_` or `-`, e.g. `comment.created`".into(),
+        ));
+    }
+    let occurred = chrono::DateTime::parse_from_rfc3339(&raw.occurred_at).map_err(|e| {
+        (
+            "occurred_at",
+            format!("`{}` is not an RFC 3339 timestamp like 2026-11-21T09:30:00Z ({e})", raw.occurred_at),
+        )
+    })?;
+    Ok(Event {
+        id: raw.id,
+        event_type: raw.event_type,
+        account_id: raw.account_id,
+        user_id: raw.user_id,
+        occurred_at_ms: occurred.timestamp_millis(),
+        data: raw.data.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> (String, String) {
+        match parse_events(body.as_bytes(), 3) {
+            Err(ApiError::InvalidField { field, reason }) => (field, reason),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    const OK: &str = r#"{"id":"e1","type":"user.login","account_id":"a","occurred_at":"2026-11-21T09:00:00+01:00"}"#;
+
+    #[test]
+    fn accepts_single_array_and_batch() {
+        assert_eq!(parse_events(OK.as_bytes(), 3).unwrap()[0].occurred_at_ms, 1_795_248_000_000);
+        assert_eq!(parse_events(format!("[{OK},{OK}]").as_bytes(), 3).unwrap().len(), 2);
+        assert_eq!(parse_events(format!("{{\"events\":[{OK}]}}").as_bytes(), 3).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn field_errors_carry_their_path() {
+        let bad_ts = OK.replace("2026-11-21T09:00:00+01:00", "yesterday");
+        assert_eq!(err(&format!("{{\"events\":[{OK},{bad_ts}]}}")).0, "events[1].occurred_at");
+        let (field, reason) = err(&OK.replace("\"account_id\":\"a\",", ""));
+        assert_eq!(field, "account_id");
+        assert!(reason.contains("account_id"), "{reason}");
+        assert_eq!(err(&OK.replace("\"e1\"", "42")).0, "id");
+        assert_eq!(err(&OK.replace("user.login", "user login")).0, "type");
+        assert_eq!(err(&format!("[{OK},{}]", OK.replace("}", ",\"data\":[1]}"))).0, "[1].data");
+    }
+
+    #[test]
+    fn malformed_and_oversized() {
+        assert!(matches!(parse_events(b"{nope", 3), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            parse_events(format!("[{OK},{OK},{OK},{OK}]").as_bytes(), 3),
+            Err(ApiError::TooLarge(_))
+        ));
+    }
+}
