@@ -323,6 +323,22 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// The job runs with these ids (those that exist), in no set order.
+    pub async fn jobs_by_ids(&self, ids: &[String]) -> Result<Vec<JobRun>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!("SELECT {COLUMNS} FROM job_runs WHERE id IN ({})", placeholders(0, chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push(from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Job runs matching `filter`, newest first.
     pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRun>, StoreError> {
         let sql = format!(

@@ -1,0 +1,274 @@
+//! `kairos demo`: the whole product on the embedded store, end to end,
+//! through the real HTTP API — what a new user runs first.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kairos_core::store::{JobRun, JobState};
+use kairos_core::Config;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::{shutdown_signal, start, Roles, Runtime};
+
+/// Options of `kairos demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Exit after the summary instead of serving.
+    #[arg(long)]
+    pub once: bool,
+    /// Events to post per tenant.
+    #[arg(long, default_value_t = 200)]
+    pub events: usize,
+    /// Accounts per tenant.
+    #[arg(long, default_value_t = 25)]
+    pub accounts: usize,
+    /// Seconds to wait for the jobs before giving up.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+const TENANTS: [&str; 2] = ["acme-analytics", "coachly"];
+
+const COMMENTS: [&str; 8] = [
+    "Great dashboard, the new charts are really useful",
+    "El informe semanal llegó tarde otra vez",
+    "Me encanta la nueva integración con WhatsApp",
+    "The export to CSV is broken since yesterday",
+    "¿Pueden añadir filtros por región?",
+    "Thanks for the quick fix on the billing page",
+    "No funciona el login con Google, es urgente",
+    "Love the coaching reminders, my team uses them daily",
+];
+
+/// Runs the demo: starts every role, seeds tenants, posts events, waits for
+/// the jobs and prints what happened.
+pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
+    if args.events == 0 || args.accounts == 0 {
+        anyhow::bail!("--events and --accounts must be at least 1");
+    }
+    if std::net::TcpListener::bind(&config.server.listen).is_err() {
+        eprintln!("{} is busy; the demo will listen on a free port instead", config.server.listen);
+        config.server.listen = "127.0.0.1:0".into();
+    }
+    let store_url = config.store.url.clone();
+    let rt = Runtime::open(config).await?;
+    let store = rt.store.clone();
+    let running = start(rt, Roles::ALL).await?;
+    let addr = running.addr.context("the API did not start")?;
+    let base = format!("http://{addr}");
+    println!("Kairos demo: API, scheduler and worker running in this process on {base}");
+
+    let mut keys = Vec::new();
+    for name in TENANTS {
+        let key = match store.create_tenant(name, None).await {
+            Ok(k) => k,
+            Err(kairos_core::StoreError::Conflict(_)) => store.rotate_key(name).await?,
+            Err(e) => return Err(e.into()),
+        };
+        keys.push(key);
+    }
+    println!("Tenants: {} (keys issued, stored hashed)", TENANTS.join(", "));
+
+    let http = reqwest::Client::new();
+    let nonce = kairos_core::time::now_ms();
+    let mut rng = StdRng::seed_from_u64(nonce as u64);
+    let mut job_ids = Vec::new();
+    let (mut accepted, mut duplicates, mut requests) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for key in &keys {
+        let events = synthetic_events(&mut rng, nonce, &key.tenant.name, args.accounts, args.events);
+        let mut sent: Vec<Value> = Vec::new();
+        for chunk in events.chunks(50) {
+            let body = json!({ "events": chunk });
+            let resp = post(&http, &base, &key.secret, &body).await?;
+            requests += 1;
+            accepted += resp["accepted"].as_u64().unwrap_or(0);
+            duplicates += resp["duplicates"].as_u64().unwrap_or(0);
+            collect_job_ids(&resp, &mut job_ids);
+            sent.extend(chunk.iter().cloned());
+        }
+        // A client retrying after a timeout: the same events again.
+        let replay: Vec<Value> = sent.iter().take(5).cloned().collect();
+        let resp = post(&http, &base, &key.secret, &json!({ "events": replay })).await?;
+        requests += 1;
+        accepted += resp["accepted"].as_u64().unwrap_or(0);
+        duplicates += resp["duplicates"].as_u64().unwrap_or(0);
+    }
+    let ingest_time = started.elapsed();
+    job_ids.sort();
+    job_ids.dedup();
+    println!(
+        "Posted {} events in {requests} requests in {:.0} ms: {accepted} accepted, {duplicates} duplicates (replayed ids trigger nothing); {} jobs triggered",
+        accepted + duplicates,
+        ingest_time.as_secs_f64() * 1000.0,
+        job_ids.len()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let jobs = loop {
+        let jobs = store.jobs_by_ids(&job_ids).await?;
+        let done = jobs
+            .iter()
+            .filter(|j| matches!(j.state, JobState::Succeeded | JobState::Dead))
+            .count();
+        if done == job_ids.len() {
+            break jobs;
+        }
+        if Instant::now() > deadline {
+            println!("Timed out: {done} of {} jobs finished", job_ids.len());
+            break jobs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "All jobs settled {:.1} s after the first event was posted\n",
+        started.elapsed().as_secs_f64()
+    );
+    print_job_table(&jobs);
+    for key in &keys {
+        print_accounts(&store, &key.tenant.id, &key.tenant.name).await?;
+    }
+    let sample = jobs.iter().find(|j| j.kind == "activity").map(|j| j.id.clone()).unwrap_or_default();
+    println!("\nWhere things are:");
+    println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily)");
+    println!("  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}", keys[0].secret);
+    println!("  the API: {base}/openapi.json · {base}/readyz");
+    println!("  ops:     cargo run --release -- jobs list | jobs dead | jobs retry ID");
+
+    if args.once {
+        running.shutdown().await;
+        return Ok(());
+    }
+    println!("\nServing on {base} — Ctrl-C to stop.");
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn post(http: &reqwest::Client, base: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
+    let resp = http
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .context("posting events")?;
+    let status = resp.status();
+    let value: Value = resp.json().await.context("reading the ingest response")?;
+    if status != reqwest::StatusCode::ACCEPTED {
+        anyhow::bail!("ingest answered {status}: {value}");
+    }
+    Ok(value)
+}
+
+fn collect_job_ids(resp: &Value, out: &mut Vec<String>) {
+    for r in resp["results"].as_array().into_iter().flatten() {
+        for id in r["job_ids"].as_array().into_iter().flatten() {
+            if let Some(id) = id.as_str() {
+                out.push(id.to_owned());
+            }
+        }
+    }
+}
+
+/// A plausible two weeks of product events for one tenant.
+pub fn synthetic_events(rng: &mut StdRng, nonce: i64, tenant: &str, accounts: usize, n: usize) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| {
+            let account = format!("acct-{:03}", rng.random_range(0..accounts));
+            let at = now - chrono::Duration::minutes(rng.random_range(0..14 * 24 * 60));
+            let roll = rng.random_range(0..100);
+            let (kind, data) = match roll {
+                0..=39 => ("user.logged_in", json!({ "method": "password" })),
+                40..=57 => ("comment.created", json!({ "text": COMMENTS[rng.random_range(0..COMMENTS.len())] })),
+                58..=67 => ("ticket.created", json!({ "subject": COMMENTS[rng.random_range(0..COMMENTS.len())], "priority": "normal" })),
+                68..=72 => ("ticket.comment", json!({ "text": COMMENTS[rng.random_range(0..COMMENTS.len())] })),
+                73..=89 => ("payment.succeeded", json!({ "amount": rng.random_range(20..500), "currency": "EUR" })),
+                90..=98 => ("payment.failed", json!({ "reason": "card_declined" })),
+                // A flaky diagnostic job: fails once, succeeds on retry.
+                _ => ("diagnostic.flaky", json!({ "probe": { "fail_attempts": 1 } })),
+            };
+            json!({
+                "id": format!("{tenant}-{nonce}-{i}"),
+                "type": kind,
+                "account_id": account,
+                "user_id": format!("{account}-u{}", rng.random_range(1..4)),
+                "occurred_at": at.to_rfc3339(),
+                "data": data,
+            })
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn print_job_table(jobs: &[JobRun]) {
+    let mut by_kind: BTreeMap<&str, Vec<&JobRun>> = BTreeMap::new();
+    for j in jobs {
+        by_kind.entry(&j.kind).or_default().push(j);
+    }
+    println!(
+        "{:<10} {:>5} {:>9} {:>7} {:>6} {:>8}   {:>14}   {:>14}",
+        "kind", "jobs", "succeeded", "retried", "dead", "other", "wait p50/p95", "run p50/p95"
+    );
+    for (kind, js) in by_kind {
+        let count = |s: JobState| js.iter().filter(|j| j.state == s).count();
+        let retried = js.iter().filter(|j| j.attempts > 1).count();
+        let other = js.len() - count(JobState::Succeeded) - count(JobState::Dead);
+        let mut wait: Vec<i64> = js.iter().filter_map(|j| j.started_at.map(|s| s - j.created_at)).collect();
+        let mut run: Vec<i64> = js
+            .iter()
+            .filter_map(|j| j.started_at.zip(j.finished_at).map(|(s, f)| f - s))
+            .collect();
+        wait.sort_unstable();
+        run.sort_unstable();
+        println!(
+            "{:<10} {:>5} {:>9} {:>7} {:>6} {:>8}   {:>6}/{:<4} ms   {:>6}/{:<4} ms",
+            kind,
+            js.len(),
+            count(JobState::Succeeded),
+            retried,
+            count(JobState::Dead),
+            other,
+            percentile(&wait, 0.5),
+            percentile(&wait, 0.95),
+            percentile(&run, 0.5),
+            percentile(&run, 0.95),
+        );
+    }
+    println!("(wait: event stored → last attempt started, which includes retry backoff; run: that attempt's duration)");
+}
+
+async fn print_accounts(store: &kairos_core::Store, tenant_id: &str, name: &str) -> anyhow::Result<()> {
+    let mut accounts = kairos_jobs::activity::read_all(store, tenant_id).await?;
+    accounts.sort_by(|a, b| b.events.cmp(&a.events));
+    println!("\n{name}: {} accounts with activity; most active:", accounts.len());
+    println!(
+        "  {:<10} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>10}",
+        "account", "events", "logins", "comments", "tickets", "payments", "failed", "paid"
+    );
+    for a in accounts.iter().take(3) {
+        println!(
+            "  {:<10} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>8.2} €",
+            a.account_id,
+            a.events,
+            a.logins,
+            a.comments,
+            a.tickets,
+            a.payments,
+            a.failed_payments,
+            a.amount_paid_cents as f64 / 100.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Assembly of a Kairos process: opens the store and queue named in config
+//! and starts whichever roles were asked for (api, scheduler, worker) on
+//! one shutdown signal. The CLI (`main.rs`) and the integration tests both
+//! start processes through here, so tests exercise the real wiring.
+
+pub mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use kairos_core::{Config, Queue, Store};
+use kairos_jobs::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where the config is read from when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "config/default.toml";
+
+/// Loads and validates the config at `path` (or [`DEFAULT_CONFIG`], or the
+/// built-in defaults when that file does not exist), with `KAIROS__*`
+/// environment overrides.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let registry = Registry::standard();
+    let kinds = registry.kinds();
+    let path: PathBuf = match path {
+        Some(p) => p.to_owned(),
+        None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+        None => {
+            let env: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k.starts_with(kairos_core::config::ENV_PREFIX))
+                .collect();
+            return Ok(Config::from_toml("", "<built-in defaults>", &env, &kinds)?);
+        }
+    };
+    Ok(Config::load(&path, &kinds)?)
+}
+
+/// An opened store and queue with the config and job registry: what every
+/// role needs.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Validated config.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Store,
+    /// The queue.
+    pub queue: Arc<dyn Queue>,
+    /// Job kinds this binary runs.
+    pub registry: Registry,
+}
+
+impl Runtime {
+    /// Connects to the store and queue; applies migrations when
+    /// `store.migrate_on_start` is set.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.store.url, config.store.max_connections)
+            .await
+            .with_context(|| format!("connecting to the store at {}", redact(&config.store.url)))?;
+        if config.store.migrate_on_start {
+            store.migrate().await.context("applying migrations")?;
+        }
+        let queue = kairos_core::queue::connect(&config.queue)
+            .await
+            .with_context(|| format!("connecting to the {:?} queue at {}", config.queue.backend, redact(&config.queue.url)))?;
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            queue,
+            registry: Registry::standard(),
+        })
+    }
+}
+
+/// Hides a password in a URL before it reaches a log or an error.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// HTTP API.
+    pub api: bool,
+    /// Dispatcher (and, later, cron).
+    pub scheduler: bool,
+    /// Job execution.
+    pub worker: bool,
+}
+
+impl Roles {
+    /// Everything in one process (`kairos serve`).
+    pub const ALL: Roles = Roles {
+        api: true,
+        scheduler: true,
+        worker: true,
+    };
+}
+
+/// A started process: its roles run until [`Running::shutdown`].
+pub struct Running {
+    /// Where the API listens, when it runs.
+    pub addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// The token that stops every role.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops fetching and serving; waits for in-flight work (workers honour
+    /// their grace period) and returns.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until the roles stop (after the token is cancelled elsewhere).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts `roles` on `rt`. The API binds `config.server.listen` (port 0
+/// picks a free port; see [`Running::addr`]).
+pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut addr = None;
+    if roles.api {
+        let listener = TcpListener::bind(&rt.config.server.listen)
+            .await
+            .with_context(|| format!("binding the API to {} (server.listen)", rt.config.server.listen))?;
+        addr = Some(listener.local_addr()?);
+        let state = kairos_api::AppState::new(rt.config.clone(), rt.store.clone(), rt.queue.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = kairos_api::serve(listener, state, token).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+    }
+    if roles.scheduler {
+        let dispatcher = kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
+        tasks.spawn(dispatcher.run(shutdown.clone()));
+    }
+    if roles.worker {
+        let worker = kairos_worker::Worker::new(rt.store.clone(), rt.queue.clone(), rt.registry.clone(), rt.config.clone());
+        tasks.spawn(worker.run(shutdown.clone()));
+    }
+    Ok(Running { addr, shutdown, tasks })
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
