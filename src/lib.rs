@@ -3,6 +3,7 @@
 //! one shutdown signal. The CLI (`main.rs`) and the integration tests both
 //! start processes through here, so tests exercise the real wiring.
 
+pub mod bench;
 pub mod demo;
 
 use std::net::SocketAddr;

@@ -47,6 +47,11 @@ enum Command {
     Demo(kairos::demo::DemoArgs),
     /// Check the config file and exit (non-zero with the reason if invalid).
     CheckConfig,
+    /// Measure queue throughput and latency per backend; prints a table.
+    Bench(kairos::bench::BenchArgs),
+    /// Internal: a benchmark consumer process started by `kairos bench`.
+    #[command(hide = true)]
+    BenchWorker(kairos::bench::BenchWorkerArgs),
 }
 
 #[derive(Subcommand)]
@@ -160,6 +165,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenants { action } => tenants(config, action).await,
         Command::Jobs { action } => jobs(config, action).await,
         Command::Demo(args) => kairos::demo::run(config, args).await,
+        Command::Bench(args) => kairos::bench::run(config, args).await,
+        Command::BenchWorker(args) => kairos::bench::worker(config, args).await,
         Command::Serve | Command::Api | Command::Worker | Command::Scheduler => unreachable_roles(),
     }
 }
