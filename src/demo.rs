@@ -50,7 +50,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("--events and --accounts must be at least 1");
     }
     if std::net::TcpListener::bind(&config.server.listen).is_err() {
-        eprintln!("{} is busy; the demo will listen on a free port instead", config.server.listen);
+        eprintln!(
+            "{} is busy; the demo will listen on a free port instead",
+            config.server.listen
+        );
         config.server.listen = "127.0.0.1:0".into();
     }
     let store_url = config.store.url.clone();
@@ -131,10 +134,17 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     for key in &keys {
         print_accounts(&store, &key.tenant.id, &key.tenant.name).await?;
     }
-    let sample = jobs.iter().find(|j| j.kind == "activity").map(|j| j.id.clone()).unwrap_or_default();
+    let sample = jobs
+        .iter()
+        .find(|j| j.kind == "activity")
+        .map(|j| j.id.clone())
+        .unwrap_or_default();
     println!("\nWhere things are:");
     println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily)");
-    println!("  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}", keys[0].secret);
+    println!(
+        "  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}",
+        keys[0].secret
+    );
     println!("  the API: {base}/openapi.json · {base}/readyz");
     println!("  ops:     cargo run --release -- jobs list | jobs dead | jobs retry ID");
 
@@ -184,10 +194,22 @@ pub fn synthetic_events(rng: &mut StdRng, nonce: i64, tenant: &str, accounts: us
             let roll = rng.random_range(0..100);
             let (kind, data) = match roll {
                 0..=39 => ("user.logged_in", json!({ "method": "password" })),
-                40..=57 => ("comment.created", json!({ "text": COMMENTS[rng.random_range(0..COMMENTS.len())] })),
-                58..=67 => ("ticket.created", json!({ "subject": COMMENTS[rng.random_range(0..COMMENTS.len())], "priority": "normal" })),
-                68..=72 => ("ticket.comment", json!({ "text": COMMENTS[rng.random_range(0..COMMENTS.len())] })),
-                73..=89 => ("payment.succeeded", json!({ "amount": rng.random_range(20..500), "currency": "EUR" })),
+                40..=57 => (
+                    "comment.created",
+                    json!({ "text": COMMENTS[rng.random_range(0..COMMENTS.len())] }),
+                ),
+                58..=67 => (
+                    "ticket.created",
+                    json!({ "subject": COMMENTS[rng.random_range(0..COMMENTS.len())], "priority": "normal" }),
+                ),
+                68..=72 => (
+                    "ticket.comment",
+                    json!({ "text": COMMENTS[rng.random_range(0..COMMENTS.len())] }),
+                ),
+                73..=89 => (
+                    "payment.succeeded",
+                    json!({ "amount": rng.random_range(20..500), "currency": "EUR" }),
+                ),
                 90..=98 => ("payment.failed", json!({ "reason": "card_declined" })),
                 // A flaky diagnostic job: fails once, succeeds on retry.
                 _ => ("diagnostic.flaky", json!({ "probe": { "fail_attempts": 1 } })),
@@ -225,7 +247,10 @@ fn print_job_table(jobs: &[JobRun]) {
         let count = |s: JobState| js.iter().filter(|j| j.state == s).count();
         let retried = js.iter().filter(|j| j.attempts > 1).count();
         let other = js.len() - count(JobState::Succeeded) - count(JobState::Dead);
-        let mut wait: Vec<i64> = js.iter().filter_map(|j| j.started_at.map(|s| s - j.created_at)).collect();
+        let mut wait: Vec<i64> = js
+            .iter()
+            .filter_map(|j| j.started_at.map(|s| s - j.created_at))
+            .collect();
         let mut run: Vec<i64> = js
             .iter()
             .filter_map(|j| j.started_at.zip(j.finished_at).map(|(s, f)| f - s))
@@ -251,7 +276,7 @@ fn print_job_table(jobs: &[JobRun]) {
 
 async fn print_accounts(store: &kairos_core::Store, tenant_id: &str, name: &str) -> anyhow::Result<()> {
     let mut accounts = kairos_jobs::activity::read_all(store, tenant_id).await?;
-    accounts.sort_by(|a, b| b.events.cmp(&a.events));
+    accounts.sort_by_key(|a| std::cmp::Reverse(a.events));
     println!("\n{name}: {} accounts with activity; most active:", accounts.len());
     println!(
         "  {:<10} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>10}",

@@ -63,9 +63,13 @@ impl Runtime {
         if config.store.migrate_on_start {
             store.migrate().await.context("applying migrations")?;
         }
-        let queue = kairos_core::queue::connect(&config.queue)
-            .await
-            .with_context(|| format!("connecting to the {:?} queue at {}", config.queue.backend, redact(&config.queue.url)))?;
+        let queue = kairos_core::queue::connect(&config.queue).await.with_context(|| {
+            format!(
+                "connecting to the {:?} queue at {}",
+                config.queue.backend,
+                redact(&config.queue.url)
+            )
+        })?;
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -153,11 +157,17 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         });
     }
     if roles.scheduler {
-        let dispatcher = kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
+        let dispatcher =
+            kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
     if roles.worker {
-        let worker = kairos_worker::Worker::new(rt.store.clone(), rt.queue.clone(), rt.registry.clone(), rt.config.clone());
+        let worker = kairos_worker::Worker::new(
+            rt.store.clone(),
+            rt.queue.clone(),
+            rt.registry.clone(),
+            rt.config.clone(),
+        );
         tasks.spawn(worker.run(shutdown.clone()));
     }
     Ok(Running { addr, shutdown, tasks })

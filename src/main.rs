@@ -141,9 +141,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(cli.config.as_deref())?;
     let roles = match &cli.command {
         Command::Serve => Some(Roles::ALL),
-        Command::Api => Some(Roles { api: true, scheduler: false, worker: false }),
-        Command::Worker => Some(Roles { api: false, scheduler: false, worker: true }),
-        Command::Scheduler => Some(Roles { api: false, scheduler: true, worker: false }),
+        Command::Api => Some(Roles {
+            api: true,
+            scheduler: false,
+            worker: false,
+        }),
+        Command::Worker => Some(Roles {
+            api: false,
+            scheduler: false,
+            worker: true,
+        }),
+        Command::Scheduler => Some(Roles {
+            api: false,
+            scheduler: true,
+            worker: false,
+        }),
         _ => None,
     };
     if let Some(roles) = roles {
@@ -211,7 +223,10 @@ async fn tenants(config: kairos_core::Config, action: TenantsCmd) -> anyhow::Res
         TenantsCmd::List => {
             println!("{:<38} {:<24} {:>10}  created", "id", "name", "rate/s");
             for t in store.list_tenants().await? {
-                let rate = t.rate_per_second.map(|r| r.to_string()).unwrap_or_else(|| "default".into());
+                let rate = t
+                    .rate_per_second
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "default".into());
                 println!("{:<38} {:<24} {:>10}  {}", t.id, t.name, rate, to_rfc3339(t.created_at));
             }
         }
@@ -224,8 +239,15 @@ async fn tenants(config: kairos_core::Config, action: TenantsCmd) -> anyhow::Res
     Ok(())
 }
 
+async fn kind_of(store: &kairos_core::Store, id: &str) -> anyhow::Result<String> {
+    Ok(store.job(None, id).await?.with_context(|| format!("no job {id}"))?.kind)
+}
+
 fn print_jobs(jobs: &[JobRun]) {
-    println!("{:<36} {:<10} {:<9} {:>8}  {:<24} last error", "id", "kind", "state", "attempts", "created");
+    println!(
+        "{:<36} {:<10} {:<9} {:>8}  {:<24} last error",
+        "id", "kind", "state", "attempts", "created"
+    );
     for j in jobs {
         println!(
             "{:<36} {:<10} {:<9} {:>4}/{:<3}  {:<24} {}",
@@ -243,16 +265,41 @@ fn print_jobs(jobs: &[JobRun]) {
 async fn jobs(config: kairos_core::Config, action: JobsCmd) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     match action {
-        JobsCmd::List { state, kind, tenant, limit } => {
-            let state = state.map(|s| s.parse::<JobState>()).transpose().map_err(anyhow::Error::msg)?;
+        JobsCmd::List {
+            state,
+            kind,
+            tenant,
+            limit,
+        } => {
+            let state = state
+                .map(|s| s.parse::<JobState>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let tenant_id = match tenant {
                 Some(t) => Some(store.find_tenant(&t).await?.id),
                 None => None,
             };
-            print_jobs(&store.jobs(&JobFilter { tenant_id, state, kind, limit }).await?);
+            print_jobs(
+                &store
+                    .jobs(&JobFilter {
+                        tenant_id,
+                        state,
+                        kind,
+                        limit,
+                    })
+                    .await?,
+            );
         }
         JobsCmd::Dead { limit } => {
-            print_jobs(&store.jobs(&JobFilter { state: Some(JobState::Dead), limit, ..JobFilter::default() }).await?);
+            print_jobs(
+                &store
+                    .jobs(&JobFilter {
+                        state: Some(JobState::Dead),
+                        limit,
+                        ..JobFilter::default()
+                    })
+                    .await?,
+            );
         }
         JobsCmd::Show { id } => {
             let j = store.job(None, &id).await?.with_context(|| format!("no job {id}"))?;
@@ -273,7 +320,9 @@ async fn jobs(config: kairos_core::Config, action: JobsCmd) -> anyhow::Result<()
             println!("payload:     {}", j.payload);
         }
         JobsCmd::Retry { id } => {
-            let job = store.requeue_dead(&id).await?;
+            let job = store
+                .requeue_dead(&id, config.policy(&kind_of(&store, &id).await?).max_attempts)
+                .await?;
             let queue = kairos_core::queue::connect(&config.queue).await?;
             if let Err(e) = queue.push(&[job.message()]).await {
                 store.unclaim(std::slice::from_ref(&job.id)).await?;
@@ -281,7 +330,10 @@ async fn jobs(config: kairos_core::Config, action: JobsCmd) -> anyhow::Result<()
                     "the queue is unavailable; the job is pending and the scheduler will queue it when the queue is back",
                 ));
             }
-            println!("job {id} re-queued with {} fresh attempts", job.max_attempts);
+            println!(
+                "job {id} re-queued: attempts {} so far, up to {} allowed",
+                job.attempts, job.max_attempts
+            );
         }
     }
     Ok(())

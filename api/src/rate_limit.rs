@@ -65,7 +65,10 @@ mod tests {
         let rl = RateLimiter::new(10, 20);
         assert!(rl.check("a", None, 20).is_ok());
         let wait = rl.check("a", None, 5).unwrap_err();
-        assert!(wait > Duration::from_millis(300) && wait <= Duration::from_millis(600), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(300) && wait <= Duration::from_millis(600),
+            "{wait:?}"
+        );
         assert!(rl.check("b", None, 20).is_ok());
         // A tenant's own rate raises its capacity.
         assert!(rl.check("c", Some(100), 100).is_ok());

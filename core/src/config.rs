@@ -299,9 +299,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         Self::from_toml(&text, &path.display().to_string(), &env, known_kinds)
     }
 
@@ -325,11 +323,10 @@ impl Config {
             let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
             for (var, value) in env {
                 apply_env_override(&mut table, var, value)?;
-                config =
-                    Config::deserialize(table.clone()).map_err(|e| ConfigError::Env {
-                        var: var.clone(),
-                        message: e.to_string(),
-                    })?;
+                config = Config::deserialize(table.clone()).map_err(|e| ConfigError::Env {
+                    var: var.clone(),
+                    message: e.to_string(),
+                })?;
             }
         }
         config.source = source.to_owned();
@@ -358,7 +355,12 @@ impl Config {
                 format!("`{}` is not an address like 127.0.0.1:8080", self.server.listen),
             ));
         }
-        check_url(self, "store.url", &self.store.url, &["sqlite", "postgres", "postgresql"])?;
+        check_url(
+            self,
+            "store.url",
+            &self.store.url,
+            &["sqlite", "postgres", "postgresql"],
+        )?;
         if self.store.max_connections == 0 {
             return Err(self.invalid("store.max_connections", "must be at least 1"));
         }
@@ -420,12 +422,15 @@ impl Config {
 }
 
 fn check_url(config: &Config, key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    let url = url::Url::parse(value)
-        .map_err(|e| config.invalid(key, format!("`{value}` is not a URL: {e}")))?;
+    let url = url::Url::parse(value).map_err(|e| config.invalid(key, format!("`{value}` is not a URL: {e}")))?;
     if !schemes.contains(&url.scheme()) {
         return Err(config.invalid(
             key,
-            format!("scheme `{}` not supported here (expected {})", url.scheme(), schemes.join(" or ")),
+            format!(
+                "scheme `{}` not supported here (expected {})",
+                url.scheme(),
+                schemes.join(" or ")
+            ),
         ));
     }
     Ok(())
@@ -496,7 +501,9 @@ mod tests {
 
     #[test]
     fn bad_duration_is_rejected_with_its_line() {
-        let err = parse("[jobs.activity]\ntimeout = \"ten seconds\"\n").unwrap_err().to_string();
+        let err = parse("[jobs.activity]\ntimeout = \"ten seconds\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 

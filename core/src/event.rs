@@ -32,7 +32,6 @@ pub const MAX_IDENT_LEN: usize = 128;
 pub fn valid_event_type(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= MAX_IDENT_LEN
-        && t.split('.').all(|seg| {
-            !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        })
+        && t.split('.')
+            .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
 }

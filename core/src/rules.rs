@@ -144,21 +144,39 @@ mod tests {
             rule("comment.created", &["probe", "activity"], json!({})),
         ]);
         assert_eq!(rules.kinds_for(&event("user.login", json!({}))), vec!["activity"]);
-        assert_eq!(rules.kinds_for(&event("payment.failed", json!({}))), vec!["activity", "probe"]);
-        assert_eq!(rules.kinds_for(&event("comment.created", json!({}))), vec!["activity", "probe"]);
+        assert_eq!(
+            rules.kinds_for(&event("payment.failed", json!({}))),
+            vec!["activity", "probe"]
+        );
+        assert_eq!(
+            rules.kinds_for(&event("comment.created", json!({}))),
+            vec!["activity", "probe"]
+        );
     }
 
     #[test]
     fn filters_compare_nested_data_fields() {
-        let r = rule("ticket.created", &["probe"], json!({"ticket.priority": "high", "plan": "pro"}));
-        assert!(r.matches(&event("ticket.created", json!({"plan": "pro", "ticket": {"priority": "high"}}))));
-        assert!(!r.matches(&event("ticket.created", json!({"plan": "pro", "ticket": {"priority": "low"}}))));
+        let r = rule(
+            "ticket.created",
+            &["probe"],
+            json!({"ticket.priority": "high", "plan": "pro"}),
+        );
+        assert!(r.matches(&event(
+            "ticket.created",
+            json!({"plan": "pro", "ticket": {"priority": "high"}})
+        )));
+        assert!(!r.matches(&event(
+            "ticket.created",
+            json!({"plan": "pro", "ticket": {"priority": "low"}})
+        )));
         assert!(!r.matches(&event("ticket.created", json!({"ticket": {"priority": "high"}}))));
     }
 
     #[test]
     fn validation_rejects_bad_patterns_and_kinds() {
-        assert!(rule("comment created", &["probe"], json!({})).validate(&["probe"]).is_err());
+        assert!(rule("comment created", &["probe"], json!({}))
+            .validate(&["probe"])
+            .is_err());
         assert!(rule("comment.*", &["nope"], json!({})).validate(&["probe"]).is_err());
         assert!(rule("comment.*", &[], json!({})).validate(&["probe"]).is_err());
         assert!(rule("comment.*", &["probe"], json!({})).validate(&["probe"]).is_ok());

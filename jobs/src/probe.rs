@@ -44,8 +44,8 @@ impl Job for Probe {
     }
 
     async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
-        let p: Payload = serde_json::from_str(payload)
-            .map_err(|e| JobError::Permanent(format!("probe: bad payload: {e}")))?;
+        let p: Payload =
+            serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("probe: bad payload: {e}")))?;
         let ins = p.data.probe;
         if ins.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(ins.sleep_ms)).await;

@@ -31,11 +31,20 @@ mod tests {
         };
         for _ in 0..100 {
             let d1 = retry_delay(&p, 1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
             let d3 = retry_delay(&p, 3);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
+            assert!(
+                d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+                "{d3:?}"
+            );
             let d20 = retry_delay(&p, 20);
-            assert!(d20 >= Duration::from_millis(500) && d20 <= Duration::from_secs(1), "{d20:?}");
+            assert!(
+                d20 >= Duration::from_millis(500) && d20 <= Duration::from_secs(1),
+                "{d20:?}"
+            );
         }
     }
 }

@@ -14,10 +14,13 @@ use kairos_core::store::Finished;
 use kairos_core::Delivery;
 use kairos_jobs::{JobError, JobOutput};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::{backoff, Shared};
 
 const MAX_BATCH: usize = 512;
+/// Store write attempts per batch once shutdown has begun.
+const SHUTDOWN_TRIES: u32 = 5;
 
 /// The end of one attempt.
 pub(crate) struct Outcome {
@@ -33,14 +36,14 @@ enum Settle {
     Retry(Duration),
 }
 
-pub(crate) async fn run(shared: Shared, mut rx: mpsc::Receiver<Outcome>) {
+pub(crate) async fn run(shared: Shared, mut rx: mpsc::Receiver<Outcome>, shutdown: CancellationToken) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        settle(&shared, std::mem::take(&mut batch)).await;
+        settle(&shared, std::mem::take(&mut batch), &shutdown).await;
     }
 }
 
-async fn settle(shared: &Shared, batch: Vec<Outcome>) {
+async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationToken) {
     let mut records = Vec::with_capacity(batch.len());
     let mut actions = Vec::with_capacity(batch.len());
     for o in &batch {
@@ -78,8 +81,16 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>) {
     }
     // The store is the record ops rely on: keep trying. Leases protect the
     // jobs meanwhile (they are re-delivered if this process dies).
+    // On shutdown, give up after a few tries rather than never exiting: the
+    // jobs stay leased and are re-delivered (and re-run idempotently).
     let mut wait = Duration::from_millis(100);
+    let mut tries = 0;
     while let Err(e) = shared.store.finish(&records).await {
+        tries += 1;
+        if shutdown.is_cancelled() && tries >= SHUTDOWN_TRIES {
+            tracing::error!(error = %e, count = records.len(), "shutting down without recording these outcomes; the jobs will be re-delivered when their leases expire");
+            return;
+        }
         tracing::error!(error = %e, retry_in = ?wait, "cannot record job outcomes; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));

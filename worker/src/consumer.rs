@@ -33,7 +33,10 @@ pub(crate) struct InFlight(Arc<Mutex<HashMap<String, (Delivery, AbortHandle)>>>)
 
 impl InFlight {
     fn insert(&self, d: Delivery, h: AbortHandle) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(d.tag.clone(), (d, h));
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(d.tag.clone(), (d, h));
     }
 
     fn remove(&self, tag: &str) {
@@ -97,8 +100,10 @@ pub(crate) async fn run(
                 return Err(e.into());
             }
         };
-        let mut attempts: HashMap<String, (u32, u32)> =
-            started.into_iter().map(|s| (s.id, (s.attempt, s.max_attempts))).collect();
+        let mut attempts: HashMap<String, (u32, u32)> = started
+            .into_iter()
+            .map(|s| (s.id, (s.attempt, s.max_attempts)))
+            .collect();
         let mut stale = Vec::new();
         for delivery in deliveries {
             let Some((attempt, max_attempts)) = attempts.remove(&delivery.message.id) else {
@@ -118,10 +123,22 @@ pub(crate) async fn run(
                 max_attempts,
                 store: shared.store.clone(),
             };
-            spawn_attempt(job.clone(), ctx, delivery, policy.clone(), permit, in_flight.clone(), done.clone());
+            spawn_attempt(
+                job.clone(),
+                ctx,
+                delivery,
+                policy.clone(),
+                permit,
+                in_flight.clone(),
+                done.clone(),
+            );
         }
         if !stale.is_empty() {
-            tracing::warn!(kind, count = stale.len(), "acknowledging deliveries of jobs already finished or unknown");
+            tracing::warn!(
+                kind,
+                count = stale.len(),
+                "acknowledging deliveries of jobs already finished or unknown"
+            );
             shared.queue.ack(&kind, &stale).await?;
         }
     }

@@ -82,7 +82,7 @@ impl Worker {
         };
         tracing::info!(worker = %shared.id, kinds = ?kinds, queue = shared.queue.backend(), "worker started");
         let (done_tx, done_rx) = tokio::sync::mpsc::channel(4096);
-        let completer = tokio::spawn(completer::run(shared.clone(), done_rx));
+        let completer = tokio::spawn(completer::run(shared.clone(), done_rx, shutdown.clone()));
         let mut supervisors = Vec::new();
         for kind in kinds {
             supervisors.push(tokio::spawn(supervisor::run(

@@ -61,7 +61,12 @@ async fn drain(shared: &Shared, kind: &str, slots: &Arc<Semaphore>, concurrency:
     if left.is_empty() {
         return;
     }
-    tracing::warn!(kind, count = left.len(), ?grace, "grace period over; handing unfinished jobs back to the queue");
+    tracing::warn!(
+        kind,
+        count = left.len(),
+        ?grace,
+        "grace period over; handing unfinished jobs back to the queue"
+    );
     let ids: Vec<String> = left.iter().map(|d| d.message.id.clone()).collect();
     if let Err(e) = shared.store.release(&ids).await {
         tracing::error!(kind, error = %e, "could not mark released jobs; their leases will expire instead");

@@ -213,14 +213,16 @@ pub async fn ingest(
 /// Parses and validates the whole request before anything is written: one
 /// bad event rejects the batch, with the path of the bad field.
 fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let (items, prefix): (Vec<serde_json::Value>, &str) = match value {
         serde_json::Value::Array(items) => (items, ""),
         serde_json::Value::Object(mut obj) if obj.contains_key("events") => {
             if obj.len() > 1 {
                 let extra = obj.keys().find(|k| *k != "events").cloned().unwrap_or_default();
-                return Err(ApiError::field(extra, "unknown field in a batch (expected only `events`)"));
+                return Err(ApiError::field(
+                    extra,
+                    "unknown field in a batch (expected only `events`)",
+                ));
             }
             match obj.remove("events") {
                 Some(serde_json::Value::Array(items)) => (items, "events"),
@@ -228,10 +230,18 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
             }
         }
         obj @ serde_json::Value::Object(_) => (vec![obj], "-"),
-        _ => return Err(ApiError::field("", "expected an event object, an array of events, or {\"events\": [...]}")),
+        _ => {
+            return Err(ApiError::field(
+                "",
+                "expected an event object, an array of events, or {\"events\": [...]}",
+            ))
+        }
     };
     if items.is_empty() {
-        return Err(ApiError::field(if prefix == "-" { "" } else { prefix }, "no events sent"));
+        return Err(ApiError::field(
+            if prefix == "-" { "" } else { prefix },
+            "no events sent",
+        ));
     }
     if items.len() > max_batch {
         return Err(ApiError::TooLarge(format!(
@@ -299,7 +309,10 @@ fn validate(raw: EventIn) -> Result<Event, (&'static str, String)> {
     let occurred = chrono::DateTime::parse_from_rfc3339(&raw.occurred_at).map_err(|e| {
         (
             "occurred_at",
-            format!("`{}` is not an RFC 3339 timestamp like 2026-11-21T09:30:00Z ({e})", raw.occurred_at),
+            format!(
+                "`{}` is not an RFC 3339 timestamp like 2026-11-21T09:30:00Z ({e})",
+                raw.occurred_at
+            ),
         )
     })?;
     Ok(Event {
@@ -327,21 +340,35 @@ mod tests {
 
     #[test]
     fn accepts_single_array_and_batch() {
-        assert_eq!(parse_events(OK.as_bytes(), 3).unwrap()[0].occurred_at_ms, 1_795_248_000_000);
+        assert_eq!(
+            parse_events(OK.as_bytes(), 3).unwrap()[0].occurred_at_ms,
+            1_795_248_000_000
+        );
         assert_eq!(parse_events(format!("[{OK},{OK}]").as_bytes(), 3).unwrap().len(), 2);
-        assert_eq!(parse_events(format!("{{\"events\":[{OK}]}}").as_bytes(), 3).unwrap().len(), 1);
+        assert_eq!(
+            parse_events(format!("{{\"events\":[{OK}]}}").as_bytes(), 3)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn field_errors_carry_their_path() {
         let bad_ts = OK.replace("2026-11-21T09:00:00+01:00", "yesterday");
-        assert_eq!(err(&format!("{{\"events\":[{OK},{bad_ts}]}}")).0, "events[1].occurred_at");
+        assert_eq!(
+            err(&format!("{{\"events\":[{OK},{bad_ts}]}}")).0,
+            "events[1].occurred_at"
+        );
         let (field, reason) = err(&OK.replace("\"account_id\":\"a\",", ""));
         assert_eq!(field, "account_id");
         assert!(reason.contains("account_id"), "{reason}");
         assert_eq!(err(&OK.replace("\"e1\"", "42")).0, "id");
         assert_eq!(err(&OK.replace("user.login", "user login")).0, "type");
-        assert_eq!(err(&format!("[{OK},{}]", OK.replace("}", ",\"data\":[1]}"))).0, "[1].data");
+        assert_eq!(
+            err(&format!("[{OK},{}]", OK.replace("}", ",\"data\":[1]}"))).0,
+            "[1].data"
+        );
     }
 
     #[test]

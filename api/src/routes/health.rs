@@ -41,6 +41,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         store: show(store.map_err(|e| e.to_string())),
         queue: show(queue.map_err(|e| e.to_string())),
     };
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }

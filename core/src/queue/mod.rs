@@ -96,7 +96,8 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes up to `max` messages of `kind` for `consumer`, leased for
     /// `lease`; an unacknowledged message is re-delivered once its lease
     /// expires. Waits up to the configured fetch wait when none is ready.
-    async fn fetch(&self, kind: &str, consumer: &str, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError>;
+    async fn fetch(&self, kind: &str, consumer: &str, max: usize, lease: Duration)
+        -> Result<Vec<Delivery>, QueueError>;
 
     /// Removes finished messages.
     async fn ack(&self, kind: &str, tags: &[String]) -> Result<(), QueueError>;

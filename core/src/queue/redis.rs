@@ -58,7 +58,9 @@ pub struct RedisQueue {
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueue").field("prefix", &self.config.prefix).finish()
+        f.debug_struct("RedisQueue")
+            .field("prefix", &self.config.prefix)
+            .finish()
     }
 }
 
@@ -117,7 +119,10 @@ impl RedisQueue {
             Err(e) if e.code() == Some("BUSYGROUP") => {}
             Err(e) => return Err(e.into()),
         }
-        self.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(kind.to_owned());
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind.to_owned());
         Ok(())
     }
 
@@ -204,11 +209,27 @@ impl Queue for RedisQueue {
                 .ignore();
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        match pipe.query_async::<()>(&mut conn).await {
+            // The connection manager reconnects on the next command: one
+            // retry turns a dropped connection into a blip, not a 503. (If
+            // the first try did land, the job is delivered twice; the store
+            // and idempotent jobs absorb that.)
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                tracing::warn!(error = %e, "redis push failed on a dropped connection; retrying once");
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            other => other?,
+        }
         Ok(())
     }
 
-    async fn fetch(&self, kind: &str, consumer: &str, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError> {
+    async fn fetch(
+        &self,
+        kind: &str,
+        consumer: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
         self.ensure_group(kind).await?;
         let mut conn = self.conn.clone();
         let mut out = Vec::new();

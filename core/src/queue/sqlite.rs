@@ -46,7 +46,10 @@ impl SqliteQueue {
                 std::fs::create_dir_all(dir).map_err(|e| url_err(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS kairos_queue (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -145,7 +148,13 @@ impl Queue for SqliteQueue {
         self.insert(messages, now_ms()).await
     }
 
-    async fn fetch(&self, kind: &str, consumer: &str, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError> {
+    async fn fetch(
+        &self,
+        kind: &str,
+        consumer: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
             // Register interest before looking, so a push between the look

@@ -104,10 +104,18 @@ impl Store {
     /// Undoes an [`Store::ingest`] whose jobs could not be queued, so a 503
     /// really means "nothing recorded" and the client's retry is not taken
     /// for a duplicate.
-    pub async fn revert_ingest(&self, tenant_id: &str, event_ids: &[String], job_ids: &[String]) -> Result<(), StoreError> {
+    pub async fn revert_ingest(
+        &self,
+        tenant_id: &str,
+        event_ids: &[String],
+        job_ids: &[String],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for chunk in job_ids.chunks(500) {
-            let sql = format!("DELETE FROM job_runs WHERE state = 'pending' AND id IN ({})", placeholders(0, chunk.len()));
+            let sql = format!(
+                "DELETE FROM job_runs WHERE state = 'pending' AND id IN ({})",
+                placeholders(0, chunk.len())
+            );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id);

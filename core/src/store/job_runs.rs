@@ -62,10 +62,9 @@ impl fmt::Display for JobState {
 impl FromStr for JobState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown job state `{s}` (expected one of pending, queued, running, retrying, succeeded, dead)"))
+        JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!("unknown job state `{s}` (expected one of pending, queued, running, retrying, succeeded, dead)")
+        })
     }
 }
 
@@ -327,7 +326,10 @@ impl Store {
     pub async fn jobs_by_ids(&self, ids: &[String]) -> Result<Vec<JobRun>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let sql = format!("SELECT {COLUMNS} FROM job_runs WHERE id IN ({})", placeholders(0, chunk.len()));
+            let sql = format!(
+                "SELECT {COLUMNS} FROM job_runs WHERE id IN ({})",
+                placeholders(0, chunk.len())
+            );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id);
@@ -375,14 +377,20 @@ impl Store {
             .collect()
     }
 
-    /// Moves a dead job back to `queued` with a fresh set of attempts and
+    /// Moves a dead job back to `queued` with `extra_attempts` more
+    /// attempts (its attempt count and last error are kept as history) and
     /// returns it, for the caller to put on the queue.
-    pub async fn requeue_dead(&self, id: &str) -> Result<JobRun, StoreError> {
+    pub async fn requeue_dead(&self, id: &str, extra_attempts: u32) -> Result<JobRun, StoreError> {
         let sql = format!(
-            "UPDATE job_runs SET state = 'queued', attempts = 0, queued_at = $1, finished_at = NULL \
-             WHERE id = $2 AND state = 'dead' RETURNING {COLUMNS}"
+            "UPDATE job_runs SET state = 'queued', max_attempts = attempts + $1, queued_at = $2, finished_at = NULL \
+             WHERE id = $3 AND state = 'dead' RETURNING {COLUMNS}"
         );
-        let row = sqlx::query(&sql).bind(now_ms()).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(i64::from(extra_attempts.max(1)))
+            .bind(now_ms())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(row) => from_row(&row),
             None => match self.job(None, id).await? {

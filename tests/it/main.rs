@@ -1,0 +1,10 @@
+//! Integration tests: real SQLite, real Redis (127.0.0.1:6379) and real
+//! Postgres (127.0.0.1:5432, database `test`). Each test gets its own SQLite
+//! file, Postgres database and Redis key prefix, so they run in parallel.
+//! Override the servers with KAIROS_TEST_PG and KAIROS_TEST_REDIS.
+
+mod common;
+mod errors;
+mod failures;
+mod ingest;
+mod processes;

@@ -1,0 +1,258 @@
+//! Real `kairos` processes: the distributed deployment, graceful shutdown,
+//! and a worker killed with SIGKILL mid-job.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use kairos::{start, Roles, Runtime};
+use kairos_core::store::JobState;
+use kairos_core::Store;
+use serde_json::json;
+
+use crate::common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_with_listen(config: &std::path::PathBuf, args: &[&str], port: u16) -> Proc {
+    let mut cmd = kairos_cmd(config, args);
+    cmd.env("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    Proc {
+        child: cmd.spawn().unwrap(),
+        name: args.join(" "),
+    }
+}
+
+async fn wait_healthy(base: &str) {
+    let http = reqwest::Client::new();
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        })
+        .await,
+        "API at {base} did not come up"
+    );
+}
+
+async fn create_tenant(config: &std::path::PathBuf, name: &str) -> String {
+    let (ok, out, err) = run_cli(config, &["tenants", "create", name]).await;
+    assert!(ok, "{err}");
+    out.split_whitespace()
+        .find(|w| w.starts_with("kairos_"))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("no key in {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_processes_complete_every_job_exactly_once() {
+    let env = Env::new(Deployment::Distributed).await;
+    let config = env.config_file("[jobs.activity]\nconcurrency = 16\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n");
+    let (ok, _, err) = run_cli(&config, &["migrate"]).await;
+    assert!(ok, "{err}");
+    let key = create_tenant(&config, "acme").await;
+
+    let port = free_port();
+    let mut procs = vec![
+        spawn_with_listen(&config, &["api"], port),
+        spawn_proc(&config, &["scheduler"]),
+        spawn_proc(&config, &["worker"]),
+        spawn_proc(&config, &["worker"]),
+    ];
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+
+    const N: usize = 5000;
+    let types = [
+        "user.logged_in",
+        "comment.created",
+        "ticket.created",
+        "payment.succeeded",
+        "payment.failed",
+    ];
+    let mut expected: BTreeMap<String, [i64; 5]> = BTreeMap::new();
+    let events: Vec<_> = (0..N)
+        .map(|i| {
+            let account = format!("acct-{}", i % 50);
+            let t = types[(i * 7 + i / 50) % types.len()];
+            expected.entry(account.clone()).or_default()[(i * 7 + i / 50) % types.len()] += 1;
+            event(&format!("ev-{i}"), t, &account, json!({"amount": 10}))
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for chunk in events.chunks(500) {
+        let resp = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(&key)
+            .json(&json!({ "events": chunk }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        ids.extend(job_ids(&body));
+    }
+    assert_eq!(ids.len(), N);
+
+    let store = Store::connect(&env.store_url, 2).await.unwrap();
+    let jobs = wait_settled(&store, &ids, Duration::from_secs(180)).await;
+    assert!(jobs.iter().all(|j| j.state == JobState::Succeeded), "all succeeded");
+    assert!(jobs.iter().all(|j| j.attempts == 1), "each job ran exactly once");
+    let workers: HashSet<_> = jobs.iter().filter_map(|j| j.worker.clone()).collect();
+    assert_eq!(workers.len(), 2, "both workers took part: {workers:?}");
+
+    let tenant = store.find_tenant("acme").await.unwrap();
+    let acts = kairos_jobs::activity::read_all(&store, &tenant.id).await.unwrap();
+    assert_eq!(acts.len(), 50);
+    for a in acts {
+        let e = expected[&a.account_id];
+        assert_eq!(
+            [a.logins, a.comments, a.tickets, a.payments, a.failed_payments],
+            e,
+            "aggregates of {}",
+            a.account_id
+        );
+        assert_eq!(a.amount_paid_cents, e[3] * 1000);
+    }
+
+    for p in &procs {
+        p.signal("TERM");
+    }
+    for p in &mut procs {
+        let status = p.wait(Duration::from_secs(30)).await;
+        assert!(status.success(), "{} exited with {status}", p.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_jobs_and_exits_zero() {
+    let env = Env::new(Deployment::Embedded).await;
+    let config = env.config_file(
+        "[worker]\nshutdown_grace = \"20s\"\n[jobs.probe]\nconcurrency = 4\ntimeout = \"30s\"\n[[rules]]\non = \"diagnostic.*\"\nrun = [\"probe\"]\n",
+    );
+    let key = create_tenant(&config, "acme").await;
+    let port = free_port();
+    let mut serve = spawn_with_listen(&config, &["serve"], port);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    let batch: Vec<_> = (0..4)
+        .map(|i| {
+            event(
+                &format!("s{i}"),
+                "diagnostic.slow",
+                "a",
+                json!({"probe": {"sleep_ms": 2000}}),
+            )
+        })
+        .collect();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&key)
+        .json(&json!(batch))
+        .send()
+        .await
+        .unwrap();
+    let ids = job_ids(&resp.json().await.unwrap());
+    let store = Store::connect(&env.store_url, 2).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            let jobs = store.jobs_by_ids(&ids).await.unwrap();
+            jobs.iter().filter(|j| j.state == JobState::Running).count() == 4
+        })
+        .await,
+        "jobs never all ran at once"
+    );
+    serve.signal("TERM");
+    let status = serve.wait(Duration::from_secs(25)).await;
+    assert!(status.success(), "serve exited with {status}");
+    let jobs = store.jobs_by_ids(&ids).await.unwrap();
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "in-flight jobs finished before exit: {jobs:?}"
+    );
+}
+
+async fn sigkilled_worker_jobs_are_redelivered(deployment: Deployment) {
+    // Env's config sets queue.lease_margin = 1s and reclaim_interval = 300ms.
+    let extra =
+        "[jobs.probe]\ntimeout = \"4s\"\nmax_attempts = 3\n[[rules]]\non = \"diagnostic.*\"\nrun = [\"probe\"]\n";
+    let env = Env::new(deployment).await;
+    let config_path = env.config_file(extra);
+    let config = env.config(extra);
+    let rt = Runtime::open(config).await.unwrap();
+    let store = rt.store.clone();
+    let key = store.create_tenant("acme", None).await.unwrap();
+    let api = start(
+        rt,
+        Roles {
+            api: true,
+            scheduler: true,
+            worker: false,
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", api.addr.unwrap());
+
+    let mut victim = spawn_proc(&config_path, &["worker"]);
+    let victim_tag = format!("-{}-", victim.pid());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&key.secret)
+        .json(&event(
+            "k1",
+            "diagnostic.slow",
+            "a",
+            json!({"probe": {"sleep_ms": 2500}}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let id = job_ids(&resp.json().await.unwrap())[0].clone();
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            let j = store.job(None, &id).await.unwrap().unwrap();
+            j.state == JobState::Running && j.worker.as_deref().unwrap_or("").contains(&victim_tag)
+        })
+        .await,
+        "the first worker never started the job"
+    );
+    victim.signal("KILL");
+    victim.wait(Duration::from_secs(10)).await;
+    let killed_at = Instant::now();
+
+    let mut rescuer = spawn_proc(&config_path, &["worker"]);
+    let job = wait_settled(&store, std::slice::from_ref(&id), Duration::from_secs(30))
+        .await
+        .remove(0);
+    let took = killed_at.elapsed();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.attempts, 2, "the killed attempt counts, the second one finishes");
+    assert!(!job.worker.unwrap().contains(&victim_tag));
+    // Bound: lease (timeout 4s + margin 1s) + reclaim interval + the 2.5s run.
+    assert!(took < Duration::from_secs(15), "re-delivery took {took:?}");
+    rescuer.signal("TERM");
+    assert!(rescuer.wait(Duration::from_secs(20)).await.success());
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_sigkilled_worker_jobs_are_redelivered() {
+    sigkilled_worker_jobs_are_redelivered(Deployment::Distributed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sigkilled_worker_jobs_are_redelivered() {
+    sigkilled_worker_jobs_are_redelivered(Deployment::Embedded).await;
+}
