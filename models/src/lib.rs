@@ -1,0 +1,1 @@
+//! Kairos's models (being written).
