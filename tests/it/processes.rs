@@ -256,3 +256,41 @@ async fn distributed_sigkilled_worker_jobs_are_redelivered() {
 async fn embedded_sigkilled_worker_jobs_are_redelivered() {
     sigkilled_worker_jobs_are_redelivered(Deployment::Embedded).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_config_stops_every_role_before_it_starts() {
+    let env = Env::new(Deployment::Embedded).await;
+    let bad = env.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[queue]\nbackend = \"sqlite\"\nfetch_batchh = 3\n").unwrap();
+    for role in ["serve", "api", "worker", "scheduler", "migrate"] {
+        let (ok, _, err) = run_cli(&bad, &[role]).await;
+        assert!(!ok, "{role} started on a bad config");
+        assert!(err.contains("bad.toml") && err.contains("line 3") && err.contains("fetch_batchh"), "{err}");
+    }
+    std::fs::write(&bad, "[[rules]]\non = \"comment.created\"\nrun = [\"sentimentt\"]\n").unwrap();
+    let (ok, _, err) = run_cli(&bad, &["serve"]).await;
+    assert!(!ok && err.contains("rules[0].run") && err.contains("sentimentt"), "{err}");
+    let mut cmd = kairos_cmd(&env.config_file(""), &["check-config"]);
+    cmd.env("KAIROS__QUEUE__URL", "not a url");
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queue.url"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_key_revokes_the_old_one() {
+    let mut app = spawn_app(Deployment::Embedded, "").await;
+    let config = app.env.config_file("");
+    let (ok, out, err) = run_cli(&config, &["tenants", "rotate-key", "tenant-a"]).await;
+    assert!(ok, "{err}");
+    let new_key = out.split_whitespace().find(|w| w.starts_with("kairos_")).unwrap().to_string();
+    let e = event("rk1", "user.logged_in", "a", json!({}));
+    let (s, _) = app.post_events(&e).await;
+    assert_eq!(s, 401, "the old key is revoked");
+    let (s, _) = app.post_events_with_key(&new_key, &e).await;
+    assert_eq!(s, 202);
+    let (ok, out, _) = run_cli(&config, &["tenants", "list"]).await;
+    assert!(ok && out.contains("tenant-a"));
+    assert!(!out.contains(&new_key), "keys are never listed");
+    app.shutdown().await;
+}
