@@ -746,7 +746,7 @@ async fn throughput(
             )
         }
     };
-    let mut procs = start_workers(ctx, target, &run, workers).await?;
+    let mut procs = start_workers(ctx, target, run, workers).await?;
     let deadline = Instant::now() + run_deadline(jobs);
     let start = Instant::now();
     for p in procs.iter_mut() {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::rules::RuleConfig;
+use crate::schedule::ScheduleConfig;
 
 /// The prefix of environment variables that override config keys:
 /// `KAIROS__QUEUE__BACKEND=redis` sets `queue.backend`.
@@ -90,6 +91,9 @@ pub struct Config {
     /// Which events trigger which job kinds.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Cron schedules.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -242,6 +246,14 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
+    /// A tick later than this when a scheduler gets to it (the schedulers
+    /// were down) is a misfire, handled by the schedule's `misfire` policy.
+    #[serde(with = "humantime_serde")]
+    pub misfire_threshold: Duration,
+    /// How often the config file is checked for changes (it is also
+    /// re-read on SIGHUP).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
     /// How often stored-but-unqueued jobs are looked for.
     #[serde(with = "humantime_serde")]
     pub dispatch_interval: Duration,
@@ -254,6 +266,8 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
+            misfire_threshold: Duration::from_secs(60),
+            reload_interval: Duration::from_secs(2),
             dispatch_interval: Duration::from_secs(1),
             dispatch_after: Duration::from_secs(5),
         }
@@ -413,6 +427,18 @@ impl Config {
                 return Err(self.invalid(key("backoff_max"), "must not be below backoff_initial"));
             }
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, schedule) in self.schedules.iter().enumerate() {
+            schedule
+                .validate(known_kinds)
+                .map_err(|(key, reason)| self.invalid(format!("schedules[{i}].{key}"), reason))?;
+            if !names.insert(schedule.name.as_str()) {
+                return Err(self.invalid(
+                    format!("schedules[{i}].name"),
+                    format!("`{}` is used by another schedule", schedule.name),
+                ));
+            }
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             rule.validate(known_kinds)
                 .map_err(|(key, reason)| self.invalid(format!("rules[{i}].{key}"), reason))?;
@@ -523,6 +549,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rules[0].run") && err.contains("sentimnt"), "{err}");
+    }
+
+    #[test]
+    fn schedules_are_validated_with_their_key() {
+        let ok = "[[schedules]]\nname = \"weekly\"\ncron = \"0 9 * * MON\"\ntimezone = \"Europe/Madrid\"\njob = \"probe\"\nfan_out = \"per_tenant\"\n[[schedules.overrides]]\ntenant = \"coachly\"\ncron = \"0 8 * * MON\"\ntimezone = \"America/Bogota\"\n";
+        let c = parse(ok).unwrap();
+        assert_eq!(c.schedules[0].overrides[0].tenant, "coachly");
+        let err = parse(&ok.replace("Europe/Madrid", "Europe/Madird")).unwrap_err().to_string();
+        assert!(err.contains("schedules[0].timezone"), "{err}");
+        let err = parse(&ok.replace("0 9 * * MON", "0 25 * * MON")).unwrap_err().to_string();
+        assert!(err.contains("schedules[0].cron"), "{err}");
+        let err = parse(&format!("{ok}{}", ok.split("[[schedules.overrides]]").next().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schedules[1].name"), "{err}");
+        let err = parse("[[schedules]]\nname = \"x\"\ncron = \"* * * * *\"\njob = \"probe\"\nmisfire = \"later\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5"), "{err}");
     }
 
     #[test]

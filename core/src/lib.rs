@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod queue;
 pub mod rules;
+pub mod schedule;
 pub mod store;
 pub mod time;
 
