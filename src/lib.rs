@@ -160,6 +160,22 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         let dispatcher =
             kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
         tasks.spawn(dispatcher.run(shutdown.clone()));
+        let (tx, rx) = tokio::sync::watch::channel(rt.config.clone());
+        let path = PathBuf::from(&rt.config.source);
+        if path.is_file() {
+            tasks.spawn(kairos_scheduler::reload::watch_config(
+                path,
+                rt.registry.kinds(),
+                tx,
+                shutdown.clone(),
+            ));
+        }
+        let firer = kairos_scheduler::Firer {
+            store: rt.store.clone(),
+            queue: rt.queue.clone(),
+            replica: kairos_worker::worker_id(),
+        };
+        tasks.spawn(kairos_scheduler::Ticker::new(firer, rx).run(shutdown.clone()));
     }
     if roles.worker {
         let worker = kairos_worker::Worker::new(

@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         action: JobsCmd,
     },
+    /// Cron schedules: list them with their next fire times, or fire one now.
+    Schedules {
+        #[command(subcommand)]
+        action: Option<SchedulesCmd>,
+    },
     /// Show the whole product working on the embedded store: starts every
     /// role, creates demo tenants, posts events through the HTTP API, waits
     /// for the jobs and prints a summary.
@@ -70,6 +75,18 @@ enum TenantsCmd {
     RotateKey {
         /// Tenant name or id.
         tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchedulesCmd {
+    /// Every schedule (and tenant override) with its next 5 fire times in
+    /// its own zone and its last run.
+    List,
+    /// Fire a schedule now (its base and every tenant override).
+    Run {
+        /// Schedule name.
+        name: String,
     },
 }
 
@@ -176,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenants { action } => tenants(config, action).await,
         Command::Jobs { action } => jobs(config, action).await,
+        Command::Schedules { action } => schedules(config, action.unwrap_or(SchedulesCmd::List)).await,
         Command::Demo(args) => kairos::demo::run(config, args).await,
         Command::Bench(args) => kairos::bench::run(config, args).await,
         Command::BenchWorker(args) => kairos::bench::worker(config, args).await,
@@ -234,6 +252,59 @@ async fn tenants(config: kairos_core::Config, action: TenantsCmd) -> anyhow::Res
             let key = store.rotate_key(&tenant).await?;
             println!("old keys of {} revoked", key.tenant.name);
             println!("new API key (shown once, store it now): {}", key.secret);
+        }
+    }
+    Ok(())
+}
+
+async fn schedules(config: kairos_core::Config, action: SchedulesCmd) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    match action {
+        SchedulesCmd::List => {
+            if config.schedules.is_empty() {
+                println!("no schedules in {}", config.source);
+                return Ok(());
+            }
+            let tenants = store.list_tenants().await?;
+            let now = chrono::Utc::now();
+            for p in kairos_scheduler::plan::plan(&config.schedules, &tenants) {
+                let s = &p.config;
+                let last = match store.last_tick(&p.key).await? {
+                    Some(t) => format!(
+                        "{} ({}, {} jobs, by {})",
+                        to_rfc3339(t.tick_at),
+                        t.outcome,
+                        t.jobs,
+                        t.replica
+                    ),
+                    None => "never".into(),
+                };
+                println!(
+                    "{}{}  [{}]  cron `{}` in {}  → job `{}`, fan-out {:?}, misfire {:?}",
+                    p.key,
+                    if p.enabled { "" } else { " (disabled)" },
+                    if p.enabled { "on" } else { "off" },
+                    p.cron.expr(),
+                    p.cron.tz(),
+                    s.job,
+                    s.fan_out,
+                    s.misfire
+                );
+                println!("    last run: {last}");
+                let next: Vec<String> = p.cron.upcoming(now, 5).iter().map(|t| t.to_rfc3339()).collect();
+                println!("    next:     {}", next.join(", "));
+            }
+        }
+        SchedulesCmd::Run { name } => {
+            let queue = kairos_core::queue::connect(&config.queue).await?;
+            let firer = kairos_scheduler::Firer {
+                store,
+                queue,
+                replica: format!("cli-{}", kairos_worker::worker_id()),
+            };
+            for (key, jobs) in kairos_scheduler::run_now(&firer, &config, &name).await? {
+                println!("{key}: fired now, {jobs} jobs created");
+            }
         }
     }
     Ok(())

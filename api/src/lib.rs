@@ -38,12 +38,21 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-tenant rate limits.
     pub limiter: Arc<RateLimiter>,
+    /// SHA-256 of the admin token read from the environment at start;
+    /// `None` disables the admin API.
+    pub admin_token_hash: Option<Vec<u8>>,
 }
 
 impl AppState {
     /// State for a config, store and queue.
     pub fn new(config: Arc<Config>, store: Store, queue: Arc<dyn Queue>) -> Self {
+        use sha2::Digest;
+        let admin_token_hash = std::env::var(&config.api.admin_token_env)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| sha2::Sha256::digest(t.trim().as_bytes()).to_vec());
         Self {
+            admin_token_hash,
             rules: Arc::new(Rules::new(config.rules.clone())),
             limiter: Arc::new(RateLimiter::new(config.api.rate_per_second, config.api.rate_burst)),
             store,
@@ -59,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(routes::events::ingest))
         .route("/v1/jobs/{id}", get(routes::jobs::get_job))
+        .route("/v1/admin/schedules/{name}/run", post(routes::admin::run_schedule))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))

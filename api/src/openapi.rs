@@ -4,13 +4,13 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{events, health, jobs};
+use crate::routes::{admin, events, health, jobs};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kairos API", description = "Event ingest and job status for Kairos, the job engine for AI automation."),
-    paths(events::ingest, jobs::get_job, health::healthz, health::readyz),
+    paths(events::ingest, jobs::get_job, admin::run_schedule, health::healthz, health::readyz),
     components(schemas(
         events::EventIn,
         events::EventBatch,
@@ -18,6 +18,8 @@ use crate::routes::{events, health, jobs};
         events::IngestResponse,
         jobs::JobView,
         health::Readiness,
+        admin::RunResponse,
+        admin::FiredKey,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

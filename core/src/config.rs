@@ -208,6 +208,10 @@ pub struct ApiConfig {
     pub rate_per_second: u32,
     /// Burst allowance on top of the rate, in events.
     pub rate_burst: u32,
+    /// Name of the environment variable holding the admin token (admin
+    /// endpoints are off when it is unset). The token itself never goes in
+    /// a file.
+    pub admin_token_env: String,
 }
 
 impl Default for ApiConfig {
@@ -217,6 +221,7 @@ impl Default for ApiConfig {
             max_body_bytes: 4 * 1024 * 1024,
             rate_per_second: 2000,
             rate_burst: 4000,
+            admin_token_env: "KAIROS_ADMIN_TOKEN".into(),
         }
     }
 }
@@ -556,9 +561,13 @@ mod tests {
         let ok = "[[schedules]]\nname = \"weekly\"\ncron = \"0 9 * * MON\"\ntimezone = \"Europe/Madrid\"\njob = \"probe\"\nfan_out = \"per_tenant\"\n[[schedules.overrides]]\ntenant = \"coachly\"\ncron = \"0 8 * * MON\"\ntimezone = \"America/Bogota\"\n";
         let c = parse(ok).unwrap();
         assert_eq!(c.schedules[0].overrides[0].tenant, "coachly");
-        let err = parse(&ok.replace("Europe/Madrid", "Europe/Madird")).unwrap_err().to_string();
+        let err = parse(&ok.replace("Europe/Madrid", "Europe/Madird"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("schedules[0].timezone"), "{err}");
-        let err = parse(&ok.replace("0 9 * * MON", "0 25 * * MON")).unwrap_err().to_string();
+        let err = parse(&ok.replace("0 9 * * MON", "0 25 * * MON"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("schedules[0].cron"), "{err}");
         let err = parse(&format!("{ok}{}", ok.split("[[schedules.overrides]]").next().unwrap()))
             .unwrap_err()

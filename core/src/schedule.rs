@@ -236,8 +236,14 @@ mod tests {
         assert_eq!(next, utc("2026-11-23T09:00:00Z"));
         let sun0 = CronSchedule::parse("0 9 * * 0", "UTC").unwrap();
         let sun7 = CronSchedule::parse("0 9 * * 7", "UTC").unwrap();
-        assert_eq!(sun0.next_after(utc("2026-11-21T00:00:00Z")), Some(utc("2026-11-22T09:00:00Z")));
-        assert_eq!(sun7.next_after(utc("2026-11-21T00:00:00Z")), Some(utc("2026-11-22T09:00:00Z")));
+        assert_eq!(
+            sun0.next_after(utc("2026-11-21T00:00:00Z")),
+            Some(utc("2026-11-22T09:00:00Z"))
+        );
+        assert_eq!(
+            sun7.next_after(utc("2026-11-21T00:00:00Z")),
+            Some(utc("2026-11-22T09:00:00Z"))
+        );
         // Day-of-month OR day-of-week: the 1st-7th and every Monday.
         let got = fires("0 9 1-7 * MON", "UTC", "2026-12-01T00:00:00Z", "2026-12-20T00:00:00Z");
         // Dec 1-7, plus Monday the 14th (Monday the 7th is already in 1-7).
@@ -245,10 +251,16 @@ mod tests {
         assert_eq!(got[7], "2026-12-14T09:00:00+00:00");
         // L = last day of the month.
         let l = CronSchedule::parse("0 0 L * *", "UTC").unwrap();
-        assert_eq!(l.next_after(utc("2026-02-10T00:00:00Z")), Some(utc("2026-02-28T00:00:00Z")));
+        assert_eq!(
+            l.next_after(utc("2026-02-10T00:00:00Z")),
+            Some(utc("2026-02-28T00:00:00Z"))
+        );
         // Optional seconds.
         let every5 = CronSchedule::parse("*/5 * * * * *", "UTC").unwrap();
-        assert_eq!(every5.next_after(utc("2026-01-01T00:00:01Z")), Some(utc("2026-01-01T00:00:05Z")));
+        assert_eq!(
+            every5.next_after(utc("2026-01-01T00:00:01Z")),
+            Some(utc("2026-01-01T00:00:05Z"))
+        );
     }
 
     #[test]
@@ -256,44 +268,97 @@ mod tests {
         assert!(CronSchedule::parse("0 9 * *", "UTC").is_err());
         assert!(CronSchedule::parse("0 9 * * * * 2026", "UTC").is_err());
         assert!(CronSchedule::parse("61 9 * * *", "UTC").is_err());
-        assert!(CronSchedule::parse("0 9 * * *", "Europe/Madird").unwrap_err().contains("IANA"));
+        assert!(CronSchedule::parse("0 9 * * *", "Europe/Madird")
+            .unwrap_err()
+            .contains("IANA"));
     }
 
     #[test]
     fn weekly_report_in_madrid_time() {
         let s = CronSchedule::parse("0 9 * * MON", "Europe/Madrid").unwrap();
         // Winter: 09:00 CET = 08:00 UTC.
-        assert_eq!(s.next_after(utc("2026-11-21T00:00:00Z")), Some(utc("2026-11-23T08:00:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-11-21T00:00:00Z")),
+            Some(utc("2026-11-23T08:00:00Z"))
+        );
         // Summer: 09:00 CEST = 07:00 UTC.
-        assert_eq!(s.next_after(utc("2026-06-01T08:00:00Z")), Some(utc("2026-06-08T07:00:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-06-01T08:00:00Z")),
+            Some(utc("2026-06-08T07:00:00Z"))
+        );
     }
 
     /// (expr, zone, window start, window end, expected fire times in UTC)
-    type Case = (&'static str, &'static str, &'static str, &'static str, &'static [&'static str]);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    );
 
     const DST: &[Case] = &[
         // Madrid spring forward 2026-03-29 02:00 → 03:00: 02:30 runs once at 03:00 local (01:00Z).
-        ("30 2 * * *", "Europe/Madrid", "2026-03-28T12:00:00Z", "2026-03-30T12:00:00Z",
-            &["2026-03-29T01:00:00+00:00", "2026-03-30T00:30:00+00:00"]),
+        (
+            "30 2 * * *",
+            "Europe/Madrid",
+            "2026-03-28T12:00:00Z",
+            "2026-03-30T12:00:00Z",
+            &["2026-03-29T01:00:00+00:00", "2026-03-30T00:30:00+00:00"],
+        ),
         // Madrid fall back 2026-10-25 03:00 → 02:00: 02:30 happens twice, runs once (first).
-        ("30 2 * * *", "Europe/Madrid", "2026-10-24T12:00:00Z", "2026-10-26T12:00:00Z",
-            &["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]),
+        (
+            "30 2 * * *",
+            "Europe/Madrid",
+            "2026-10-24T12:00:00Z",
+            "2026-10-26T12:00:00Z",
+            &["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"],
+        ),
         // New York spring forward 2026-03-08 02:00 → 03:00.
-        ("30 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", "2026-03-09T12:00:00Z",
-            &["2026-03-08T07:00:00+00:00", "2026-03-09T06:30:00+00:00"]),
+        (
+            "30 2 * * *",
+            "America/New_York",
+            "2026-03-07T12:00:00Z",
+            "2026-03-09T12:00:00Z",
+            &["2026-03-08T07:00:00+00:00", "2026-03-09T06:30:00+00:00"],
+        ),
         // New York fall back 2026-11-01 02:00 → 01:00: 01:30 happens twice, runs once.
-        ("30 1 * * *", "America/New_York", "2026-10-31T12:00:00Z", "2026-11-02T12:00:00Z",
-            &["2026-11-01T05:30:00+00:00", "2026-11-02T06:30:00+00:00"]),
+        (
+            "30 1 * * *",
+            "America/New_York",
+            "2026-10-31T12:00:00Z",
+            "2026-11-02T12:00:00Z",
+            &["2026-11-01T05:30:00+00:00", "2026-11-02T06:30:00+00:00"],
+        ),
         // Hourly keeps firing every real hour through the fall-back repeat (NY).
-        ("0 * * * *", "America/New_York", "2026-11-01T04:30:00Z", "2026-11-01T07:30:00Z",
-            &["2026-11-01T05:00:00+00:00", "2026-11-01T06:00:00+00:00", "2026-11-01T07:00:00+00:00"]),
+        (
+            "0 * * * *",
+            "America/New_York",
+            "2026-11-01T04:30:00Z",
+            "2026-11-01T07:30:00Z",
+            &[
+                "2026-11-01T05:00:00+00:00",
+                "2026-11-01T06:00:00+00:00",
+                "2026-11-01T07:00:00+00:00",
+            ],
+        ),
         // Lord Howe: 30-minute shift, spring forward 2026-10-04 02:00 → 02:30 local (+10:30 → +11);
         // 02:15 falls in the gap and runs at 02:30 (+11) = 15:30Z.
-        ("15 2 * * *", "Australia/Lord_Howe", "2026-10-03T00:00:00Z", "2026-10-04T12:00:00Z",
-            &["2026-10-03T15:30:00+00:00"]),
+        (
+            "15 2 * * *",
+            "Australia/Lord_Howe",
+            "2026-10-03T00:00:00Z",
+            "2026-10-04T12:00:00Z",
+            &["2026-10-03T15:30:00+00:00"],
+        ),
         // Santiago: DST starts at midnight 2026-09-06 (00:00 → 01:00); 00:30 shifts to 01:00.
-        ("30 0 * * *", "America/Santiago", "2026-09-05T12:00:00Z", "2026-09-07T12:00:00Z",
-            &["2026-09-06T04:00:00+00:00", "2026-09-07T03:30:00+00:00"]),
+        (
+            "30 0 * * *",
+            "America/Santiago",
+            "2026-09-05T12:00:00Z",
+            "2026-09-07T12:00:00Z",
+            &["2026-09-06T04:00:00+00:00", "2026-09-07T03:30:00+00:00"],
+        ),
     ];
 
     #[test]

@@ -42,8 +42,8 @@ impl Dispatcher {
         if jobs.is_empty() {
             return Ok(0);
         }
-        let messages: Vec<_> = jobs.iter().map(|j| j.message()).collect();
-        if let Err(e) = self.queue.push(&messages).await {
+        let messages: Vec<_> = jobs.iter().map(|j| (j.message(), j.run_after)).collect();
+        if let Err(e) = kairos_core::queue::push_due(self.queue.as_ref(), &messages).await {
             let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
             self.store.unclaim(&ids).await?;
             return Err(e.into());

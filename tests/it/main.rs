@@ -8,3 +8,4 @@ mod errors;
 mod failures;
 mod ingest;
 mod processes;
+mod scheduler;

@@ -265,11 +265,17 @@ async fn invalid_config_stops_every_role_before_it_starts() {
     for role in ["serve", "api", "worker", "scheduler", "migrate"] {
         let (ok, _, err) = run_cli(&bad, &[role]).await;
         assert!(!ok, "{role} started on a bad config");
-        assert!(err.contains("bad.toml") && err.contains("line 3") && err.contains("fetch_batchh"), "{err}");
+        assert!(
+            err.contains("bad.toml") && err.contains("line 3") && err.contains("fetch_batchh"),
+            "{err}"
+        );
     }
     std::fs::write(&bad, "[[rules]]\non = \"comment.created\"\nrun = [\"sentimentt\"]\n").unwrap();
     let (ok, _, err) = run_cli(&bad, &["serve"]).await;
-    assert!(!ok && err.contains("rules[0].run") && err.contains("sentimentt"), "{err}");
+    assert!(
+        !ok && err.contains("rules[0].run") && err.contains("sentimentt"),
+        "{err}"
+    );
     let mut cmd = kairos_cmd(&env.config_file(""), &["check-config"]);
     cmd.env("KAIROS__QUEUE__URL", "not a url");
     let out = cmd.output().await.unwrap();
@@ -283,7 +289,11 @@ async fn rotating_a_key_revokes_the_old_one() {
     let config = app.env.config_file("");
     let (ok, out, err) = run_cli(&config, &["tenants", "rotate-key", "tenant-a"]).await;
     assert!(ok, "{err}");
-    let new_key = out.split_whitespace().find(|w| w.starts_with("kairos_")).unwrap().to_string();
+    let new_key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("kairos_"))
+        .unwrap()
+        .to_string();
     let e = event("rk1", "user.logged_in", "a", json!({}));
     let (s, _) = app.post_events(&e).await;
     assert_eq!(s, 401, "the old key is revoked");
@@ -293,4 +303,65 @@ async fn rotating_a_key_revokes_the_old_one() {
     assert!(ok && out.contains("tenant-a"));
     assert!(!out.contains(&new_key), "keys are never listed");
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_scheduler_replicas_fire_each_tick_exactly_once() {
+    let env = Env::new(Deployment::Distributed).await;
+    let config = env.config_file(
+        "[[schedules]]\nname = \"every-second\"\ncron = \"* * * * * *\"\njob = \"probe\"\nmisfire = \"run_once\"\n",
+    );
+    let (ok, _, err) = run_cli(&config, &["migrate"]).await;
+    assert!(ok, "{err}");
+    let store = Store::connect(&env.store_url, 2).await.unwrap();
+    let mut replicas: Vec<Proc> = (0..3).map(|_| spawn_proc(&config, &["scheduler"])).collect();
+    let started = kairos_core::time::now_ms();
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            !store.ticks_since("every-second", started).await.unwrap().is_empty()
+        })
+        .await,
+        "no tick fired"
+    );
+    let first = store.ticks_since("every-second", started).await.unwrap()[0].tick_at;
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    replicas[0].signal("KILL");
+    replicas[0].wait(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    replicas[0] = spawn_proc(&config, &["scheduler"]);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    for r in &replicas {
+        r.signal("TERM");
+    }
+    for r in &mut replicas {
+        assert!(r.wait(Duration::from_secs(20)).await.success());
+    }
+
+    let ticks = store.ticks_since("every-second", first).await.unwrap();
+    let last = ticks.last().unwrap().tick_at;
+    assert!(last - first >= 29_000, "ran for {} ms", last - first);
+    let expected = ((last - first) / 1000 + 1) as usize;
+    let missing: Vec<i64> = (0..expected as i64)
+        .map(|i| first + i * 1000)
+        .filter(|t| !ticks.iter().any(|k| k.tick_at == *t))
+        .collect();
+    assert!(missing.is_empty(), "missed ticks: {missing:?}");
+    assert_eq!(ticks.len(), expected, "each tick recorded once");
+    assert!(ticks.iter().all(|t| t.outcome == "fired" && t.jobs == 1), "{ticks:?}");
+    let jobs = store
+        .jobs(&kairos_core::store::JobFilter {
+            kind: Some("probe".into()),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let all_ticks = store.ticks_since("every-second", 0).await.unwrap().len();
+    assert_eq!(jobs.len(), all_ticks, "one job per tick, never two");
+    let mut ids: Vec<_> = jobs.iter().map(|j| j.id.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), jobs.len());
+    let replicas_seen: HashSet<_> = ticks.iter().map(|t| t.replica.clone()).collect();
+    assert!(replicas_seen.len() >= 2, "ticks came from {replicas_seen:?}");
 }

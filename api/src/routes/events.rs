@@ -126,14 +126,17 @@ pub async fn ingest(
     let stored: Vec<StoredEvent> = events
         .into_iter()
         .map(|event| {
+            let now = kairos_core::time::now_ms();
             let jobs = state
                 .rules
-                .kinds_for(&event)
+                .triggers_for(&event)
                 .into_iter()
-                .map(|kind| PlannedJob {
+                .map(|t| PlannedJob {
                     id: uuid::Uuid::now_v7().to_string(),
-                    max_attempts: state.config.policy(&kind).max_attempts,
-                    kind,
+                    max_attempts: state.config.policy(&t.kind).max_attempts,
+                    run_after: t.delay.map(|d| now + millis(d)),
+                    debounce: t.debounce.map(|(rule, key, window)| (rule, key, millis(window))),
+                    kind: t.kind,
                 })
                 .collect();
             let payload = serde_json::to_string(&event).unwrap_or_default();
@@ -147,21 +150,23 @@ pub async fn ingest(
     let mut messages = Vec::new();
     let mut new_events = Vec::new();
     for (item, outcome) in stored.iter().zip(&outcomes) {
-        if matches!(outcome, IngestOutcome::Accepted { .. }) {
+        if let IngestOutcome::Accepted { job_ids } = outcome {
             new_events.push(item.event.id.clone());
-            for job in &item.jobs {
-                messages.push(kairos_core::Message {
+            // Debounced jobs that were suppressed are not in `job_ids`.
+            for job in item.jobs.iter().filter(|j| job_ids.contains(&j.id)) {
+                let message = kairos_core::Message {
                     id: job.id.clone(),
                     kind: job.kind.clone(),
                     tenant_id: tenant.id.clone(),
                     payload: item.payload.clone(),
-                });
+                };
+                messages.push((message, job.run_after));
             }
         }
     }
-    if let Err(e) = state.queue.push(&messages).await {
+    if let Err(e) = kairos_core::queue::push_due(state.queue.as_ref(), &messages).await {
         tracing::error!(error = %e, tenant = %tenant.name, "queue push failed; reverting ingest");
-        let job_ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+        let job_ids: Vec<String> = messages.iter().map(|(m, _)| m.id.clone()).collect();
         if let Err(revert) = state.store.revert_ingest(&tenant.id, &new_events, &job_ids).await {
             // The events stay recorded with pending jobs; the scheduler's
             // dispatcher queues them when the queue is back.
@@ -169,7 +174,7 @@ pub async fn ingest(
         }
         return Err(ApiError::Unavailable("queue unavailable".into()));
     }
-    let queued: Vec<String> = messages.into_iter().map(|m| m.id).collect();
+    let queued: Vec<String> = messages.into_iter().map(|(m, _)| m.id).collect();
     if let Err(e) = state.store.mark_queued(&queued).await {
         // Harmless: the jobs are on the queue; their state shows `pending`
         // until a worker starts them.
@@ -272,6 +277,10 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
             validate(raw).map_err(|(field, reason)| ApiError::field(at(field), reason))
         })
         .collect()
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 fn join(prefix: &str, field: &str) -> String {

@@ -93,6 +93,10 @@ pub trait Queue: Send + Sync + 'static {
     /// few round trips as the backend allows.
     async fn push(&self, messages: &[Message]) -> Result<(), QueueError>;
 
+    /// Enqueues messages to be delivered no earlier than `due_ms` (epoch
+    /// ms): delayed rules, schedule jitter, dispatch of delayed jobs.
+    async fn push_delayed(&self, messages: &[Message], due_ms: i64) -> Result<(), QueueError>;
+
     /// Takes up to `max` messages of `kind` for `consumer`, leased for
     /// `lease`; an unacknowledged message is re-delivered once its lease
     /// expires. Waits up to the configured fetch wait when none is ready.
@@ -113,6 +117,18 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Current depth of a kind's queue.
     async fn depth(&self, kind: &str) -> Result<Depth, QueueError>;
+}
+
+/// Pushes each message now or at its due time (`None` or past = now).
+pub async fn push_due(queue: &dyn Queue, messages: &[(Message, Option<i64>)]) -> Result<(), QueueError> {
+    let now = crate::time::now_ms();
+    let (later, now_msgs): (Vec<_>, Vec<_>) = messages.iter().partition(|(_, due)| due.is_some_and(|d| d > now));
+    let now_msgs: Vec<Message> = now_msgs.into_iter().map(|(m, _)| m.clone()).collect();
+    queue.push(&now_msgs).await?;
+    for (m, due) in later {
+        queue.push_delayed(std::slice::from_ref(m), due.unwrap_or(now)).await?;
+    }
+    Ok(())
 }
 
 /// Opens the backend named in config.

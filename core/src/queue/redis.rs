@@ -223,6 +223,24 @@ impl Queue for RedisQueue {
         Ok(())
     }
 
+    async fn push_delayed(&self, messages: &[Message], due_ms: i64) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for m in messages {
+            self.ensure_group(&m.kind).await?;
+            pipe.cmd("ZADD")
+                .arg(self.delayed(&m.kind))
+                .arg(due_ms)
+                .arg(delayed_member(m))
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     async fn fetch(
         &self,
         kind: &str,

@@ -148,6 +148,13 @@ impl Queue for SqliteQueue {
         self.insert(messages, now_ms()).await
     }
 
+    async fn push_delayed(&self, messages: &[Message], due_ms: i64) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.insert(messages, due_ms).await
+    }
+
     async fn fetch(
         &self,
         kind: &str,

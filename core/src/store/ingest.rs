@@ -16,6 +16,11 @@ pub struct PlannedJob {
     pub kind: String,
     /// Attempts before dead-lettering, from the kind's policy.
     pub max_attempts: u32,
+    /// Not before (epoch ms), for delayed rules.
+    pub run_after: Option<i64>,
+    /// Debounce claim: (rule id, key, window ms). The job is created only
+    /// if no job of this rule and key was created within the window.
+    pub debounce: Option<(String, String, i64)>,
 }
 
 /// An event with the jobs it triggers, ready to store.
@@ -78,10 +83,29 @@ impl Store {
                 outcomes.push(IngestOutcome::Duplicate { job_ids });
                 continue;
             }
+            let mut job_ids = Vec::with_capacity(item.jobs.len());
             for job in &item.jobs {
+                if let Some((rule, key, window)) = &job.debounce {
+                    // Claim the window unless a live claim exists.
+                    let claimed = sqlx::query(
+                        "INSERT INTO rule_debounce (tenant_id, rule, debounce_key, until_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (tenant_id, rule, debounce_key) DO UPDATE SET until_at = excluded.until_at \
+                         WHERE rule_debounce.until_at <= $5",
+                    )
+                    .bind(tenant_id)
+                    .bind(rule)
+                    .bind(key)
+                    .bind(now + window)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if claimed.rows_affected() == 0 {
+                        continue;
+                    }
+                }
                 sqlx::query(
-                    "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
+                    "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, run_after) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)",
                 )
                 .bind(&job.id)
                 .bind(tenant_id)
@@ -90,12 +114,12 @@ impl Store {
                 .bind(&item.payload)
                 .bind(i64::from(job.max_attempts))
                 .bind(now)
+                .bind(job.run_after)
                 .execute(&mut *tx)
                 .await?;
+                job_ids.push(job.id.clone());
             }
-            outcomes.push(IngestOutcome::Accepted {
-                job_ids: item.jobs.iter().map(|j| j.id.clone()).collect(),
-            });
+            outcomes.push(IngestOutcome::Accepted { job_ids });
         }
         tx.commit().await?;
         Ok(outcomes)

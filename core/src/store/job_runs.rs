@@ -101,6 +101,8 @@ pub struct JobRun {
     pub last_error: Option<String>,
     /// Where the result is, e.g. `account_activity/ACCOUNT`.
     pub result_ref: Option<String>,
+    /// Not to start before (epoch ms): rule delays, schedule jitter.
+    pub run_after: Option<i64>,
 }
 
 impl JobRun {
@@ -116,7 +118,7 @@ impl JobRun {
 }
 
 const COLUMNS: &str = "id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, \
-                       queued_at, started_at, finished_at, worker, last_error, result_ref";
+                       queued_at, started_at, finished_at, worker, last_error, result_ref, run_after";
 
 fn from_row(row: &AnyRow) -> Result<JobRun, StoreError> {
     let state: String = row.try_get("state")?;
@@ -138,6 +140,7 @@ fn from_row(row: &AnyRow) -> Result<JobRun, StoreError> {
         worker: row.try_get("worker")?,
         last_error: row.try_get("last_error")?,
         result_ref: row.try_get("result_ref")?,
+        run_after: row.try_get("run_after")?,
     })
 }
 

@@ -8,6 +8,7 @@
 
 mod ingest;
 mod job_runs;
+mod schedules;
 mod tenants;
 
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use ingest::{IngestOutcome, PlannedJob, StoredEvent};
 pub use job_runs::{Finished, JobFilter, JobRun, JobState, Started};
+pub use schedules::{TickJob, TickRecord};
 pub use tenants::{ApiKey, Tenant};
 
 /// Why a store operation failed. `Unavailable` is what the API maps to 503.

@@ -1,0 +1,64 @@
+//! Hot reload: the config file is re-read when it changes (checked every
+//! `scheduler.reload_interval`) or on SIGHUP. A file that fails validation
+//! is rejected with the error (file, line, key) and the running schedules
+//! stay as they were.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use kairos_core::config::Config;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Watches `path` and publishes each valid new config on `tx`.
+pub async fn watch_config(
+    path: PathBuf,
+    known_kinds: Vec<&'static str>,
+    tx: watch::Sender<Arc<Config>>,
+    shutdown: CancellationToken,
+) {
+    let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    // Unknown at first: the file may have changed between the initial load
+    // and this task starting, so the first check always re-reads it.
+    let mut last = None;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let interval = tx.borrow().scheduler.reload_interval;
+        #[cfg(unix)]
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_recv = std::future::pending::<()>();
+        let forced = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => false,
+            _ = hup_recv => true,
+        };
+        let now = stamp(&path);
+        if !forced && last.is_some() && now == last {
+            continue;
+        }
+        let first = last.is_none();
+        last = now;
+        match Config::load(&path, &known_kinds) {
+            Ok(new) => {
+                if !first {
+                    tracing::info!(file = %path.display(), schedules = new.schedules.len(), "config reloaded");
+                }
+                tx.send_replace(Arc::new(new));
+            }
+            Err(e) => tracing::error!(error = %e, "config reload rejected; the previous schedules keep running"),
+        }
+    }
+}

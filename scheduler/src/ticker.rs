@@ -1,0 +1,126 @@
+//! The cron loop: fires every due tick of every schedule, once, whichever
+//! replicas are alive.
+//!
+//! Each replica computes due ticks on its own; [`Firer::fire`] records a
+//! tick and its jobs in one transaction whose first statement is an insert
+//! keyed by (schedule, tick), so exactly one replica's fan-out commits and
+//! a replica that dies mid-fan-out leaves the tick free for the others.
+//! There is no leader to lose.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kairos_core::config::Config;
+use kairos_core::schedule::Misfire;
+use kairos_core::store::Tenant;
+use kairos_core::time::now_ms;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::fire::{Firer, Outcome};
+use crate::plan::{plan, Planned};
+
+/// Longest pause between looks at the schedules.
+const MAX_NAP: Duration = Duration::from_millis(250);
+/// How many missed ticks are walked after a downtime before giving up on
+/// counting them (every-second schedules after a long outage).
+const MAX_WALK: usize = 100_000;
+
+/// The cron loop of one scheduler replica.
+pub struct Ticker {
+    firer: Firer,
+    config: watch::Receiver<Arc<Config>>,
+    /// Last tick handled per schedule key (epoch ms).
+    cursors: HashMap<String, i64>,
+}
+
+impl Ticker {
+    /// A ticker that reads schedules from `config` (updated on reload).
+    pub fn new(firer: Firer, config: watch::Receiver<Arc<Config>>) -> Self {
+        Self {
+            firer,
+            config,
+            cursors: HashMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.round().await {
+                tracing::error!(error = %e, "scheduler round failed; will retry");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(MAX_NAP) => {}
+            }
+        }
+    }
+
+    /// One look at every schedule.
+    pub async fn round(&mut self) -> Result<(), kairos_core::StoreError> {
+        let config = self.config.borrow().clone();
+        if config.schedules.is_empty() {
+            return Ok(());
+        }
+        let tenants = self.firer.store.list_tenants().await?;
+        let plans = plan(&config.schedules, &tenants);
+        for p in plans.iter().filter(|p| p.enabled) {
+            self.tick(&config, p, &tenants).await?;
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self, config: &Config, p: &Planned, tenants: &[Tenant]) -> Result<(), kairos_core::StoreError> {
+        let now = now_ms();
+        let cursor = match self.cursors.get(&p.key) {
+            Some(c) => *c,
+            None => {
+                // A restarted replica resumes after the last recorded tick,
+                // so nothing already fired fires again; a new schedule
+                // starts from now (no backfill).
+                let c = match self.firer.store.last_tick(&p.key).await? {
+                    Some(t) => t.tick_at,
+                    None => now,
+                };
+                self.cursors.insert(p.key.clone(), c);
+                c
+            }
+        };
+        let threshold = i64::try_from(config.scheduler.misfire_threshold.as_millis()).unwrap_or(i64::MAX);
+        let mut late = Vec::new();
+        let mut on_time = Vec::new();
+        let mut t = DateTime::<Utc>::from_timestamp_millis(cursor).unwrap_or_else(Utc::now);
+        while let Some(next) = p.cron.next_after(t) {
+            let ms = next.timestamp_millis();
+            if ms > now {
+                break;
+            }
+            if now - ms > threshold {
+                late.push(ms);
+                if late.len() > MAX_WALK {
+                    late.drain(..late.len() - 1);
+                }
+            } else {
+                on_time.push(ms);
+            }
+            t = next;
+        }
+        if let Some(&last_late) = late.last() {
+            let outcome = match p.config.misfire {
+                Misfire::Skip => Outcome::Skipped,
+                Misfire::RunOnce => Outcome::CatchUp,
+            };
+            tracing::warn!(schedule = %p.key, missed = late.len(), policy = ?p.config.misfire, "ticks missed while no scheduler ran");
+            self.firer.fire(config, p, tenants, last_late, outcome).await?;
+            self.cursors.insert(p.key.clone(), last_late);
+        }
+        for ms in on_time {
+            self.firer.fire(config, p, tenants, ms, Outcome::Fired).await?;
+            self.cursors.insert(p.key.clone(), ms);
+        }
+        Ok(())
+    }
+}
