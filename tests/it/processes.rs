@@ -365,3 +365,32 @@ async fn three_scheduler_replicas_fire_each_tick_exactly_once() {
     let replicas_seen: HashSet<_> = ticks.iter().map(|t| t.replica.clone()).collect();
     assert!(replicas_seen.len() >= 2, "ticks came from {replicas_seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_schedules() {
+    let env = Env::new(Deployment::Embedded).await;
+    let path = env.dir.path().join("hup.toml");
+    // A reload interval of an hour: only SIGHUP can make the change visible.
+    let base = env.config_toml("").replace("[scheduler]\n", "[scheduler]\nreload_interval = \"1h\"\n");
+    std::fs::write(&path, &base).unwrap();
+    let (ok, _, err) = run_cli(&path, &["migrate"]).await;
+    assert!(ok, "{err}");
+    let mut sched = spawn_proc(&path, &["scheduler"]);
+    let store = Store::connect(&env.store_url, 2).await.unwrap();
+    // Wait for the first (unconditional) read, then change the file.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(
+        &path,
+        format!("{base}\n[[schedules]]\nname = \"hup\"\ncron = \"* * * * * *\"\njob = \"probe\"\n"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(store.ticks_since("hup", 0).await.unwrap().is_empty(), "changed without SIGHUP");
+    sched.signal("HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || async { !store.ticks_since("hup", 0).await.unwrap().is_empty() }).await,
+        "SIGHUP did not reload"
+    );
+    sched.signal("TERM");
+    assert!(sched.wait(Duration::from_secs(20)).await.success());
+}

@@ -304,3 +304,50 @@ delay = "2s"
     assert!(waited >= 2000, "delayed job started after {waited} ms");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_cli_and_admin_api_fire_now() {
+    // nextest runs each test in its own process, so this variable is ours.
+    std::env::set_var("KAIROS_TEST_ADMIN_TOKEN", "s3cret-admin-token");
+    let schedules = r#"
+[api]
+admin_token_env = "KAIROS_TEST_ADMIN_TOKEN"
+
+[[schedules]]
+name = "weekly"
+cron = "0 9 * * MON"
+timezone = "Europe/Madrid"
+job = "probe"
+fan_out = "per_tenant"
+"#;
+    let mut app = spawn_app(Deployment::Embedded, schedules).await;
+    let config = app.env.config_file(schedules);
+    let (ok, out, err) = run_cli(&config, &["schedules"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("weekly") && out.contains("Europe/Madrid") && out.contains("last run: never"), "{out}");
+    let next_line = out.lines().find(|l| l.trim_start().starts_with("next:")).unwrap();
+    assert_eq!(next_line.matches("T09:00:00+0").count(), 5, "five Monday 09:00 Madrid times: {next_line}");
+
+    let url = format!("{}/v1/admin/schedules/weekly/run", app.base);
+    let r = app.http.post(&url).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = app.http.post(&url).bearer_auth("s3cret-admin-token").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["fired"][0]["jobs"], 1, "{body}");
+    let r = app
+        .http
+        .post(format!("{}/v1/admin/schedules/nope/run", app.base))
+        .bearer_auth("s3cret-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    let (ok, out, err) = run_cli(&config, &["schedules", "run", "weekly"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("weekly: fired now, 1 jobs"), "{out}");
+    let (_, out, _) = run_cli(&config, &["schedules"]).await;
+    assert!(out.contains("(manual, 1 jobs"), "{out}");
+    app.shutdown().await;
+}
