@@ -371,7 +371,9 @@ async fn sighup_reloads_the_schedules() {
     let env = Env::new(Deployment::Embedded).await;
     let path = env.dir.path().join("hup.toml");
     // A reload interval of an hour: only SIGHUP can make the change visible.
-    let base = env.config_toml("").replace("[scheduler]\n", "[scheduler]\nreload_interval = \"1h\"\n");
+    let base = env
+        .config_toml("")
+        .replace("[scheduler]\n", "[scheduler]\nreload_interval = \"1h\"\n");
     std::fs::write(&path, &base).unwrap();
     let (ok, _, err) = run_cli(&path, &["migrate"]).await;
     assert!(ok, "{err}");
@@ -385,10 +387,16 @@ async fn sighup_reloads_the_schedules() {
     )
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(store.ticks_since("hup", 0).await.unwrap().is_empty(), "changed without SIGHUP");
+    assert!(
+        store.ticks_since("hup", 0).await.unwrap().is_empty(),
+        "changed without SIGHUP"
+    );
     sched.signal("HUP");
     assert!(
-        wait_for(Duration::from_secs(10), || async { !store.ticks_since("hup", 0).await.unwrap().is_empty() }).await,
+        wait_for(Duration::from_secs(10), || async {
+            !store.ticks_since("hup", 0).await.unwrap().is_empty()
+        })
+        .await,
         "SIGHUP did not reload"
     );
     sched.signal("TERM");

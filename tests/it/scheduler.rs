@@ -324,14 +324,27 @@ fan_out = "per_tenant"
     let config = app.env.config_file(schedules);
     let (ok, out, err) = run_cli(&config, &["schedules"]).await;
     assert!(ok, "{err}");
-    assert!(out.contains("weekly") && out.contains("Europe/Madrid") && out.contains("last run: never"), "{out}");
+    assert!(
+        out.contains("weekly") && out.contains("Europe/Madrid") && out.contains("last run: never"),
+        "{out}"
+    );
     let next_line = out.lines().find(|l| l.trim_start().starts_with("next:")).unwrap();
-    assert_eq!(next_line.matches("T09:00:00+0").count(), 5, "five Monday 09:00 Madrid times: {next_line}");
+    assert_eq!(
+        next_line.matches("T09:00:00+0").count(),
+        5,
+        "five Monday 09:00 Madrid times: {next_line}"
+    );
 
     let url = format!("{}/v1/admin/schedules/weekly/run", app.base);
     let r = app.http.post(&url).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = app.http.post(&url).bearer_auth("s3cret-admin-token").send().await.unwrap();
+    let r = app
+        .http
+        .post(&url)
+        .bearer_auth("s3cret-admin-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["fired"][0]["jobs"], 1, "{body}");
