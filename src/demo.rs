@@ -59,6 +59,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let store_url = config.store.url.clone();
     let rt = Runtime::open(config).await?;
     let store = rt.store.clone();
+    let churn_rt = rt.clone();
     let running = start(rt, Roles::ALL).await?;
     let addr = running.addr.context("the API did not start")?;
     let base = format!("http://{addr}");
@@ -75,8 +76,13 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("Tenants: {} (keys issued, stored hashed)", TENANTS.join(", "));
 
-    let http = reqwest::Client::new();
     let nonce = kairos_core::time::now_ms();
+    // Churn: import a synthetic history and train + activate a model first,
+    // so the `payment.failed → churn_score` rule finds one.
+    let tenants: Vec<_> = keys.iter().map(|k| k.tenant.clone()).collect();
+    let churn = crate::demo_churn::prepare(&store, &tenants, args.accounts, nonce).await?;
+
+    let http = reqwest::Client::new();
     let mut rng = StdRng::seed_from_u64(nonce as u64);
     let mut job_ids = Vec::new();
     let (mut accepted, mut duplicates, mut requests) = (0u64, 0u64, 0u64);
@@ -134,15 +140,20 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     for key in &keys {
         print_accounts(&store, &key.tenant.id, &key.tenant.name).await?;
     }
+    crate::demo_churn::score_and_report(&churn_rt, &churn_rt.config, &tenants, &churn).await?;
     let sample = jobs
         .iter()
         .find(|j| j.kind == "activity")
         .map(|j| j.id.clone())
         .unwrap_or_default();
     println!("\nWhere things are:");
-    println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily)");
+    println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily, churn_scores, alerts, models)");
     println!(
         "  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}",
+        keys[0].secret
+    );
+    println!(
+        "  churn:   curl -s -H 'Authorization: Bearer {}' '{base}/v1/churn?min_risk=high' · kairos models list",
         keys[0].secret
     );
     println!("  the API: {base}/openapi.json · {base}/readyz");

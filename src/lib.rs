@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod demo;
+pub mod demo_churn;
+pub mod train;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,11 +72,13 @@ impl Runtime {
                 redact(&config.queue.url)
             )
         })?;
+        let mut registry = Registry::standard();
+        registry.register(Arc::new(kairos_jobs::churn::ChurnScore::new(config.churn.clone())));
         Ok(Self {
             config: Arc::new(config),
             store,
             queue,
-            registry: Registry::standard(),
+            registry,
         })
     }
 }

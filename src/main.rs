@@ -50,6 +50,16 @@ enum Command {
     /// role, creates demo tenants, posts events through the HTTP API, waits
     /// for the jobs and prints a summary.
     Demo(kairos::demo::DemoArgs),
+    /// Train models (churn: from the store or a CSV) and register them.
+    Train {
+        #[command(subcommand)]
+        action: kairos::train::TrainCmd,
+    },
+    /// The model registry: list, show and activate versions.
+    Models {
+        #[command(subcommand)]
+        action: kairos::train::ModelsCmd,
+    },
     /// Check the config file and exit (non-zero with the reason if invalid).
     CheckConfig,
     /// Measure queue throughput and latency per backend; prints a table.
@@ -195,6 +205,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs { action } => jobs(config, action).await,
         Command::Schedules { action } => schedules(config, action.unwrap_or(SchedulesCmd::List)).await,
         Command::Demo(args) => kairos::demo::run(config, args).await,
+        Command::Train { action } => kairos::train::train(config, action).await,
+        Command::Models { action } => kairos::train::models(config, action).await,
         Command::Bench(args) => kairos::bench::run(config, args).await,
         Command::BenchWorker(args) => kairos::bench::worker(config, args).await,
         Command::Serve | Command::Api | Command::Worker | Command::Scheduler => unreachable_roles(),

@@ -4,13 +4,21 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, events, health, jobs};
+use crate::routes::{admin, churn, events, health, jobs};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kairos API", description = "Event ingest and job status for Kairos, the job engine for AI automation."),
-    paths(events::ingest, jobs::get_job, admin::run_schedule, health::healthz, health::readyz),
+    paths(
+        events::ingest,
+        jobs::get_job,
+        churn::account_churn,
+        churn::churn_overview,
+        admin::run_schedule,
+        health::healthz,
+        health::readyz
+    ),
     components(schemas(
         events::EventIn,
         events::EventBatch,
@@ -20,6 +28,10 @@ use crate::routes::{admin, events, health, jobs};
         health::Readiness,
         admin::RunResponse,
         admin::FiredKey,
+        churn::ChurnScoreView,
+        churn::AccountChurn,
+        churn::RiskGroup,
+        churn::ChurnOverview,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

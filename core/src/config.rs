@@ -94,6 +94,9 @@ pub struct Config {
     /// Cron schedules.
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
+    /// Churn scoring: risk thresholds, languages, recommended actions.
+    #[serde(default)]
+    pub churn: crate::churn::ChurnConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -448,6 +451,9 @@ impl Config {
             rule.validate(known_kinds)
                 .map_err(|(key, reason)| self.invalid(format!("rules[{i}].{key}"), reason))?;
         }
+        self.churn
+            .validate()
+            .map_err(|(key, reason)| self.invalid(format!("churn.{key}"), reason))?;
         Ok(())
     }
 }
@@ -577,6 +583,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn churn_section_is_validated_with_its_key() {
+        let c = parse("").unwrap();
+        assert_eq!(c.churn.thresholds.critical, 0.7);
+        assert_eq!(c.churn.language, "en");
+        let c = parse("[churn]\nlanguage = \"es\"\n[churn.actions.payment_delays]\naction = \"call\"\npriority = \"high\"\nimpact = 0.1\n").unwrap();
+        assert_eq!(c.churn.actions.len(), 1);
+        let err = parse("[churn]\nthresholds = { medium = 0.6, high = 0.5, critical = 0.7 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("churn.thresholds"), "{err}");
+        let err = parse("[churn]\nlanguage = \"fr\"\n").unwrap_err().to_string();
+        assert!(err.contains("churn.language"), "{err}");
+        let err = parse("[churn.actions.logins]\naction = \"x\"\npriority = \"high\"\nimpact = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("churn.actions.logins"), "{err}");
+        let err = parse("[churn.actions.logins_30d]\naction = \"x\"\npriority = \"urgent\"\nimpact = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("churn.actions.logins_30d.priority"), "{err}");
+        let err = parse("[churn]\nlanguag = \"es\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("languag"), "{err}");
     }
 
     #[test]

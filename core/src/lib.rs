@@ -6,6 +6,7 @@
 //! (`kairos-api`, `kairos-scheduler`, `kairos-worker`) and the job kinds
 //! (`kairos-jobs`) are built on these pieces.
 
+pub mod churn;
 pub mod config;
 pub mod event;
 pub mod queue;

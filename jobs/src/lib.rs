@@ -7,6 +7,7 @@
 //! it.
 
 pub mod activity;
+pub mod churn;
 pub mod probe;
 
 use std::collections::BTreeMap;
@@ -82,6 +83,8 @@ impl Registry {
     pub fn standard() -> Self {
         let mut r = Self::default();
         r.register(Arc::new(activity::Activity));
+        // Default `[churn]` config; `kairos::Runtime::open` re-registers it with the file's.
+        r.register(Arc::new(churn::ChurnScore::new(Default::default())));
         r.register(Arc::new(probe::Probe));
         r
     }

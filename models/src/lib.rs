@@ -1,4 +1,5 @@
-//! Kairos's models. Today: **churn scoring** ([`churn`]); text models (ONNX) will follow.
+//! Kairos's models: **churn scoring** ([`churn`]) and **text models** ([`text`]: sentence embeddings on ONNX Runtime,
+//! a trainable sentiment head, drop-in ONNX classifiers and es/en language detection; see that module for the API).
 //!
 //! # Churn scoring
 //!
@@ -56,3 +57,4 @@
 #![warn(missing_docs)]
 
 pub mod churn;
+pub mod text;

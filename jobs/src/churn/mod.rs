@@ -1,0 +1,314 @@
+//! `churn_score`: scores accounts with the tenant's active churn model and
+//! stores probability, risk level, top factors in the tenant's language and
+//! recommended actions; CRITICAL accounts raise an alert (once per account
+//! per UTC day).
+//!
+//! Payload: an event (a rule such as `payment.failed` → score that account)
+//! or a schedule payload with `account_ids` (the daily per-account fan-out).
+//! The model is the tenant's active one, else the global one
+//! ([`registry::active_version`]); models are cached by version and the
+//! active version is re-checked every `churn.model_refresh`, so
+//! `kairos models activate` takes effect for later jobs without a restart.
+//! With no active model the job fails permanently with a message saying
+//! how to train one. Scoring (CPU) runs on the blocking pool.
+
+pub mod describe;
+pub mod features;
+pub mod registry;
+pub mod scores;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use kairos_core::churn::ChurnConfig;
+use kairos_core::Event;
+use kairos_models::churn::{AccountFeatures, ChurnError, ChurnModel, RiskThresholds};
+use serde_json::{json, Value};
+
+use crate::{Job, JobContext, JobError, JobOutput};
+
+/// The message of a job that finds no model to use.
+pub const NO_MODEL: &str = "no active churn model; train one with `kairos train churn`";
+
+/// Factors kept per score.
+pub const TOP_FACTORS: usize = 5;
+
+/// Why reading or writing churn data failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChurnStoreError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Store(#[from] sqlx::Error),
+    /// A stored JSON column could not be read or written.
+    #[error("stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A stored model artifact is invalid.
+    #[error("model: {0}")]
+    Model(#[from] ChurnError),
+    /// No such row.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+impl From<ChurnStoreError> for JobError {
+    fn from(e: ChurnStoreError) -> Self {
+        match e {
+            ChurnStoreError::Store(e) => JobError::Retryable(format!("churn_score: store: {e}")),
+            other => JobError::Permanent(format!("churn_score: {other}")),
+        }
+    }
+}
+
+/// Checks that a model scores Kairos accounts (its features are all
+/// `AccountFeatures` fields), so a CSV-trained model with other columns is
+/// refused with a clear error instead of scoring garbage.
+pub fn check_account_schema(model: &ChurnModel) -> Result<(), String> {
+    for f in &model.schema().features {
+        if !AccountFeatures::FEATURE_NAMES.contains(&f.name.as_str()) {
+            return Err(format!(
+                "model {} was not trained on the account-feature schema (its feature `{}` is not one of {}); \
+                 train one with `kairos train churn` from the store, or from a CSV with those columns",
+                model.version(),
+                f.name,
+                AccountFeatures::FEATURE_NAMES.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Cache {
+    /// tenant → (active version, when checked).
+    active: HashMap<String, (Option<String>, Instant)>,
+    /// version → model.
+    models: HashMap<String, Arc<ChurnModel>>,
+}
+
+/// The churn scoring job, with its config and model cache.
+pub struct ChurnScore {
+    config: ChurnConfig,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for ChurnScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChurnScore").field("config", &self.config).finish()
+    }
+}
+
+impl ChurnScore {
+    /// A job using `config` (thresholds, languages, actions).
+    pub fn new(config: ChurnConfig) -> Self {
+        Self {
+            config,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    fn cached_active(&self, tenant_id: &str) -> Option<Option<String>> {
+        let cache = self.cache.lock().ok()?;
+        let (version, at) = cache.active.get(tenant_id)?;
+        (at.elapsed() < self.config.model_refresh).then(|| version.clone())
+    }
+
+    /// The model a tenant's job uses now.
+    async fn model(&self, ctx: &JobContext) -> Result<Arc<ChurnModel>, JobError> {
+        let version = match self.cached_active(&ctx.tenant_id) {
+            Some(v) => v,
+            None => {
+                let v = registry::active_version(&ctx.store, &ctx.tenant_id).await?;
+                if let Ok(mut c) = self.cache.lock() {
+                    c.active.insert(ctx.tenant_id.clone(), (v.clone(), Instant::now()));
+                }
+                v
+            }
+        };
+        let version = version.ok_or_else(|| JobError::Permanent(NO_MODEL.into()))?;
+        if let Some(m) = self.cache.lock().ok().and_then(|c| c.models.get(&version).cloned()) {
+            return Ok(m);
+        }
+        let model = registry::load(&ctx.store, &version).await?;
+        check_account_schema(&model).map_err(JobError::Permanent)?;
+        let model = Arc::new(model);
+        if let Ok(mut c) = self.cache.lock() {
+            c.models.insert(version, model.clone());
+        }
+        Ok(model)
+    }
+
+    async fn language(&self, ctx: &JobContext) -> String {
+        if self.config.tenant_languages.is_empty() {
+            return self.config.language.clone();
+        }
+        let name = match ctx.store.find_tenant(&ctx.tenant_id).await {
+            Ok(t) => t.name,
+            Err(_) => String::new(),
+        };
+        self.config.language_for(&name, &ctx.tenant_id).to_owned()
+    }
+}
+
+/// What triggered a job: the accounts to score and the reference stored with the scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// Accounts to score.
+    pub account_ids: Vec<String>,
+    /// `event` or `schedule`.
+    pub kind: &'static str,
+    /// The event id, or `schedule@tick`.
+    pub reference: String,
+}
+
+/// Reads a payload: a schedule payload with `account_ids`, or an event.
+pub fn parse_payload(payload: &str) -> Result<Trigger, String> {
+    let value: Value = serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    if let Some(ids) = value.get("account_ids") {
+        let account_ids: Vec<String> =
+            serde_json::from_value(ids.clone()).map_err(|e| format!("`account_ids` must be a list of strings: {e}"))?;
+        let schedule = value.get("schedule").and_then(Value::as_str).unwrap_or("manual");
+        let tick = value.get("tick").and_then(Value::as_str).unwrap_or("");
+        return Ok(Trigger {
+            account_ids,
+            kind: "schedule",
+            reference: format!("{schedule}@{tick}"),
+        });
+    }
+    let event: Event = serde_json::from_value(value)
+        .map_err(|e| format!("payload is neither an event nor a schedule payload with `account_ids`: {e}"))?;
+    Ok(Trigger {
+        account_ids: vec![event.account_id],
+        kind: "event",
+        reference: event.id,
+    })
+}
+
+#[async_trait]
+impl Job for ChurnScore {
+    fn kind(&self) -> &'static str {
+        "churn_score"
+    }
+
+    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
+        let trigger = parse_payload(payload).map_err(|e| JobError::Permanent(format!("churn_score: {e}")))?;
+        let model = self.model(ctx).await?;
+        let now = kairos_core::time::now_ms();
+        let features = features::account_features(&ctx.store, &ctx.tenant_id, &trigger.account_ids, now).await?;
+        let language = self.language(ctx).await;
+        let t = self.config.thresholds;
+        let thresholds = RiskThresholds::new(t.medium, t.high, t.critical)
+            .map_err(|e| JobError::Permanent(format!("churn_score: {e}")))?;
+        let config = self.config.clone();
+        let job_id = ctx.job_id.clone();
+        let trigger2 = trigger.clone();
+        let (rows, alerts) = tokio::task::spawn_blocking(move || {
+            score_rows(
+                &model,
+                &features,
+                &trigger2,
+                &thresholds,
+                &config,
+                &language,
+                &job_id,
+                now,
+            )
+        })
+        .await
+        .map_err(|e| JobError::Retryable(format!("churn_score: scoring task failed: {e}")))?
+        .map_err(|e| JobError::Permanent(format!("churn_score: {e}")))?;
+        scores::store_scores(&ctx.store, &ctx.tenant_id, &rows, &alerts).await?;
+        let result_ref = match trigger.account_ids.as_slice() {
+            [one] => format!("churn_scores/{one}"),
+            many => format!("churn_scores ({} accounts)", many.len()),
+        };
+        Ok(JobOutput {
+            result_ref: Some(result_ref),
+        })
+    }
+}
+
+/// Score rows, and alerts with their dedup keys.
+type Scored = (Vec<scores::ScoreRow>, Vec<(scores::Alert, String)>);
+
+/// Scores and explains each account; builds the rows and CRITICAL alerts.
+#[allow(clippy::too_many_arguments)]
+fn score_rows(
+    model: &ChurnModel,
+    features: &[AccountFeatures],
+    trigger: &Trigger,
+    thresholds: &RiskThresholds,
+    config: &ChurnConfig,
+    language: &str,
+    job_id: &str,
+    now: i64,
+) -> Result<Scored, ChurnError> {
+    let day = kairos_core::time::to_rfc3339(now).chars().take(10).collect::<String>();
+    let mut rows = Vec::with_capacity(features.len());
+    let mut alerts = Vec::new();
+    for (account_id, f) in trigger.account_ids.iter().zip(features) {
+        let e = model.explain_account(f, TOP_FACTORS)?;
+        let level = thresholds.level(e.probability);
+        let factors = describe::factors_json(&e.factors, language);
+        let actions = describe::actions_json(&e.factors, config);
+        if level == kairos_models::churn::RiskLevel::Critical {
+            let dedup = format!("churn_critical|{account_id}|{day}");
+            alerts.push((
+                scores::Alert {
+                    id: uuid_like(&dedup, job_id),
+                    account_id: account_id.clone(),
+                    kind: "churn_critical".into(),
+                    severity: "critical".into(),
+                    reason: format!(
+                        "churn probability {:.0}% (CRITICAL) for account {account_id}",
+                        e.probability * 100.0
+                    ),
+                    payload: json!({ "probability": e.probability, "model_version": model.version(),
+                                     "factors": factors, "actions": actions }),
+                    created_at: now,
+                },
+                dedup,
+            ));
+        }
+        rows.push(scores::ScoreRow {
+            account_id: account_id.clone(),
+            probability: e.probability,
+            risk_level: level.as_str().into(),
+            factors,
+            actions,
+            features: serde_json::to_value(f).unwrap_or(Value::Null),
+            model_version: model.version().into(),
+            trigger_kind: trigger.kind.into(),
+            trigger_ref: trigger.reference.clone(),
+            job_id: job_id.into(),
+            scored_at: now,
+        });
+    }
+    Ok((rows, alerts))
+}
+
+/// A readable unique id for an alert row (the dedup key decides uniqueness).
+fn uuid_like(dedup: &str, job_id: &str) -> String {
+    format!("{job_id}|{dedup}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        let t = parse_payload(r#"{"account_ids":["a","b"],"schedule":"daily-churn","tick":"2026-01-01T09:00:00Z"}"#)
+            .unwrap();
+        assert_eq!(t.account_ids, ["a", "b"]);
+        assert_eq!(t.reference, "daily-churn@2026-01-01T09:00:00Z");
+        let t =
+            parse_payload(r#"{"id":"e1","type":"payment.failed","account_id":"acct-1","occurred_at_ms":1}"#).unwrap();
+        assert_eq!((t.kind, t.reference.as_str()), ("event", "e1"));
+        assert!(parse_payload(r#"{"foo":1}"#).unwrap_err().contains("neither"));
+        assert!(parse_payload(r#"{"account_ids":[1]}"#)
+            .unwrap_err()
+            .contains("account_ids"));
+    }
+}

@@ -1,0 +1,134 @@
+//! The one entry point a job needs: texts in, sentiment + confidence + language out, whichever model backs it.
+
+use super::classifier::ClassifierModel;
+use super::encoder::{Encoder, DEFAULT_BATCH_SIZE};
+use super::error::TextError;
+use super::head::{Sentiment, SentimentHead, SentimentPrediction};
+use super::lang::{detect_language, Language};
+
+/// The sentiment of one text, as a job stores it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SentimentResult {
+    /// The most probable label.
+    pub label: Sentiment,
+    /// Its probability (the confidence alert rules threshold).
+    pub score: f32,
+    /// P(positive) − P(negative), in [−1, 1], for averages and trends.
+    pub polarity: f32,
+    /// Each label with its probability.
+    pub probabilities: Vec<(Sentiment, f32)>,
+    /// The detected language, when there was evidence.
+    pub language: Option<Language>,
+}
+
+enum Backend {
+    // Boxed: the head's artifact (weights, metrics) makes this variant much larger than the other.
+    Head {
+        encoder: Encoder,
+        head: Box<SentimentHead>,
+    },
+    Classifier {
+        model: ClassifierModel,
+        labels: Vec<Sentiment>,
+    },
+}
+
+/// Sentiment analysis backed either by an encoder + trained [`SentimentHead`] (the default) or by a drop-in ONNX
+/// [`ClassifierModel`] whose labels name sentiments.
+///
+/// Synchronous and CPU-bound like the models it wraps; `Send + Sync`, so share one behind an `Arc` and call it from
+/// `spawn_blocking` or a worker pool.
+pub struct SentimentAnalyzer {
+    backend: Backend,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for SentimentAnalyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.backend {
+            Backend::Head { head, .. } => format!("head {}", head.version()),
+            Backend::Classifier { model, .. } => format!("classifier {}", model.model_path().display()),
+        };
+        f.debug_struct("SentimentAnalyzer").field("backend", &kind).finish()
+    }
+}
+
+impl SentimentAnalyzer {
+    /// An encoder with the head trained on it; fails with [`TextError::EncoderMismatch`] if the head was trained on
+    /// another encoder.
+    pub fn from_head(encoder: Encoder, head: SentimentHead) -> Result<Self, TextError> {
+        head.check_encoder(encoder.fingerprint())?;
+        Ok(SentimentAnalyzer {
+            backend: Backend::Head {
+                encoder,
+                head: Box::new(head),
+            },
+            batch_size: DEFAULT_BATCH_SIZE,
+        })
+    }
+
+    /// A classifier whose labels are sentiments (`negative`/`neg`, `neutral`/`neu`, `positive`/`pos`, any case);
+    /// fails with [`TextError::UnknownSentimentLabel`] on any other label (e.g. `LABEL_0`: rename it in the config).
+    pub fn from_classifier(model: ClassifierModel) -> Result<Self, TextError> {
+        let labels = model
+            .labels()
+            .iter()
+            .map(|l| l.parse::<Sentiment>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let distinct: std::collections::BTreeSet<_> = labels.iter().collect();
+        if distinct.len() != labels.len() {
+            return Err(TextError::Config(format!(
+                "classifier labels {:?} name the same sentiment twice",
+                model.labels()
+            )));
+        }
+        Ok(SentimentAnalyzer {
+            backend: Backend::Classifier { model, labels },
+            batch_size: DEFAULT_BATCH_SIZE,
+        })
+    }
+
+    /// Sets how many texts go to the model per call in [`SentimentAnalyzer::analyze`] (default 32).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The labels this analyzer can return.
+    pub fn labels(&self) -> Vec<Sentiment> {
+        match &self.backend {
+            Backend::Head { head, .. } => head.labels().to_vec(),
+            Backend::Classifier { labels, .. } => labels.clone(),
+        }
+    }
+
+    /// Analyses `texts`, in order.
+    pub fn analyze(&self, texts: &[&str]) -> Result<Vec<SentimentResult>, TextError> {
+        let predictions: Vec<SentimentPrediction> = match &self.backend {
+            Backend::Head { encoder, head } => {
+                let embeddings = encoder.embed_batched(texts, self.batch_size, &mut |_, _| {})?;
+                head.predict(&embeddings)?
+            }
+            Backend::Classifier { model, labels } => {
+                let mut out = Vec::with_capacity(texts.len());
+                for chunk in texts.chunks(self.batch_size) {
+                    for p in model.predict(chunk)? {
+                        out.push(SentimentPrediction::from_probabilities(labels, &p.probabilities));
+                    }
+                }
+                out
+            }
+        };
+        Ok(predictions
+            .into_iter()
+            .zip(texts)
+            .map(|(p, text)| SentimentResult {
+                label: p.label,
+                score: p.score,
+                polarity: p.polarity(),
+                language: detect_language(text),
+                probabilities: p.probabilities,
+            })
+            .collect())
+    }
+}
