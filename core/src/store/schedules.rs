@@ -38,6 +38,16 @@ pub struct TickRecord {
     pub replica: String,
 }
 
+fn tick_from_row(r: &sqlx::any::AnyRow) -> Result<TickRecord, sqlx::Error> {
+    Ok(TickRecord {
+        tick_at: r.try_get("tick_at")?,
+        outcome: r.try_get("outcome")?,
+        fired_at: r.try_get("fired_at")?,
+        jobs: r.try_get("jobs")?,
+        replica: r.try_get("replica")?,
+    })
+}
+
 impl Store {
     /// Records tick `tick_ms` of `key` with its jobs, in one transaction.
     /// Returns false (and writes nothing) when the tick was already
@@ -97,17 +107,7 @@ impl Store {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(TickRecord {
-                tick_at: r.try_get("tick_at")?,
-                outcome: r.try_get("outcome")?,
-                fired_at: r.try_get("fired_at")?,
-                jobs: r.try_get("jobs")?,
-                replica: r.try_get("replica")?,
-            })
-        })
-        .transpose()
-        .map_err(StoreError::Unavailable)
+        Ok(row.as_ref().map(tick_from_row).transpose()?)
     }
 
     /// Every tick recorded for `key` since `since_ms`, oldest first.
@@ -120,18 +120,7 @@ impl Store {
         .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TickRecord {
-                    tick_at: r.try_get("tick_at")?,
-                    outcome: r.try_get("outcome")?,
-                    fired_at: r.try_get("fired_at")?,
-                    jobs: r.try_get("jobs")?,
-                    replica: r.try_get("replica")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::Unavailable)
+        Ok(rows.iter().map(tick_from_row).collect::<Result<_, _>>()?)
     }
 
     /// Accounts of a tenant known from its activity, sorted.
