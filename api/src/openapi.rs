@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, churn, events, health, jobs};
+use crate::routes::{admin, alerts, churn, events, health, jobs};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -13,6 +13,7 @@ use crate::routes::{admin, churn, events, health, jobs};
     paths(
         events::ingest,
         jobs::get_job,
+        alerts::list_alerts,
         churn::account_churn,
         churn::churn_overview,
         admin::run_schedule,
@@ -20,6 +21,7 @@ use crate::routes::{admin, churn, events, health, jobs};
         health::readyz
     ),
     components(schemas(
+        alerts::AlertView,
         events::EventIn,
         events::EventBatch,
         events::EventResult,

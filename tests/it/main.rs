@@ -3,6 +3,7 @@
 //! file, Postgres database and Redis key prefix, so they run in parallel.
 //! Override the servers with KAIROS_TEST_PG and KAIROS_TEST_REDIS.
 
+mod alerts;
 mod churn;
 mod common;
 mod errors;

@@ -2,6 +2,7 @@
 //! call the store or queue, map the outcome.
 
 pub mod admin;
+pub mod alerts;
 pub mod churn;
 pub mod events;
 pub mod health;

@@ -6,6 +6,7 @@
 //! Timestamps are epoch milliseconds and JSON is stored as text, which keeps
 //! the schema identical on both engines.
 
+mod alerts;
 mod ingest;
 mod job_runs;
 mod schedules;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use alerts::Alert;
 pub use ingest::{IngestOutcome, PlannedJob, StoredEvent};
 pub use job_runs::{Finished, JobFilter, JobRun, JobState, Started};
 pub use schedules::{TickJob, TickRecord};

@@ -1,0 +1,92 @@
+//! `GET /v1/alerts`: the calling tenant's alerts (churn CRITICAL today),
+//! newest first, so a product backend or an ops tool can poll what needs a
+//! human.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use kairos_core::time::{now_ms, to_rfc3339};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::AuthTenant;
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+
+/// Filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsQuery {
+    /// Only alerts raised at or after this RFC 3339 time (default: 7 days ago).
+    pub since: Option<String>,
+    /// Only this kind, e.g. `churn_critical`.
+    pub kind: Option<String>,
+    /// At most this many (1-1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// One alert.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertView {
+    /// Alert id.
+    pub id: String,
+    /// The account it is about.
+    pub account_id: String,
+    /// What raised it.
+    pub kind: String,
+    /// `critical`, `high`, ...
+    pub severity: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Details.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// The tenant's alerts, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "alerts",
+    params(AlertsQuery),
+    responses(
+        (status = 200, description = "Alerts", body = [AlertView]),
+        (status = 400, description = "Bad filter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    query: Result<Query<AlertsQuery>, QueryRejection>,
+) -> Result<Json<Vec<AlertView>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let since = match q.since.as_deref() {
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|e| ApiError::field("since", format!("`{s}` is not an RFC 3339 time ({e})")))?
+            .timestamp_millis(),
+        None => now_ms() - 7 * 24 * 3600 * 1000,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    let alerts = state.store.alerts(&tenant.id, since, q.kind.as_deref(), limit).await?;
+    Ok(Json(
+        alerts
+            .into_iter()
+            .map(|a| AlertView {
+                details: serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::Null),
+                id: a.id,
+                account_id: a.account_id,
+                kind: a.kind,
+                severity: a.severity,
+                reason: a.reason,
+                created_at: to_rfc3339(a.created_at),
+            })
+            .collect(),
+    ))
+}
