@@ -9,6 +9,22 @@ use kairos_core::store::Tenant;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The token of an `Authorization: Bearer <token>` header: the one place
+/// both tenant keys and the admin token are read from a request.
+pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <token> header"))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::Unauthorized("Authorization header must be `Bearer <token>`"))
+}
+
 /// The authenticated tenant of a request.
 #[derive(Debug, Clone)]
 pub struct AuthTenant(pub Tenant);
@@ -17,17 +33,7 @@ impl FromRequestParts<AppState> for AuthTenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <key> header"))?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthorized("Authorization header must be `Bearer <key>`"))?;
+        let key = bearer(parts)?;
         // Keys are fixed-format; anything else cannot match, skip the lookup.
         if key.len() != 71 || !key.starts_with("kairos_") {
             return Err(ApiError::Unauthorized("invalid API key"));

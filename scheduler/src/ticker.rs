@@ -34,7 +34,13 @@ pub struct Ticker {
     config: watch::Receiver<Arc<Config>>,
     /// Last tick handled per schedule key (epoch ms).
     cursors: HashMap<String, i64>,
+    /// Tenants, re-read at most every [`TENANTS_TTL`]: the loop runs four
+    /// times a second and the tenant list rarely changes.
+    tenants: Option<(std::time::Instant, Vec<Tenant>)>,
 }
+
+/// How long the tenant list is reused between rounds.
+const TENANTS_TTL: Duration = Duration::from_secs(5);
 
 impl Ticker {
     /// A ticker that reads schedules from `config` (updated on reload).
@@ -43,6 +49,18 @@ impl Ticker {
             firer,
             config,
             cursors: HashMap::new(),
+            tenants: None,
+        }
+    }
+
+    async fn tenants(&mut self) -> Result<Vec<Tenant>, kairos_core::StoreError> {
+        match &self.tenants {
+            Some((at, list)) if at.elapsed() < TENANTS_TTL => Ok(list.clone()),
+            _ => {
+                let list = self.firer.store.list_tenants().await?;
+                self.tenants = Some((std::time::Instant::now(), list.clone()));
+                Ok(list)
+            }
         }
     }
 
@@ -65,7 +83,7 @@ impl Ticker {
         if config.schedules.is_empty() {
             return Ok(());
         }
-        let tenants = self.firer.store.list_tenants().await?;
+        let tenants = self.tenants().await?;
         let plans = plan(&config.schedules, &tenants);
         for p in plans.iter().filter(|p| p.enabled) {
             self.tick(&config, p, &tenants).await?;

@@ -2,7 +2,6 @@
 //! environment (`KAIROS_ADMIN_TOKEN` by default), never by a tenant key.
 
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::Json;
 use serde::Serialize;
@@ -24,12 +23,7 @@ impl FromRequestParts<AppState> for Admin {
                 "admin API disabled: set the admin token in the environment",
             ));
         };
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <admin token>"))?;
+        let presented = crate::auth::bearer(parts)?;
         // Comparing digests keeps the comparison independent of the token's
         // content and length.
         if Sha256::digest(presented.trim().as_bytes()).as_slice() == expected.as_slice() {
