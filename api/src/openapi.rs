@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, alerts, churn, events, health, jobs};
+use crate::routes::{admin, alerts, churn, events, health, jobs, sentiment};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use crate::routes::{admin, alerts, churn, events, health, jobs};
         alerts::list_alerts,
         churn::account_churn,
         churn::churn_overview,
+        sentiment::account_sentiment,
         admin::run_schedule,
         health::healthz,
         health::readyz
@@ -34,6 +35,9 @@ use crate::routes::{admin, alerts, churn, events, health, jobs};
         churn::AccountChurn,
         churn::RiskGroup,
         churn::ChurnOverview,
+        sentiment::SentimentScoreView,
+        sentiment::SentimentAverage,
+        sentiment::AccountSentiment,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

@@ -97,6 +97,12 @@ pub struct Config {
     /// Churn scoring: risk thresholds, languages, recommended actions.
     #[serde(default)]
     pub churn: crate::churn::ChurnConfig,
+    /// Sentiment scoring of comments and tickets: model, batching, alerts.
+    #[serde(default)]
+    pub sentiment: crate::sentiment::SentimentConfig,
+    /// Where each tenant's alerts are delivered (by tenant name or id).
+    #[serde(default)]
+    pub webhooks: crate::sentiment::Webhooks,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -450,10 +456,25 @@ impl Config {
         for (i, rule) in self.rules.iter().enumerate() {
             rule.validate(known_kinds)
                 .map_err(|(key, reason)| self.invalid(format!("rules[{i}].{key}"), reason))?;
+            if !self.sentiment.enabled {
+                if let Some(j) = rule.run.iter().position(|k| k == "sentiment") {
+                    return Err(self.invalid(
+                        format!("rules[{i}].run[{j}]"),
+                        "job kind `sentiment` is disabled: set `enabled = true` under [sentiment] (it loads the text model)",
+                    ));
+                }
+            }
         }
         self.churn
             .validate()
             .map_err(|(key, reason)| self.invalid(format!("churn.{key}"), reason))?;
+        self.sentiment
+            .validate(known_kinds)
+            .map_err(|(key, reason)| self.invalid(format!("sentiment.{key}"), reason))?;
+        for (tenant, w) in &self.webhooks {
+            crate::sentiment::validate_webhook(w)
+                .map_err(|(key, reason)| self.invalid(format!("webhooks.{tenant}.{key}"), reason))?;
+        }
         Ok(())
     }
 }

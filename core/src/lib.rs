@@ -12,6 +12,7 @@ pub mod event;
 pub mod queue;
 pub mod rules;
 pub mod schedule;
+pub mod sentiment;
 pub mod store;
 pub mod time;
 

@@ -8,16 +8,19 @@
 
 pub mod activity;
 pub mod churn;
+pub mod model_registry;
 pub mod probe;
+pub mod sentiment;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kairos_core::Store;
+use kairos_core::{Queue, Store};
 
 /// What a job sees besides its input.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JobContext {
     /// The job run id.
     pub job_id: String,
@@ -29,6 +32,20 @@ pub struct JobContext {
     pub max_attempts: u32,
     /// The store, for results.
     pub store: Store,
+    /// The queue, for jobs this job creates (recorded in the store first,
+    /// queued after commit; see `sentiment`).
+    pub queue: Arc<dyn Queue>,
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobContext")
+            .field("job_id", &self.job_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A successful attempt's outcome.
@@ -72,6 +89,11 @@ pub struct Registry {
     jobs: BTreeMap<&'static str, Arc<dyn Job>>,
 }
 
+/// Every job kind a config may name: the standard ones plus those that
+/// need config or model files to run (`sentiment`, `webhook`), which the
+/// process registers when it starts a worker.
+pub const KNOWN_KINDS: &[&str] = &["activity", "churn_score", "probe", sentiment::KIND, webhook::KIND];
+
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.jobs.keys()).finish()
@@ -86,6 +108,8 @@ impl Registry {
         // Default `[churn]` config; `kairos::Runtime::open` re-registers it with the file's.
         r.register(Arc::new(churn::ChurnScore::new(Default::default())));
         r.register(Arc::new(probe::Probe));
+        // No endpoints until `kairos::start` registers it with `[webhooks]`.
+        r.register(Arc::new(webhook::Webhook::none()));
         r
     }
 

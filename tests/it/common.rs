@@ -121,8 +121,8 @@ dispatch_after = "1s"
     }
 
     pub fn config(&self, extra: &str) -> Config {
-        let kinds = kairos_jobs::Registry::standard().kinds();
-        Config::from_toml(&self.config_toml(extra), "test.toml", &[], &kinds).expect("valid test config")
+        Config::from_toml(&self.config_toml(extra), "test.toml", &[], kairos_jobs::KNOWN_KINDS)
+            .expect("valid test config")
     }
 
     /// Writes the config to a file for child processes.
@@ -181,6 +181,7 @@ pub struct TestApp {
     pub key: String,
     pub tenant_id: String,
     pub store: Store,
+    pub queue: std::sync::Arc<dyn kairos_core::Queue>,
     pub config: Config,
     pub http: reqwest::Client,
     pub running: Option<Running>,
@@ -196,6 +197,7 @@ pub async fn spawn_app_with_roles(deployment: Deployment, extra: &str, roles: Ro
     let config = env.config(extra);
     let rt = Runtime::open(config.clone()).await.expect("open runtime");
     let store = rt.store.clone();
+    let queue = rt.queue.clone();
     let key = store.create_tenant("tenant-a", None).await.expect("create tenant");
     let running = start(rt, roles).await.expect("start roles");
     let base = running.addr.map(|a| format!("http://{a}")).unwrap_or_default();
@@ -205,6 +207,7 @@ pub async fn spawn_app_with_roles(deployment: Deployment, extra: &str, roles: Ro
         key: key.secret,
         tenant_id: key.tenant.id,
         store,
+        queue,
         config,
         http: reqwest::Client::new(),
         running: Some(running),

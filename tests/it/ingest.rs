@@ -132,6 +132,7 @@ async fn activity_job_is_idempotent_when_redelivered() {
         attempt: 2,
         max_attempts: 5,
         store: app.store.clone(),
+        queue: app.queue.clone(),
     };
     let activity = kairos_jobs::Registry::standard().get("activity").unwrap();
     activity.run(&ctx, &job.payload).await.unwrap();

@@ -11,3 +11,4 @@ mod failures;
 mod ingest;
 mod processes;
 mod scheduler;
+mod sentiment;

@@ -122,6 +122,7 @@ pub(crate) async fn run(
                 attempt,
                 max_attempts,
                 store: shared.store.clone(),
+                queue: shared.queue.clone(),
             };
             spawn_attempt(
                 job.clone(),

@@ -1,10 +1,11 @@
-//! `GET /v1/alerts`: the calling tenant's alerts (churn CRITICAL today),
-//! newest first, so a product backend or an ops tool can poll what needs a
+//! `GET /v1/alerts`: the calling tenant's alerts (churn CRITICAL, upset
+//! customers from sentiment), newest first, so a product backend or an ops tool can poll what needs a
 //! human.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
+use kairos_core::store::AlertFilter;
 use kairos_core::time::{now_ms, to_rfc3339};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -19,8 +20,11 @@ use crate::AppState;
 pub struct AlertsQuery {
     /// Only alerts raised at or after this RFC 3339 time (default: 7 days ago).
     pub since: Option<String>,
-    /// Only this kind, e.g. `churn_critical`.
+    /// Only this kind, e.g. `churn_critical` or `client_dissatisfaction`.
     pub kind: Option<String>,
+    /// Only alerts at least this urgent (0-100); alerts without an urgency
+    /// (churn) are left out when set.
+    pub min_urgency: Option<i64>,
     /// At most this many (1-1000, default 100).
     pub limit: Option<u32>,
 }
@@ -41,6 +45,10 @@ pub struct AlertView {
     /// Details.
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
+    /// The event that raised it (sentiment alerts).
+    pub event_id: Option<String>,
+    /// How urgent, 0-100 (sentiment alerts).
+    pub urgency: Option<i64>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -74,7 +82,18 @@ pub async fn list_alerts(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    let alerts = state.store.alerts(&tenant.id, since, q.kind.as_deref(), limit).await?;
+    if let Some(u) = q.min_urgency {
+        if !(0..=100).contains(&u) {
+            return Err(ApiError::field("min_urgency", "must be between 0 and 100"));
+        }
+    }
+    let filter = AlertFilter {
+        since_ms: since,
+        kind: q.kind,
+        min_urgency: q.min_urgency,
+        limit,
+    };
+    let alerts = state.store.alerts(&tenant.id, &filter).await?;
     Ok(Json(
         alerts
             .into_iter()
@@ -85,6 +104,8 @@ pub async fn list_alerts(
                 kind: a.kind,
                 severity: a.severity,
                 reason: a.reason,
+                event_id: a.event_id,
+                urgency: a.urgency,
                 created_at: to_rfc3339(a.created_at),
             })
             .collect(),

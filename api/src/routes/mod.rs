@@ -7,3 +7,4 @@ pub mod churn;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod sentiment;

@@ -20,29 +20,42 @@ pub struct Alert {
     pub reason: String,
     /// Details (JSON text).
     pub payload: String,
+    /// The event that raised it, when one did (sentiment).
+    pub event_id: Option<String>,
+    /// How urgent, 0–100, when the alert kind measures it (sentiment).
+    pub urgency: Option<i64>,
     /// Raised at (epoch ms).
     pub created_at: i64,
 }
 
+/// Which of a tenant's alerts to read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertFilter {
+    /// Raised at or after (epoch ms).
+    pub since_ms: i64,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only alerts with an urgency of at least this (alerts without an
+    /// urgency are excluded when set).
+    pub min_urgency: Option<i64>,
+    /// At most this many (clamped to 1..=1000).
+    pub limit: u32,
+}
+
 impl Store {
-    /// A tenant's alerts raised at or after `since_ms`, optionally of one
-    /// kind, newest first.
-    pub async fn alerts(
-        &self,
-        tenant_id: &str,
-        since_ms: i64,
-        kind: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Alert>, StoreError> {
+    /// A tenant's alerts matching `filter`, newest first.
+    pub async fn alerts(&self, tenant_id: &str, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, account_id, kind, severity, reason, payload, created_at FROM alerts \
+            "SELECT id, account_id, kind, severity, reason, payload, event_id, urgency, created_at FROM alerts \
              WHERE tenant_id = $1 AND created_at >= $2 AND ($3 IS NULL OR kind = $3) \
-             ORDER BY created_at DESC, id DESC LIMIT $4",
+             AND ($4 IS NULL OR urgency >= $4) \
+             ORDER BY created_at DESC, id DESC LIMIT $5",
         )
         .bind(tenant_id)
-        .bind(since_ms)
-        .bind(kind)
-        .bind(i64::from(limit.clamp(1, 1000)))
+        .bind(filter.since_ms)
+        .bind(filter.kind.as_deref())
+        .bind(filter.min_urgency)
+        .bind(i64::from(filter.limit.clamp(1, 1000)))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -54,6 +67,8 @@ impl Store {
                     severity: r.try_get("severity")?,
                     reason: r.try_get("reason")?,
                     payload: r.try_get("payload")?,
+                    event_id: r.try_get("event_id")?,
+                    urgency: r.try_get("urgency")?,
                     created_at: r.try_get("created_at")?,
                 })
             })

@@ -18,10 +18,10 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
-pub use alerts::Alert;
+pub use alerts::{Alert, AlertFilter};
 pub use ingest::{IngestOutcome, PlannedJob, StoredEvent};
 pub use job_runs::{Finished, JobFilter, JobRun, JobState, Started};
-pub use schedules::{TickJob, TickRecord};
+pub use schedules::{insert_pending_jobs, TickJob, TickRecord};
 pub use tenants::{ApiKey, Tenant};
 
 /// Why a store operation failed. `Unavailable` is what the API maps to 503.

@@ -5,11 +5,14 @@ use sqlx::Row;
 use super::{Store, StoreError};
 use crate::time::now_ms;
 
-/// A job a schedule tick creates.
+/// A job created by a schedule tick, or by another job (a sentiment alert's
+/// webhook and follow-ups), recorded as `pending` in its creator's
+/// transaction and queued after commit.
 #[derive(Debug, Clone)]
 pub struct TickJob {
-    /// Deterministic id (same schedule, tick and target → same id), so a
-    /// retried fan-out cannot create a second copy.
+    /// Deterministic id (same schedule, tick and target → same id; same
+    /// alert and kind → same id), so a retried creator cannot create a
+    /// second copy.
     pub id: String,
     /// Tenant the job works for.
     pub tenant_id: String,
@@ -79,21 +82,7 @@ impl Store {
         if claimed.rows_affected() == 0 {
             return Ok(false);
         }
-        for job in jobs {
-            sqlx::query(
-                "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, run_after) \
-                 VALUES ($1, $2, $3, NULL, $4, 'pending', 0, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&job.id)
-            .bind(&job.tenant_id)
-            .bind(&job.kind)
-            .bind(&job.payload)
-            .bind(i64::from(job.max_attempts))
-            .bind(now)
-            .bind(job.run_after)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_pending_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -141,4 +130,31 @@ impl Store {
             .await?;
         Ok(r.rows_affected())
     }
+}
+
+/// Records `jobs` as `pending` inside the caller's transaction (ids that
+/// exist already are left alone), so that a job and whatever created it
+/// commit together. Queue them after the commit; if that fails, the
+/// dispatcher queues them.
+pub async fn insert_pending_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    jobs: &[TickJob],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for job in jobs {
+        sqlx::query(
+            "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, run_after) \
+             VALUES ($1, $2, $3, NULL, $4, 'pending', 0, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(i64::from(job.max_attempts))
+        .bind(now)
+        .bind(job.run_after)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

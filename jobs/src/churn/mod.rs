@@ -52,6 +52,17 @@ pub enum ChurnStoreError {
     NotFound(String),
 }
 
+impl From<crate::model_registry::RegistryError> for ChurnStoreError {
+    fn from(e: crate::model_registry::RegistryError) -> Self {
+        use crate::model_registry::RegistryError as R;
+        match e {
+            R::Store(e) => Self::Store(e),
+            R::Json(e) => Self::Json(e),
+            R::NotFound(what) => Self::NotFound(what),
+        }
+    }
+}
+
 impl From<ChurnStoreError> for JobError {
     fn from(e: ChurnStoreError) -> Self {
         match e {

@@ -5,6 +5,7 @@ use super::encoder::{Encoder, DEFAULT_BATCH_SIZE};
 use super::error::TextError;
 use super::head::{Sentiment, SentimentHead, SentimentPrediction};
 use super::lang::{detect_language, Language};
+use super::pooling::Embeddings;
 
 /// The sentiment of one text, as a job stores it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -107,7 +108,7 @@ impl SentimentAnalyzer {
         let predictions: Vec<SentimentPrediction> = match &self.backend {
             Backend::Head { encoder, head } => {
                 let embeddings = encoder.embed_batched(texts, self.batch_size, &mut |_, _| {})?;
-                head.predict(&embeddings)?
+                return analyze_embeddings(head, &embeddings, texts);
             }
             Backend::Classifier { model, labels } => {
                 let mut out = Vec::with_capacity(texts.len());
@@ -119,16 +120,38 @@ impl SentimentAnalyzer {
                 out
             }
         };
-        Ok(predictions
-            .into_iter()
-            .zip(texts)
-            .map(|(p, text)| SentimentResult {
-                label: p.label,
-                score: p.score,
-                polarity: p.polarity(),
-                language: detect_language(text),
-                probabilities: p.probabilities,
-            })
-            .collect())
+        Ok(results(predictions, texts))
     }
+}
+
+/// Applies `head` to embeddings computed already (by the caller, from `texts` in order, with the encoder the head
+/// belongs to: check with [`SentimentHead::check_encoder`]). A micro-batching worker embeds one batch of texts from
+/// many tenants once and applies each tenant's head to its rows.
+pub fn analyze_embeddings(
+    head: &SentimentHead,
+    embeddings: &Embeddings,
+    texts: &[&str],
+) -> Result<Vec<SentimentResult>, TextError> {
+    if embeddings.len() != texts.len() {
+        return Err(TextError::Config(format!(
+            "{} embeddings for {} texts",
+            embeddings.len(),
+            texts.len()
+        )));
+    }
+    Ok(results(head.predict(embeddings)?, texts))
+}
+
+fn results(predictions: Vec<SentimentPrediction>, texts: &[&str]) -> Vec<SentimentResult> {
+    predictions
+        .into_iter()
+        .zip(texts)
+        .map(|(p, text)| SentimentResult {
+            label: p.label,
+            score: p.score,
+            polarity: p.polarity(),
+            language: detect_language(text),
+            probabilities: p.probabilities,
+        })
+        .collect()
 }

@@ -85,7 +85,7 @@ mod session;
 mod tokenize;
 mod train;
 
-pub use analyzer::{SentimentAnalyzer, SentimentResult};
+pub use analyzer::{analyze_embeddings, SentimentAnalyzer, SentimentResult};
 pub use classifier::{labels_from_hf_config, softmax, ClassPrediction, ClassifierConfig, ClassifierModel};
 pub use data::{LabeledDataset, LabeledText};
 pub use encoder::{Encoder, EncoderConfig, EncoderFingerprint, Pooling, DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH};

@@ -1,0 +1,475 @@
+//! `sentiment`: scores a comment or ticket (an event with text) for
+//! sentiment, stores label, confidence, language, urgency and model
+//! version, and — when the customer is clearly upset (negative with
+//! confidence ≥ `sentiment.alert_threshold`) — raises a
+//! `client_dissatisfaction` alert and queues its notifications: the
+//! tenant's signed webhook (the `webhook` kind) and the follow-up kinds
+//! named in `sentiment.follow_up`.
+//!
+//! The model is loaded once per worker process at start-up ([`load_model`]:
+//! a wrong path fails the process, naming the path, before any job runs);
+//! inference is micro-batched across concurrent jobs on a dedicated thread
+//! pool ([`batcher`]). With an encoder model, each tenant's active head
+//! version comes from the registry (re-checked every
+//! `sentiment.model_refresh`, so `kairos models activate` or
+//! `kairos train sentiment --activate` takes effect without a restart).
+//!
+//! Score, alert and notification jobs are written in one transaction; the
+//! jobs are queued after commit (or by the dispatcher if the queue is down).
+
+pub mod batcher;
+pub mod registry;
+pub mod scores;
+pub mod urgency;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use kairos_core::config::Config;
+use kairos_core::sentiment::SentimentConfig;
+use kairos_core::store::TickJob;
+use kairos_core::{Event, Message};
+use kairos_models::text::{
+    self, ClassifierModel, Encoder, EncoderConfig, SentimentAnalyzer, SentimentHead, SentimentResult,
+};
+use serde_json::{json, Value};
+
+use crate::{Job, JobContext, JobError, JobOutput};
+use batcher::{BatchConfig, Batcher, InferenceError, TextModel};
+
+/// The job kind.
+pub const KIND: &str = "sentiment";
+/// The alert kind raised for upset customers.
+pub const ALERT_KIND: &str = "client_dissatisfaction";
+/// The message of a job that finds no head to use.
+pub const NO_MODEL: &str =
+    "no active sentiment model; set sentiment.head in config or train one with `kairos train sentiment --activate`";
+/// Characters of the text kept in an alert (enough for ops to see the gist).
+const EXCERPT_CHARS: usize = 280;
+
+/// Namespace of the deterministic ids of notification jobs.
+const JOB_NS: uuid::Uuid = uuid::Uuid::from_u128(0x6b61_6972_6f73_2d73_656e_7469_6d65_6e74);
+
+/// Why the sentiment model could not be set up (at process start).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A model, tokenizer or runtime file is missing or unusable (the message names the path).
+    #[error("sentiment model: {0}")]
+    Model(#[from] text::TextError),
+    /// The configured head does not fit.
+    #[error("sentiment head {path}: {reason}")]
+    Head {
+        /// The head file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Registering the default head failed.
+    #[error("sentiment head registry: {0}")]
+    Registry(#[from] registry::HeadStoreError),
+}
+
+/// The model a process serves, as loaded at start-up.
+pub struct LoadedModel {
+    /// What scores texts.
+    pub model: TextModel,
+    /// The head file from config (encoder models), checked against the encoder.
+    pub default_head: Option<SentimentHead>,
+    /// Version recorded with scores from a classifier model.
+    pub classifier_version: Option<String>,
+}
+
+/// Loads the configured model (blocking: call it from `spawn_blocking`).
+/// Every path is checked here so a wrong one stops the process at start-up
+/// with the path named.
+pub fn load_model(config: &SentimentConfig) -> Result<LoadedModel, SetupError> {
+    if let Some(lib) = &config.runtime_library {
+        text::init_runtime(Some(lib.as_path()))?;
+    }
+    let threads = config.inference_threads;
+    if let Some(c) = &config.classifier {
+        let mut cc = text::ClassifierConfig::new(&c.model, &c.tokenizer, c.labels.clone());
+        cc.max_length = config.max_length;
+        cc.inference = text::InferenceOptions {
+            sessions: threads,
+            intra_threads: config.intra_threads,
+            ..cc.inference
+        };
+        let model = ClassifierModel::new(cc)?;
+        let version = format!(
+            "classifier-{}",
+            &model.model_sha256()[..12.min(model.model_sha256().len())]
+        );
+        let analyzer = SentimentAnalyzer::from_classifier(model)?;
+        return Ok(LoadedModel {
+            model: TextModel::Classifier(Arc::new(analyzer)),
+            default_head: None,
+            classifier_version: Some(version),
+        });
+    }
+    let encoder = Encoder::new(
+        EncoderConfig::from_dir(&config.encoder)
+            .max_length(config.max_length)
+            .sessions(threads)
+            .intra_threads(config.intra_threads),
+    )?;
+    let default_head = match &config.head {
+        Some(path) => Some(load_head_for(&encoder, path)?),
+        None => None,
+    };
+    Ok(LoadedModel {
+        model: TextModel::Encoder(Arc::new(encoder)),
+        default_head,
+        classifier_version: None,
+    })
+}
+
+/// Reads a head file and checks it belongs to `encoder`.
+pub fn load_head_for(encoder: &Encoder, path: &Path) -> Result<SentimentHead, SetupError> {
+    let head_err = |reason: String| SetupError::Head {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(head_err(
+            "not found (fix sentiment.head, or train one with `kairos train sentiment`)".into(),
+        ));
+    }
+    let head = SentimentHead::load(path).map_err(|e| head_err(e.to_string()))?;
+    head.check_encoder(encoder.fingerprint())
+        .map_err(|e| head_err(e.to_string()))?;
+    Ok(head)
+}
+
+#[derive(Default)]
+struct Cache {
+    /// tenant → (active version, when checked).
+    active: HashMap<String, (Option<String>, Instant)>,
+    /// version → head (checked against this process's encoder).
+    heads: HashMap<String, Arc<SentimentHead>>,
+}
+
+/// The sentiment job, with its model, batcher and head cache.
+pub struct Sentiment {
+    config: SentimentConfig,
+    model: TextModel,
+    classifier_version: Option<String>,
+    batcher: Batcher,
+    /// Tenant names or ids with a webhook.
+    webhook_tenants: Vec<String>,
+    /// Attempts of the notification kinds (webhook + follow-ups), from their policies.
+    max_attempts: HashMap<String, u32>,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Sentiment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentiment")
+            .field("batcher", &self.batcher)
+            .field("classifier_version", &self.classifier_version)
+            .finish()
+    }
+}
+
+impl Sentiment {
+    /// A job serving `loaded` with the `[sentiment]` and `[webhooks]` config
+    /// of `config`. Starts the batcher: call inside a tokio runtime.
+    pub fn new(config: &Config, loaded: LoadedModel) -> Self {
+        let s = &config.sentiment;
+        let batcher = Batcher::start(
+            loaded.model.clone(),
+            BatchConfig {
+                max: s.batch_max,
+                wait: s.batch_wait,
+                threads: s.inference_threads,
+            },
+        );
+        let mut max_attempts = HashMap::new();
+        for kind in s.follow_up.iter().map(String::as_str).chain([crate::webhook::KIND]) {
+            max_attempts.insert(kind.to_owned(), config.policy(kind).max_attempts);
+        }
+        Self {
+            config: s.clone(),
+            model: loaded.model,
+            classifier_version: loaded.classifier_version,
+            batcher,
+            webhook_tenants: config.webhooks.keys().cloned().collect(),
+            max_attempts,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    /// The batcher (its counters show how well batching works).
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
+    }
+
+    fn cached_active(&self, tenant_id: &str) -> Option<Option<String>> {
+        let cache = self.cache.lock().ok()?;
+        let (version, at) = cache.active.get(tenant_id)?;
+        (at.elapsed() < self.config.model_refresh).then(|| version.clone())
+    }
+
+    /// The head a tenant's job uses now (encoder models), with its version.
+    async fn head(&self, ctx: &JobContext) -> Result<(Option<Arc<SentimentHead>>, String), JobError> {
+        let encoder = match &self.model {
+            TextModel::Classifier(_) => return Ok((None, self.classifier_version.clone().unwrap_or_default())),
+            TextModel::Encoder(e) => e,
+        };
+        let version = match self.cached_active(&ctx.tenant_id) {
+            Some(v) => v,
+            None => {
+                let v = registry::active_version(&ctx.store, &ctx.tenant_id)
+                    .await
+                    .map_err(|e| JobError::Retryable(format!("sentiment: {e}")))?;
+                if let Ok(mut c) = self.cache.lock() {
+                    c.active.insert(ctx.tenant_id.clone(), (v.clone(), Instant::now()));
+                }
+                v
+            }
+        };
+        let version = version.ok_or_else(|| JobError::Permanent(NO_MODEL.into()))?;
+        if let Some(h) = self.cache.lock().ok().and_then(|c| c.heads.get(&version).cloned()) {
+            return Ok((Some(h), version));
+        }
+        let head = registry::load(&ctx.store, &version).await.map_err(|e| match e {
+            registry::HeadStoreError::Registry(crate::model_registry::RegistryError::Store(e)) => {
+                JobError::Retryable(format!("sentiment: store: {e}"))
+            }
+            other => JobError::Permanent(format!("sentiment: {other}")),
+        })?;
+        head.check_encoder(encoder.fingerprint()).map_err(|e| {
+            JobError::Permanent(format!(
+                "sentiment: active head {version} does not fit this worker's encoder: {e}"
+            ))
+        })?;
+        let head = Arc::new(head);
+        if let Ok(mut c) = self.cache.lock() {
+            c.heads.insert(version.clone(), head.clone());
+        }
+        Ok((Some(head), version))
+    }
+
+    /// The text of an event: the first non-empty configured data field.
+    fn text_of(&self, event: &Event) -> Result<String, String> {
+        for field in &self.config.text_fields {
+            if let Some(Value::String(s)) = event.data.get(field) {
+                if !s.trim().is_empty() {
+                    let chars = s.chars().count();
+                    if chars > self.config.max_text_chars {
+                        return Err(format!(
+                            "data.{field} has {chars} characters; at most {} are scored (sentiment.max_text_chars)",
+                            self.config.max_text_chars
+                        ));
+                    }
+                    return Ok(s.clone());
+                }
+            }
+        }
+        Err(format!(
+            "event {} ({}) has no text to score: none of data.{} is a non-empty string",
+            event.id,
+            event.event_type,
+            self.config.text_fields.join(", data.")
+        ))
+    }
+
+    fn has_webhook(&self, tenant: &kairos_core::store::Tenant) -> bool {
+        self.webhook_tenants
+            .iter()
+            .any(|k| *k == tenant.id || *k == tenant.name)
+    }
+}
+
+/// A score and what it raises.
+struct Scored {
+    row: scores::ScoreRow,
+    alert: Option<scores::NewAlert>,
+}
+
+fn excerpt(text: &str) -> String {
+    let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+fn severity(urgency: u8) -> &'static str {
+    match urgency {
+        80.. => "critical",
+        50..=79 => "high",
+        _ => "medium",
+    }
+}
+
+/// Builds the stored row and, if the text is clearly negative, the alert.
+fn build(
+    config: &SentimentConfig,
+    ctx: &JobContext,
+    event: &Event,
+    text: &str,
+    result: &SentimentResult,
+    version: &str,
+    now: i64,
+) -> Scored {
+    let urgency = urgency::urgency(text, result, &config.urgency);
+    let probabilities: serde_json::Map<String, Value> = result
+        .probabilities
+        .iter()
+        .map(|(s, p)| (s.as_str().to_owned(), json!(p)))
+        .collect();
+    let language = result.language.map(|l| l.code().to_owned());
+    let row = scores::ScoreRow {
+        job_id: ctx.job_id.clone(),
+        account_id: event.account_id.clone(),
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        label: result.label.as_str().into(),
+        score: f64::from(result.score),
+        polarity: f64::from(result.polarity),
+        probabilities: Value::Object(probabilities),
+        language: language.clone(),
+        urgency: i64::from(urgency.score),
+        keywords: json!(urgency.keywords),
+        model_version: version.into(),
+        scored_at: now,
+    };
+    let upset = result.label == text::Sentiment::Negative && f64::from(result.score) >= config.alert_threshold;
+    let alert = upset.then(|| {
+        let dedup_key = format!("{ALERT_KIND}|{}", event.id);
+        let keywords = if urgency.keywords.is_empty() {
+            String::new()
+        } else {
+            format!("; keywords: {}", urgency.keywords.join(", "))
+        };
+        scores::NewAlert {
+            id: format!("{}|{dedup_key}", ctx.job_id),
+            kind: ALERT_KIND.into(),
+            severity: severity(urgency.score).into(),
+            reason: format!(
+                "negative {} ({:.0}% confident) from account {}: urgency {}{keywords}",
+                event.event_type,
+                result.score * 100.0,
+                event.account_id,
+                urgency.score
+            ),
+            payload: json!({
+                "event_type": event.event_type,
+                "text": excerpt(text),
+                "label": result.label.as_str(),
+                "score": result.score,
+                "language": language,
+                "keywords": urgency.keywords,
+                "model_version": version,
+            }),
+            dedup_key,
+        }
+    });
+    Scored { row, alert }
+}
+
+/// The alert as notifications carry it (webhook body, follow-up payload).
+fn alert_json(tenant_id: &str, row: &scores::ScoreRow, alert: &scores::NewAlert) -> Value {
+    json!({
+        "id": alert.id,
+        "tenant_id": tenant_id,
+        "account_id": row.account_id,
+        "event_id": row.event_id,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "urgency": row.urgency,
+        "reason": alert.reason,
+        "details": alert.payload,
+        "created_at": kairos_core::time::to_rfc3339(row.scored_at),
+    })
+}
+
+#[async_trait]
+impl Job for Sentiment {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
+        let event: Event = serde_json::from_str(payload)
+            .map_err(|e| JobError::Permanent(format!("sentiment: payload is not an event: {e}")))?;
+        let text = self
+            .text_of(&event)
+            .map_err(|e| JobError::Permanent(format!("sentiment: {e}")))?;
+        let (head, version) = self.head(ctx).await?;
+        let result = self.batcher.analyze(text.clone(), head).await.map_err(|e| match e {
+            InferenceError::Model(m) => JobError::Permanent(format!("sentiment: {m}")),
+            InferenceError::Unavailable(m) => JobError::Retryable(format!("sentiment: {m}")),
+        })?;
+        let now = kairos_core::time::now_ms();
+        let scored = build(&self.config, ctx, &event, &text, &result, &version, now);
+        let mut jobs = Vec::new();
+        if let Some(alert) = &scored.alert {
+            let body = alert_json(&ctx.tenant_id, &scored.row, alert).to_string();
+            let tenant = ctx.store.find_tenant(&ctx.tenant_id).await.ok();
+            let mut kinds: Vec<&str> = Vec::new();
+            if tenant.as_ref().is_some_and(|t| self.has_webhook(t)) {
+                kinds.push(crate::webhook::KIND);
+            }
+            kinds.extend(self.config.follow_up.iter().map(String::as_str));
+            for kind in kinds {
+                let id = uuid::Uuid::new_v5(
+                    &JOB_NS,
+                    format!("{}|{}|{kind}", ctx.tenant_id, alert.dedup_key).as_bytes(),
+                );
+                jobs.push(TickJob {
+                    id: id.to_string(),
+                    tenant_id: ctx.tenant_id.clone(),
+                    kind: kind.to_owned(),
+                    payload: body.clone(),
+                    max_attempts: self.max_attempts.get(kind).copied().unwrap_or(5),
+                    run_after: None,
+                });
+            }
+        }
+        scores::store(&ctx.store, &ctx.tenant_id, &scored.row, scored.alert.as_ref(), &jobs).await?;
+        if !jobs.is_empty() {
+            queue_after_commit(ctx, &jobs).await;
+        }
+        Ok(JobOutput {
+            result_ref: Some(format!(
+                "sentiment_scores/{} ({} {:.2}, urgency {}{})",
+                ctx.job_id,
+                scored.row.label,
+                scored.row.score,
+                scored.row.urgency,
+                if scored.alert.is_some() { ", alert raised" } else { "" }
+            )),
+        })
+    }
+}
+
+/// Queues jobs recorded as `pending`; on failure they stay pending and the
+/// dispatcher queues them, so nothing is lost.
+pub(crate) async fn queue_after_commit(ctx: &JobContext, jobs: &[TickJob]) {
+    let messages: Vec<(Message, Option<i64>)> = jobs
+        .iter()
+        .map(|j| {
+            let m = Message {
+                id: j.id.clone(),
+                kind: j.kind.clone(),
+                tenant_id: j.tenant_id.clone(),
+                payload: j.payload.clone(),
+            };
+            (m, j.run_after)
+        })
+        .collect();
+    match kairos_core::queue::push_due(ctx.queue.as_ref(), &messages).await {
+        Ok(()) => {
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            if let Err(e) = ctx.store.mark_queued(&ids).await {
+                tracing::warn!(error = %e, "could not mark notification jobs queued");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "queue unavailable; the dispatcher will queue the notification jobs"),
+    }
+}

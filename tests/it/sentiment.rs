@@ -1,0 +1,315 @@
+//! Sentiment end to end with the real model (MiniLM int8 + the shipped
+//! head, fetched by `scripts/fetch-models`): tickets in, scores stored,
+//! upset customers alerted and their tenant's webhook called with a valid
+//! signature by a real HTTP server in the test.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::common::*;
+
+const SECRET_ENV: &str = "KAIROS_TEST_WEBHOOK_SECRET";
+const SECRET: &str = "whsec-test-4f1c0e";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The model files must be there: a clear failure, not a silent skip.
+fn model_dir() -> PathBuf {
+    let dir = repo(".cache/models/all-MiniLM-L6-v2-int8");
+    assert!(
+        dir.join("model.onnx").is_file() && dir.join("tokenizer.json").is_file(),
+        "{} is missing model.onnx / tokenizer.json: run scripts/fetch-models",
+        dir.display()
+    );
+    dir
+}
+
+/// `[sentiment]` with the real model; `extra` is appended.
+fn sentiment_config(extra: &str) -> String {
+    format!(
+        "[sentiment]\nenabled = true\nencoder = \"{}\"\nhead = \"{}\"\nbatch_wait = \"20ms\"\n\n\
+         [[rules]]\non = \"ticket.*\"\nrun = [\"sentiment\"]\n\n\
+         [[rules]]\non = \"comment.created\"\nrun = [\"sentiment\"]\n\n{extra}",
+        model_dir().display(),
+        repo("models/heads/sentiment-minilm-1.json").display(),
+    )
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A webhook receiver on a free port; answers 503 to the first `fail_first`
+/// requests (to exercise retries), then 200.
+async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
+    type Log = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<usize>>, usize);
+    async fn hook(State((log, seen, fail_first)): State<Log>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let mut n = seen.lock().unwrap();
+        *n += 1;
+        if *n <= fail_first {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        log.lock().unwrap().push(Received { headers, body });
+        StatusCode::OK
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state((log.clone(), Arc::new(Mutex::new(0)), fail_first));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), log)
+}
+
+fn webhook_config(url: &str) -> String {
+    // nextest runs each test in its own process, so this does not leak into others.
+    std::env::set_var(SECRET_ENV, SECRET);
+    format!("[webhooks.tenant-a]\nurl = \"{url}\"\nsecret_env = \"{SECRET_ENV}\"\n\n[jobs.webhook]\nbackoff_initial = \"100ms\"\nbackoff_max = \"200ms\"\nmax_attempts = 5\n")
+}
+
+/// Checks the signature as a receiver would, with its own HMAC code.
+fn verify(r: &Received) -> Value {
+    let ts = r.headers["x-kairos-timestamp"].to_str().unwrap();
+    let sig = r.headers["x-kairos-signature"].to_str().unwrap();
+    let age = kairos_core::time::now_ms() / 1000 - ts.parse::<i64>().unwrap();
+    assert!((0..300).contains(&age), "stale or future timestamp {ts}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(sig, expected, "signature does not verify");
+    assert!(r.headers.contains_key("x-kairos-delivery"));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+const NEGATIVE_ES: &str = "Estoy muy molesto: el sistema no funciona desde ayer, estamos bloqueados y nadie responde. ¡Es urgente, esto es inaceptable!";
+const NEGATIVE_EN: &str =
+    "This is terrible. The app is broken again, it is blocking my whole team and support never answers. Awful service.";
+const POSITIVE_ES: &str =
+    "¡Muchas gracias! El equipo de soporte fue excelente y ahora todo funciona perfecto. Estamos muy contentos.";
+const POSITIVE_EN: &str = "Thank you so much, the new dashboard is great and works perfectly. Excellent support!";
+
+async fn upset_customers_are_alerted(deployment: Deployment) {
+    let (url, received) = receiver(1).await;
+    let app = spawn_app(deployment, &sentiment_config(&webhook_config(&url))).await;
+    let events = json!([
+        event("t-es-neg", "ticket.created", "acct-es", json!({"text": NEGATIVE_ES})),
+        event("t-en-neg", "ticket.created", "acct-en", json!({"text": NEGATIVE_EN})),
+        event("c-es-pos", "comment.created", "acct-es2", json!({"body": POSITIVE_ES})),
+        event("c-en-pos", "ticket.comment", "acct-en2", json!({"text": POSITIVE_EN})),
+    ]);
+    let (status, body) = app.post_events(&events).await;
+    assert_eq!(status, 202, "{body}");
+    let ids = job_ids(&body);
+    // activity is not configured here: one sentiment job per event.
+    assert_eq!(ids.len(), 4, "{body}");
+    let jobs = app.wait_settled(&ids, Duration::from_secs(60)).await;
+    for j in &jobs {
+        assert_eq!(j.state, kairos_core::store::JobState::Succeeded, "{j:?}");
+    }
+
+    // Stored scores: label, confidence, language, model version.
+    for (account, label, lang) in [
+        ("acct-es", "negative", "es"),
+        ("acct-en", "negative", "en"),
+        ("acct-es2", "positive", "es"),
+        ("acct-en2", "positive", "en"),
+    ] {
+        let (status, s) = app
+            .get(&format!("/v1/accounts/{account}/sentiment"), Some(&app.key))
+            .await;
+        assert_eq!(status, 200, "{s}");
+        let latest = &s["recent"][0];
+        assert_eq!(latest["label"], label, "{account}: {s}");
+        assert_eq!(latest["language"], lang, "{account}: {s}");
+        assert_eq!(latest["model_version"], "sentiment-minilm-1");
+        if label == "negative" {
+            assert!(latest["score"].as_f64().unwrap() >= 0.75, "{account}: {s}");
+            assert!(latest["urgency"].as_i64().unwrap() >= 70, "{account}: {s}");
+            assert!(s["rolling"]["polarity"].as_f64().unwrap() < 0.0, "{s}");
+        } else {
+            assert!(latest["urgency"].as_i64().unwrap() < 30, "{account}: {s}");
+        }
+    }
+
+    // Exactly the two negative tickets raised alerts, with event and urgency.
+    let (status, alerts) = app.get("/v1/alerts?kind=client_dissatisfaction", Some(&app.key)).await;
+    assert_eq!(status, 200, "{alerts}");
+    let alerts = alerts.as_array().unwrap().clone();
+    let mut events: Vec<&str> = alerts.iter().map(|a| a["event_id"].as_str().unwrap()).collect();
+    events.sort();
+    assert_eq!(events, ["t-en-neg", "t-es-neg"], "{alerts:?}");
+    let (_, urgent) = app.get("/v1/alerts?min_urgency=101", Some(&app.key)).await;
+    assert_eq!(urgent["field"], "min_urgency", "{urgent}");
+    let min = alerts.iter().map(|a| a["urgency"].as_i64().unwrap()).min().unwrap();
+    let (_, above) = app
+        .get(&format!("/v1/alerts?min_urgency={}", min + 1), Some(&app.key))
+        .await;
+    assert_eq!(
+        above.as_array().unwrap().len(),
+        1,
+        "only the more urgent alert: {above}"
+    );
+
+    // One signed webhook per alert (the first attempt got a 503 and was retried).
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            received.lock().unwrap().len() >= 2
+        })
+        .await,
+        "webhooks not received: {:?}",
+        received.lock().unwrap().len()
+    );
+    let got: Vec<Value> = received.lock().unwrap().iter().map(verify).collect();
+    let mut hooked: Vec<&str> = got.iter().map(|b| b["event_id"].as_str().unwrap()).collect();
+    hooked.sort();
+    assert_eq!(hooked, ["t-en-neg", "t-es-neg"]);
+    for b in &got {
+        assert_eq!(b["kind"], "client_dissatisfaction");
+        assert_eq!(b["tenant_id"], app.tenant_id.as_str());
+        assert!(b["urgency"].as_i64().unwrap() >= 70, "{b}");
+        assert!(b["details"]["text"].as_str().unwrap().len() > 20, "{b}");
+    }
+    // No duplicate deliveries once everything settled.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_upset_customers_in_spanish_and_english_are_alerted_with_signed_webhooks() {
+    upset_customers_are_alerted(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_upset_customers_in_spanish_and_english_are_alerted_with_signed_webhooks() {
+    upset_customers_are_alerted(Deployment::Distributed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_the_job_cannot_score_fails_alone_and_clearly() {
+    let app = spawn_app(Deployment::Embedded, &sentiment_config("")).await;
+    let (_, body) = app
+        .post_events(&json!([
+            event("ok-1", "comment.created", "a1", json!({"text": POSITIVE_EN})),
+            event("no-text", "comment.created", "a2", json!({"rating": 3})),
+            event("ok-2", "comment.created", "a3", json!({"text": NEGATIVE_EN})),
+        ]))
+        .await;
+    let ids = job_ids(&body);
+    let jobs = app.wait_settled(&ids, Duration::from_secs(60)).await;
+    let by_event = |e: &str| jobs.iter().find(|j| j.event_id.as_deref() == Some(e)).unwrap();
+    assert_eq!(by_event("ok-1").state, kairos_core::store::JobState::Succeeded);
+    assert_eq!(by_event("ok-2").state, kairos_core::store::JobState::Succeeded);
+    let bad = by_event("no-text");
+    assert_eq!(
+        bad.state,
+        kairos_core::store::JobState::Dead,
+        "no retries for bad input"
+    );
+    assert_eq!(bad.attempts, 1);
+    let err = bad.last_error.clone().unwrap_or_default();
+    assert!(err.contains("no text to score") && err.contains("data.text"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trained_head_registered_with_activate_is_used_by_the_next_job() {
+    let env = Env::new(Deployment::Embedded).await;
+    let config = env.config_file(&sentiment_config(""));
+    // A small bilingual fixture (tests/fixtures/sentiment-small.jsonl).
+    let data = repo("tests/fixtures/sentiment-small.jsonl");
+    let (ok, out, err) = run_cli(
+        &config,
+        &["train", "sentiment", "--data", data.to_str().unwrap(), "--activate"],
+    )
+    .await;
+    assert!(ok, "train failed: {out}\n{err}");
+    assert!(out.contains("held-out"), "metrics are reported: {out}");
+    let version = out
+        .lines()
+        .find_map(|l| l.strip_prefix("registered sentiment head "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no version in: {out}"))
+        .to_owned();
+    let (ok, list, _) = run_cli(&config, &["models", "list"]).await;
+    assert!(ok && list.contains(&version) && list.contains("global"), "{list}");
+
+    // The next job (in a worker started afterwards, which also registers the
+    // shipped default head but must not displace the active one) uses it.
+    let rt = kairos::Runtime::open(env.config(&sentiment_config(""))).await.unwrap();
+    let store = rt.store.clone();
+    let key = store.create_tenant("t-train", None).await.unwrap();
+    let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
+    let base = format!("http://{}", running.addr.unwrap());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&key.secret)
+        .json(&event("e1", "comment.created", "a1", json!({"text": NEGATIVE_EN})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let ids = job_ids(&resp.json().await.unwrap());
+    let jobs = wait_settled(&store, &ids, Duration::from_secs(60)).await;
+    assert_eq!(jobs[0].state, kairos_core::store::JobState::Succeeded, "{:?}", jobs[0]);
+    let score = kairos_jobs::sentiment::scores::for_event(&store, &key.tenant.id, "e1")
+        .await
+        .unwrap()
+        .expect("scored");
+    assert_eq!(score.model_version, version);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_model_or_head_path_stops_the_worker_at_start_naming_the_path() {
+    let env = Env::new(Deployment::Embedded).await;
+    let missing = "/nonexistent/kairos-models/encoder";
+    let config = env.config_file(&format!("[sentiment]\nenabled = true\nencoder = \"{missing}\"\n"));
+    let (ok, _, err) = run_cli(&config, &["worker"]).await;
+    assert!(!ok, "must not start");
+    assert!(err.contains(missing) && err.contains("scripts/fetch-models"), "{err}");
+
+    let bad_head = "/nonexistent/head.json";
+    let config = env.config_file(&format!(
+        "[sentiment]\nenabled = true\nencoder = \"{}\"\nhead = \"{bad_head}\"\n",
+        model_dir().display()
+    ));
+    let (ok, _, err) = run_cli(&config, &["serve"]).await;
+    assert!(!ok, "must not start");
+    assert!(err.contains(bad_head), "{err}");
+
+    // And a rule naming the kind while it is disabled is a config error.
+    let config = env.config_file("[[rules]]\non = \"ticket.*\"\nrun = [\"sentiment\"]\n");
+    let (ok, _, err) = run_cli(&config, &["check-config"]).await;
+    assert!(
+        !ok && err.contains("rules[0].run[0]") && err.contains("[sentiment]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_config_files_are_valid() {
+    for file in ["config/default.toml", "config/distributed.example.toml"] {
+        let config =
+            kairos_core::Config::load(&repo(file), kairos_jobs::KNOWN_KINDS).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(config.sentiment.enabled, "{file}: sentiment is on");
+        let head = config.sentiment.head.expect("a default head");
+        assert!(
+            repo(head.to_str().unwrap()).is_file(),
+            "{file}: {} is in the repo",
+            head.display()
+        );
+    }
+}
