@@ -36,8 +36,13 @@ fn model_dir() -> PathBuf {
 
 /// `[sentiment]` with the real model; `extra` is appended.
 fn sentiment_config(extra: &str) -> String {
+    sentiment_config_with("", extra)
+}
+
+/// As [`sentiment_config`], with more `[sentiment]` keys.
+fn sentiment_config_with(keys: &str, extra: &str) -> String {
     format!(
-        "[sentiment]\nenabled = true\nencoder = \"{}\"\nhead = \"{}\"\nbatch_wait = \"20ms\"\n\n\
+        "[sentiment]\nenabled = true\nencoder = \"{}\"\nhead = \"{}\"\nbatch_wait = \"20ms\"\n{keys}\n\n\
          [[rules]]\non = \"ticket.*\"\nrun = [\"sentiment\"]\n\n\
          [[rules]]\non = \"comment.created\"\nrun = [\"sentiment\"]\n\n{extra}",
         model_dir().display(),
@@ -104,7 +109,11 @@ const POSITIVE_EN: &str = "Thank you so much, the new dashboard is great and wor
 
 async fn upset_customers_are_alerted(deployment: Deployment) {
     let (url, received) = receiver(1).await;
-    let app = spawn_app(deployment, &sentiment_config(&webhook_config(&url))).await;
+    let app = spawn_app(
+        deployment,
+        &sentiment_config_with("follow_up = [\"probe\"]", &webhook_config(&url)),
+    )
+    .await;
     let events = json!([
         event("t-es-neg", "ticket.created", "acct-es", json!({"text": NEGATIVE_ES})),
         event("t-en-neg", "ticket.created", "acct-en", json!({"text": NEGATIVE_EN})),
@@ -182,6 +191,21 @@ async fn upset_customers_are_alerted(deployment: Deployment) {
         assert_eq!(b["tenant_id"], app.tenant_id.as_str());
         assert!(b["urgency"].as_i64().unwrap() >= 70, "{b}");
         assert!(b["details"]["text"].as_str().unwrap().len() > 20, "{b}");
+    }
+    // The follow-up kind got one job per alert, with the alert as payload.
+    let follow_ups = app
+        .store
+        .jobs(&kairos_core::store::JobFilter {
+            kind: Some("probe".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(follow_ups.len(), 2, "{follow_ups:?}");
+    for j in &follow_ups {
+        let p: Value = serde_json::from_str(&j.payload).unwrap();
+        assert_eq!(p["kind"], "client_dissatisfaction", "{p}");
     }
     // No duplicate deliveries once everything settled.
     tokio::time::sleep(Duration::from_millis(500)).await;
