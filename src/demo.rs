@@ -154,7 +154,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         .map(|j| j.id.clone())
         .unwrap_or_default();
     println!("\nWhere things are:");
-    println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily, churn_scores, alerts, models)");
+    println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily, sentiment_scores, churn_scores, alerts, models)");
     println!(
         "  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}",
         keys[0].secret
@@ -236,9 +236,8 @@ Sentiment of {name}'s comments and tickets (label × language: count, mean urgen
     if let Some(a) = alerts.iter().max_by_key(|a| a.urgency.unwrap_or(0)) {
         let details: Value = serde_json::from_str(&a.payload).unwrap_or(Value::Null);
         println!(
-            "  most urgent: {} (urgency {}) \"{}\"",
+            "  most urgent: {}\n               \"{}\"",
             a.reason,
-            a.urgency.unwrap_or(0),
             details["text"].as_str().unwrap_or("")
         );
     }
