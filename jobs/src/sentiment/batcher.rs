@@ -87,6 +87,9 @@ impl std::fmt::Debug for Batcher {
 
 type Task = Box<dyn FnOnce() + Send>;
 
+/// Texts per encoder call inside a gathered batch (after sorting by length).
+const SUB_BATCH: usize = 8;
+
 impl Batcher {
     /// Starts the gathering task (on the current tokio runtime) and
     /// `config.threads` inference threads. They stop once every clone of
@@ -217,7 +220,12 @@ fn infer(model: &TextModel, batch: &[Request]) -> Result<Vec<SentimentResult>, I
     match model {
         TextModel::Classifier(analyzer) => analyzer.analyze(&texts).map_err(model_err),
         TextModel::Encoder(encoder) => {
-            let embeddings = encoder.embed(&texts).map_err(model_err)?;
+            // Sorted by length into sub-batches of similar texts: padding every
+            // text to the longest of a mixed batch costs more than the batch saves
+            // (models/MODELS.md, "Speed").
+            let embeddings = encoder
+                .embed_batched(&texts, SUB_BATCH, &mut |_, _| {})
+                .map_err(model_err)?;
             let mut out = Vec::with_capacity(batch.len());
             for (i, request) in batch.iter().enumerate() {
                 let head = request
