@@ -210,6 +210,23 @@ async fn upset_customers_are_alerted(deployment: Deployment) {
     // No duplicate deliveries once everything settled.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(received.lock().unwrap().len(), 2);
+
+    // Tenants see only their own scores and alerts.
+    let other = app.store.create_tenant("tenant-b", None).await.unwrap();
+    let (status, _) = app.get("/v1/accounts/acct-es/sentiment", Some(&other.secret)).await;
+    assert_eq!(status, 404);
+    let (status, theirs) = app.get("/v1/alerts", Some(&other.secret)).await;
+    assert_eq!(status, 200);
+    assert_eq!(theirs.as_array().unwrap().len(), 0, "{theirs}");
+    let (status, _) = app.get("/v1/accounts/acct-es/sentiment", None).await;
+    assert_eq!(status, 401);
+    let (_, spec) = app.get("/openapi.json", None).await;
+    assert!(
+        spec["paths"]["/v1/accounts/{id}/sentiment"]["get"].is_object(),
+        "sentiment path in the spec"
+    );
+    let params = spec["paths"]["/v1/alerts"]["get"]["parameters"].to_string();
+    assert!(params.contains("min_urgency"), "{params}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
