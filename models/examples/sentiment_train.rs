@@ -5,13 +5,18 @@
 //! scripts/fetch-models
 //! cargo run --release -p kairos-models --example sentiment_train -- \
 //!     [--data FILE]... [--model-dir DIR] [--out FILE] [--version V] [--seed N] [--test-fraction F] \
-//!     [--balance] [--threads N]
+//!     [--balance] [--threads N] [--extra-seeds 1,2,3]
 //! ```
 //!
 //! Defaults: `--data .cache/models/data/uci-sentiment-en.jsonl --data .cache/models/data/tass-tweets-es.jsonl`
 //! (the second only if present), the MiniLM encoder in `.cache/models/all-MiniLM-L6-v2-int8`, version `1`, output
 //! `.cache/models/sentiment-head-<version>.json`. Also reports how well the language detector agrees with the
 //! languages the data files declare.
+//!
+//! `--model-dir .cache/models/multilingual-e5-small` (from `scripts/fetch-e5`) trains the head on the multilingual
+//! encoder instead; give it its own `--out`. `--extra-seeds` re-fits on other splits from the same embeddings (the
+//! texts are embedded once) and prints one line of held-out accuracy per seed, to see how much a figure moves with
+//! the split; only the `--seed` head is written.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +29,7 @@ struct Args {
     model_dir: PathBuf,
     out: Option<PathBuf>,
     threads: usize,
+    extra_seeds: Vec<u64>,
     config: TrainConfig,
 }
 
@@ -50,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         model_dir: root().join(".cache/models/all-MiniLM-L6-v2-int8"),
         out: None,
         threads: 2,
+        extra_seeds: Vec::new(),
         config: TrainConfig::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -66,6 +73,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--threads" => args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--balance" => args.config.balance_classes = true,
+            "--extra-seeds" => {
+                for seed in value()?.split(',') {
+                    args.extra_seeds
+                        .push(seed.trim().parse().map_err(|e| format!("--extra-seeds: {e}"))?);
+                }
+            }
             "-h" | "--help" => return Err("see the header of models/examples/sentiment_train.rs".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -111,7 +124,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut last_percent = usize::MAX;
     let embed_start = Instant::now();
-    let head = text::train_sentiment_head(&encoder, &datasets, &args.config, &mut |event| match event {
+    let mut progress = |event: TrainEvent| match event {
         TrainEvent::Prepared {
             examples,
             duplicates_removed,
@@ -129,7 +142,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         TrainEvent::AlphaScored(s) => eprintln!("alpha {:<6} CV macro-F1 {:.3}", s.alpha, s.cv_macro_f1),
         TrainEvent::Fitted { alpha } => eprintln!("fitted with alpha {alpha}"),
         _ => {}
-    })?;
+    };
+    // What `text::train_sentiment_head` does, in two steps so that extra seeds reuse the embeddings.
+    let examples = text::embed_datasets(&encoder, &datasets, &args.config, &mut progress)?;
+    let head = text::fit_head(&examples, encoder.fingerprint().clone(), &args.config, &mut progress)?;
     println!();
     for d in &head.training().datasets {
         println!(
@@ -139,6 +155,37 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("labels: {:?}", head.labels());
     print!("{}", text::metrics_report(&head));
+
+    let mut seeds = vec![(args.config.seed, head.metrics().clone())];
+    for &seed in &args.extra_seeds {
+        let config = TrainConfig {
+            seed,
+            ..args.config.clone()
+        };
+        let extra = text::fit_head(&examples, encoder.fingerprint().clone(), &config, &mut |_| {})?;
+        seeds.push((seed, extra.metrics().clone()));
+    }
+    if seeds.len() > 1 {
+        println!(
+            "held-out accuracy (macro-F1) per split seed, encoder {}:",
+            encoder.fingerprint().short()
+        );
+        for (seed, m) in &seeds {
+            let lang = |code: &str| {
+                m.per_language
+                    .get(code)
+                    .map(|e| format!("{:.3} ({:.3})", e.accuracy, e.macro_f1))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "  seed {seed:<3} overall {:.3} ({:.3})  en {}  es {}",
+                m.overall.accuracy,
+                m.overall.macro_f1,
+                lang("en"),
+                lang("es")
+            );
+        }
+    }
 
     let out = args
         .out

