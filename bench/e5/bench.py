@@ -62,7 +62,7 @@ def main():
     enc = Encoder(args.model_dir, args.threads)
     texts = load_texts(args.texts, args.n)
     print(f"python: {len(texts)} texts, {args.threads} thread(s), onnxruntime {ort.__version__}", flush=True)
-    for batch_size in (1, 32):
+    for batch_size in (1, 8, 32):
         batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
         for b in batches:
             enc.embed(b)  # warm-up pass

