@@ -191,19 +191,28 @@ async fn prepare_sentiment(config: &mut Config) {
     if !s.enabled || s.classifier.is_some() || s.encoder.join("model.onnx").is_file() {
         return;
     }
-    let script = std::path::Path::new("scripts/fetch-models");
-    if script.is_file() {
-        println!("The sentiment model is not here yet: fetching it once (scripts/fetch-models --runtime-only) ...");
-        let status = tokio::process::Command::new(script)
-            .arg("--runtime-only")
-            .status()
-            .await;
-        if matches!(status, Ok(s) if s.success()) && config.sentiment.encoder.join("model.onnx").is_file() {
+    // ONNX Runtime + MiniLM first, then the multilingual encoder (fetched and converted to ONNX).
+    for (script, args) in [
+        ("scripts/fetch-models", &["--runtime-only"][..]),
+        ("scripts/fetch-e5", &[][..]),
+    ] {
+        if !std::path::Path::new(script).is_file() {
+            continue;
+        }
+        println!(
+            "The sentiment model is not here yet: fetching it once ({script} {}) ...",
+            args.join(" ")
+        );
+        let status = tokio::process::Command::new(script).args(args).status().await;
+        if !matches!(status, Ok(s) if s.success()) {
+            break;
+        }
+        if config.sentiment.encoder.join("model.onnx").is_file() {
             return;
         }
     }
     eprintln!(
-        "warning: no sentiment model at {} (run scripts/fetch-models); the demo runs without sentiment scoring",
+        "warning: no sentiment model at {} (run scripts/fetch-models and scripts/fetch-e5); the demo runs without sentiment scoring",
         config.sentiment.encoder.display()
     );
     config.sentiment.enabled = false;

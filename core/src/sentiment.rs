@@ -131,6 +131,10 @@ pub struct SentimentConfig {
     pub alert_threshold: f64,
     /// Texts per inference batch at most.
     pub batch_max: usize,
+    /// Texts per encoder call inside a batch, after sorting the batch by
+    /// length: small calls of similar texts avoid padding. Which size is
+    /// fastest depends on the model (`kairos bench-sentiment` measures it).
+    pub encode_batch: usize,
     /// Longest a text waits for others to join its batch.
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
@@ -162,6 +166,7 @@ impl Default for SentimentConfig {
             max_length: 256,
             alert_threshold: 0.75,
             batch_max: 32,
+            encode_batch: 8,
             batch_wait: Duration::from_millis(5),
             inference_threads: 1,
             intra_threads: 1,
@@ -196,6 +201,7 @@ impl SentimentConfig {
         }
         for (key, v) in [
             ("batch_max", self.batch_max),
+            ("encode_batch", self.encode_batch),
             ("inference_threads", self.inference_threads),
             ("intra_threads", self.intra_threads),
             ("max_length", self.max_length),

@@ -15,14 +15,16 @@ fn repo(p: &str) -> PathBuf {
 }
 
 fn model() -> (Arc<Encoder>, Arc<SentimentHead>) {
-    let dir = repo(".cache/models/all-MiniLM-L6-v2-int8");
+    // The model the shipped config uses.
+    let config = kairos_core::Config::load(&repo("config/default.toml"), kairos_jobs::KNOWN_KINDS).expect("config");
+    let dir = repo(config.sentiment.encoder.to_str().unwrap());
     assert!(
         dir.join("model.onnx").is_file(),
-        "{} missing: run scripts/fetch-models",
+        "{} missing: run scripts/fetch-models and scripts/fetch-e5",
         dir.display()
     );
     let encoder = Encoder::new(EncoderConfig::from_dir(&dir).sessions(2)).expect("encoder loads");
-    let head = SentimentHead::load(&repo("models/heads/sentiment-minilm-1.json")).expect("head loads");
+    let head = SentimentHead::load(&repo(config.sentiment.head.unwrap().to_str().unwrap())).expect("head loads");
     head.check_encoder(encoder.fingerprint())
         .expect("head fits the encoder");
     (Arc::new(encoder), Arc::new(head))
@@ -67,6 +69,7 @@ async fn batched_and_single_inference_give_the_same_results() {
         BatchConfig {
             max: 32,
             wait: Duration::from_millis(200),
+            encode: 8,
             threads: 2,
         },
     );
@@ -75,6 +78,7 @@ async fn batched_and_single_inference_give_the_same_results() {
         BatchConfig {
             max: 1,
             wait: Duration::ZERO,
+            encode: 1,
             threads: 1,
         },
     );

@@ -38,6 +38,8 @@ pub struct BatchConfig {
     pub max: usize,
     /// Longest the first text of a batch waits for others.
     pub wait: Duration,
+    /// Texts per encoder call inside a batch (sorted by length first).
+    pub encode: usize,
     /// Inference threads.
     pub threads: usize,
 }
@@ -86,9 +88,6 @@ impl std::fmt::Debug for Batcher {
 }
 
 type Task = Box<dyn FnOnce() + Send>;
-
-/// Texts per encoder call inside a gathered batch (after sorting by length).
-const SUB_BATCH: usize = 8;
 
 impl Batcher {
     /// Starts the gathering task (on the current tokio runtime) and
@@ -185,7 +184,8 @@ async fn gather(
         stats.texts.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.largest.fetch_max(batch.len() as u64, Ordering::Relaxed);
         let model = model.clone();
-        let task: Task = Box::new(move || run_batch(&model, batch, permit));
+        let encode = config.encode;
+        let task: Task = Box::new(move || run_batch(&model, batch, encode, permit));
         if pool.send(task).is_err() {
             tracing::error!("no inference thread is running; sentiment jobs will fail until restart");
             return;
@@ -195,15 +195,15 @@ async fn gather(
 
 /// Runs a batch and replies to each request; on a batch-wide failure,
 /// retries each text alone so only the bad one fails.
-fn run_batch(model: &TextModel, batch: Vec<Request>, permit: OwnedSemaphorePermit) {
-    let results = match infer(model, &batch) {
+fn run_batch(model: &TextModel, batch: Vec<Request>, encode: usize, permit: OwnedSemaphorePermit) {
+    let results = match infer(model, &batch, encode) {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) if batch.len() == 1 => vec![Err(e)],
         Err(e) => {
             tracing::warn!(error = %e, texts = batch.len(), "batch failed; scoring its texts one by one");
             batch
                 .iter()
-                .map(|r| infer(model, std::slice::from_ref(r)).map(|mut v| v.remove(0)))
+                .map(|r| infer(model, std::slice::from_ref(r), 1).map(|mut v| v.remove(0)))
                 .collect::<Vec<_>>()
         }
     };
@@ -214,7 +214,7 @@ fn run_batch(model: &TextModel, batch: Vec<Request>, permit: OwnedSemaphorePermi
     }
 }
 
-fn infer(model: &TextModel, batch: &[Request]) -> Result<Vec<SentimentResult>, InferenceError> {
+fn infer(model: &TextModel, batch: &[Request], encode: usize) -> Result<Vec<SentimentResult>, InferenceError> {
     let texts: Vec<&str> = batch.iter().map(|r| r.text.as_str()).collect();
     let model_err = |e: kairos_models::text::TextError| InferenceError::Model(e.to_string());
     match model {
@@ -224,7 +224,7 @@ fn infer(model: &TextModel, batch: &[Request]) -> Result<Vec<SentimentResult>, I
             // text to the longest of a mixed batch costs more than the batch saves
             // (models/MODELS.md, "Speed").
             let embeddings = encoder
-                .embed_batched(&texts, SUB_BATCH, &mut |_, _| {})
+                .embed_batched(&texts, encode.max(1), &mut |_, _| {})
                 .map_err(model_err)?;
             let mut out = Vec::with_capacity(batch.len());
             for (i, request) in batch.iter().enumerate() {

@@ -184,6 +184,7 @@ impl Sentiment {
             BatchConfig {
                 max: s.batch_max,
                 wait: s.batch_wait,
+                encode: s.encode_batch,
                 threads: s.inference_threads,
             },
         );
