@@ -7,7 +7,7 @@ use std::time::Duration;
 use kairos_core::config::Config;
 use kairos_core::schedule::FanOut;
 use kairos_core::store::{Tenant, TickJob};
-use kairos_core::{Message, Queue, Store, StoreError};
+use kairos_core::{Queue, Store, StoreError};
 use serde_json::{json, Value};
 
 use crate::plan::{Planned, Targets};
@@ -78,30 +78,10 @@ impl Firer {
             return Ok(None);
         }
         if !jobs.is_empty() {
-            let messages: Vec<(Message, Option<i64>)> = jobs
-                .iter()
-                .map(|j| {
-                    let m = Message {
-                        id: j.id.clone(),
-                        kind: j.kind.clone(),
-                        tenant_id: j.tenant_id.clone(),
-                        payload: j.payload.clone(),
-                    };
-                    (m, j.run_after)
-                })
-                .collect();
             // Recorded is what counts: if queueing fails the jobs stay
             // pending and the dispatcher (any replica) queues them.
-            match kairos_core::queue::push_due(self.queue.as_ref(), &messages).await {
-                Ok(()) => {
-                    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-                    if let Err(e) = self.store.mark_queued(&ids).await {
-                        tracing::warn!(error = %e, "could not mark schedule jobs queued");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(schedule = %plan.key, error = %e, "queue unavailable; the dispatcher will queue this tick's jobs")
-                }
+            if let Err(e) = kairos_core::queue::push_recorded(self.queue.as_ref(), &self.store, &jobs).await {
+                tracing::error!(schedule = %plan.key, error = %e, "queue unavailable; the dispatcher will queue this tick's jobs")
             }
         }
         tracing::info!(schedule = %plan.key, tick = %kairos_core::time::to_rfc3339(tick_ms), outcome = outcome.as_str(), jobs = jobs.len(), "schedule tick");

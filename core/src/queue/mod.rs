@@ -132,6 +132,36 @@ pub async fn push_due(queue: &dyn Queue, messages: &[(Message, Option<i64>)]) ->
     Ok(())
 }
 
+/// Queues jobs already recorded as `pending` (by a schedule tick, or by a
+/// job that raised an alert) and marks them `queued`. If the queue is down
+/// they stay `pending` and the dispatcher queues them later, so the caller
+/// only logs the error: what was recorded is never lost.
+pub async fn push_recorded(
+    queue: &dyn Queue,
+    store: &crate::Store,
+    jobs: &[crate::store::TickJob],
+) -> Result<(), QueueError> {
+    let messages: Vec<(Message, Option<i64>)> = jobs
+        .iter()
+        .map(|j| {
+            let m = Message {
+                id: j.id.clone(),
+                kind: j.kind.clone(),
+                tenant_id: j.tenant_id.clone(),
+                payload: j.payload.clone(),
+            };
+            (m, j.run_after)
+        })
+        .collect();
+    push_due(queue, &messages).await?;
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    if let Err(e) = store.mark_queued(&ids).await {
+        // The dispatcher only picks up `pending` jobs, and these are queued: harmless.
+        tracing::warn!(error = %e, "could not mark recorded jobs queued");
+    }
+    Ok(())
+}
+
 /// Opens the backend named in config.
 pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError> {
     Ok(match config.backend {

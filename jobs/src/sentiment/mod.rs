@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use kairos_core::config::Config;
 use kairos_core::sentiment::SentimentConfig;
 use kairos_core::store::TickJob;
-use kairos_core::{Event, Message};
+use kairos_core::Event;
 use kairos_models::text::{
     self, ClassifierModel, Encoder, EncoderConfig, SentimentAnalyzer, SentimentHead, SentimentResult,
 };
@@ -449,28 +449,10 @@ impl Job for Sentiment {
     }
 }
 
-/// Queues jobs recorded as `pending`; on failure they stay pending and the
-/// dispatcher queues them, so nothing is lost.
+/// Queues the notification jobs recorded with an alert; on failure they
+/// stay pending and the dispatcher queues them, so nothing is lost.
 pub(crate) async fn queue_after_commit(ctx: &JobContext, jobs: &[TickJob]) {
-    let messages: Vec<(Message, Option<i64>)> = jobs
-        .iter()
-        .map(|j| {
-            let m = Message {
-                id: j.id.clone(),
-                kind: j.kind.clone(),
-                tenant_id: j.tenant_id.clone(),
-                payload: j.payload.clone(),
-            };
-            (m, j.run_after)
-        })
-        .collect();
-    match kairos_core::queue::push_due(ctx.queue.as_ref(), &messages).await {
-        Ok(()) => {
-            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-            if let Err(e) = ctx.store.mark_queued(&ids).await {
-                tracing::warn!(error = %e, "could not mark notification jobs queued");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "queue unavailable; the dispatcher will queue the notification jobs"),
+    if let Err(e) = kairos_core::queue::push_recorded(ctx.queue.as_ref(), &ctx.store, jobs).await {
+        tracing::warn!(error = %e, "queue unavailable; the dispatcher will queue the notification jobs");
     }
 }
