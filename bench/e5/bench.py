@@ -9,6 +9,7 @@ tokens, last_hidden_state, mean pooling under the mask, L2), on the same texts a
 import argparse
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -75,6 +76,28 @@ def main():
             if elapsed >= args.min_seconds:
                 break
         print(f"onnx-python batch={batch_size} texts_per_s={done / elapsed:.1f}", flush=True)
+
+    # Serving shape, as in e5_bench: `threads` sessions of one thread each, one Python thread per session, each
+    # embedding its share of the texts (onnxruntime releases the GIL while a session runs).
+    pool = [Encoder(args.model_dir, 1) for _ in range(args.threads)]
+    share = -(-len(texts) // args.threads)
+    parts = [texts[i:i + share] for i in range(0, len(texts), share)]
+    for batch_size in (1, 8, 32):
+        def work(k):
+            part = parts[k]
+            for i in range(0, len(part), batch_size):
+                pool[k].embed(part[i:i + batch_size])
+        with ThreadPoolExecutor(max_workers=args.threads) as ex:
+            list(ex.map(work, range(len(parts))))  # warm-up pass
+            done, start = 0, time.perf_counter()
+            while True:
+                list(ex.map(work, range(len(parts))))
+                done += len(texts)
+                elapsed = time.perf_counter() - start
+                if elapsed >= args.min_seconds:
+                    break
+        print(f"onnx-python {args.threads} sessions x 1 thread, batch={batch_size} from {args.threads} callers "
+              f"texts_per_s={done / elapsed:.1f}", flush=True)
 
 
 if __name__ == "__main__":

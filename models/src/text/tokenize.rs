@@ -2,10 +2,16 @@
 //! configurable maximum, and the three integer tensors a BERT-style model takes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::utils::padding::pad_encodings;
+use tokenizers::{
+    Encoding, NormalizedString, Normalizer, PaddingDirection, PaddingParams, PaddingStrategy, Token, Tokenizer,
+    TruncationParams,
+};
 
 use super::error::TextError;
+use super::unigram::{E5cUnigram, Segmenter, TokenizerSettings, METASPACE};
 
 /// The smallest maximum length accepted: room for `[CLS]`, `[SEP]` and at least one token.
 pub const MIN_MAX_LENGTH: usize = 3;
@@ -42,11 +48,17 @@ impl TokenBatch {
 ///
 /// Whatever padding and truncation the file itself specifies (MiniLM's pads every text to 128 tokens) is replaced by
 /// "pad to the longest in the batch, truncate to `max_length`", so that results do not depend on the file's choice.
+///
+/// A `tokenizer.kairos.json` beside the file can swap the Unigram segmentation for e5.c's (see [`Segmenter`]);
+/// normalisation, special tokens, truncation and padding stay the file's either way.
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     max_length: usize,
+    /// `Some` when pieces come from e5.c's Viterbi rather than the file's model (shared: the table is ~250k pieces).
+    /// The score e5.c's running sum has reached where the text begins (see [`TokenizerSettings::prefix`]).
+    e5c: Option<Arc<(E5cUnigram, f32)>>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -54,16 +66,24 @@ impl std::fmt::Debug for TextTokenizer {
         f.debug_struct("TextTokenizer")
             .field("path", &self.path)
             .field("max_length", &self.max_length)
+            .field("segmenter", &self.segmenter())
             .finish_non_exhaustive()
     }
 }
 
 impl TextTokenizer {
-    /// Loads `tokenizer.json` from `path`, truncating every text to `max_length` tokens (special tokens included).
+    /// Loads `tokenizer.json` from `path`, truncating every text to `max_length` tokens (special tokens included),
+    /// with the segmenter its `tokenizer.kairos.json` names, if any.
     ///
     /// Fails at once, naming the path, if the file is missing or is not a tokenizer, so that a misconfigured path is
     /// reported at start-up rather than at the first request.
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self, TextError> {
+        let settings = TokenizerSettings::for_tokenizer(path)?;
+        Self::from_file_with(path, max_length, &settings)
+    }
+
+    /// Like [`TextTokenizer::from_file`], with the settings given explicitly (any settings file is ignored).
+    pub fn from_file_with(path: &Path, max_length: usize, settings: &TokenizerSettings) -> Result<Self, TextError> {
         if !path.is_file() {
             return Err(TextError::MissingFile {
                 what: "tokenizer",
@@ -75,7 +95,25 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Self::from_tokenizer(inner, path, max_length)
+        let mut tokenizer = Self::from_tokenizer(inner, path, max_length)?;
+        if settings.unigram == Segmenter::E5c {
+            let unigram = E5cUnigram::from_tokenizer_json(path, &bytes)?;
+            let start_score = match &settings.prefix {
+                Some(prefix) => {
+                    // e5.c's running sum where the text begins: the prefix's best score, its trailing space being
+                    // the text's leading "▁" (no piece spans a "▁" inside it, so the two segment independently).
+                    let form = tokenizer.metaspace_form(prefix).map_err(|e| TextError::Tokenizer {
+                        path: path.to_path_buf(),
+                        message: format!("cannot normalise the prefix {prefix:?}: {e}"),
+                    })?;
+                    let form = form.strip_suffix(METASPACE).unwrap_or(&form);
+                    unigram.segment_after(form, 0.0).1
+                }
+                None => 0.0,
+            };
+            tokenizer.e5c = Some(Arc::new((unigram, start_score)));
+        }
+        Ok(tokenizer)
     }
 
     /// Wraps an already parsed tokenizer; `path` is only used in error messages.
@@ -115,6 +153,7 @@ impl TextTokenizer {
             inner,
             path: path.to_path_buf(),
             max_length,
+            e5c: None,
         })
     }
 
@@ -126,6 +165,15 @@ impl TextTokenizer {
     /// The maximum number of tokens per text, special tokens included.
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// Which Unigram segmentation this tokenizer uses.
+    pub fn segmenter(&self) -> Segmenter {
+        if self.e5c.is_some() {
+            Segmenter::E5c
+        } else {
+            Segmenter::Tokenizers
+        }
     }
 
     /// Tokenises `texts` as one padded batch.
@@ -142,13 +190,14 @@ impl TextTokenizer {
                 token_type_ids: Vec::new(),
             });
         }
-        let encodings = self
-            .inner
-            .encode_batch_fast(texts.to_vec(), true)
-            .map_err(|e| TextError::Tokenize {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let encodings = match &self.e5c {
+            None => self.inner.encode_batch_fast(texts.to_vec(), true),
+            Some(e5c) => self.encode_batch_e5c(&e5c.0, e5c.1, texts),
+        }
+        .map_err(|e| TextError::Tokenize {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
         let seq_len = encodings.first().map(|e| e.get_ids().len()).unwrap_or(0);
         let n = texts.len() * seq_len;
         let mut batch = TokenBatch {
@@ -174,6 +223,40 @@ impl TextTokenizer {
                 .extend(encoding.get_type_ids().iter().map(|&v| i64::from(v)));
         }
         Ok(batch)
+    }
+
+    /// The file's normaliser, e5.c's segmentation, then the file's truncation, post-processor and padding: the same
+    /// steps `Tokenizer::encode_batch` takes, with the model swapped.
+    fn encode_batch_e5c(
+        &self,
+        unigram: &E5cUnigram,
+        start_score: f32,
+        texts: &[&str],
+    ) -> tokenizers::Result<Vec<Encoding>> {
+        let mut encodings = Vec::with_capacity(texts.len());
+        for text in texts {
+            let pieces = self.metaspace_form(text)?;
+            let tokens = unigram
+                .segment_after(&pieces, start_score)
+                .0
+                .into_iter()
+                .map(|(id, range)| Token::new(id, pieces[range.clone()].to_string(), (range.start, range.end)))
+                .collect();
+            encodings.push(self.inner.post_process(Encoding::from_tokens(tokens, 0), None, true)?);
+        }
+        if let Some(padding) = self.inner.get_padding() {
+            pad_encodings(&mut encodings, padding)?;
+        }
+        Ok(encodings)
+    }
+
+    /// `text` through the file's normaliser, then in e5.c's metaspace form.
+    fn metaspace_form(&self, text: &str) -> tokenizers::Result<String> {
+        let mut normalized = NormalizedString::from(text);
+        if let Some(normalizer) = self.inner.get_normalizer() {
+            normalizer.normalize(&mut normalized)?;
+        }
+        Ok(E5cUnigram::metaspace(normalized.get()))
     }
 
     /// A cheap proxy for the token count of `text` (its whitespace-separated words, plus its length in bytes as a
