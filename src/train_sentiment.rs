@@ -70,10 +70,13 @@ pub async fn train(config: Config, args: TrainSentimentArgs) -> anyhow::Result<(
             eprintln!("{}: {} labelled texts", f.display(), d.examples.len());
             datasets.push(d);
         }
+        // One single-threaded session per core, each embedding its own batches: faster on CPU than one session
+        // spread over every core (Encoder::embed_batched; bench/e5/run).
         let encoder = Encoder::new(
             EncoderConfig::from_dir(&s.encoder)
                 .max_length(s.max_length)
-                .intra_threads(std::thread::available_parallelism().map_or(1, |n| n.get())),
+                .sessions(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .intra_threads(1),
         )?;
         let train_config = TrainConfig {
             seed,

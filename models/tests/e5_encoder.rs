@@ -139,3 +139,40 @@ fn e5_puts_spanish_translations_next_to_english_sentences_unlike_minilm() {
         "e5 margin {e5_margin} vs MiniLM {minilm_margin}"
     );
 }
+
+/// `embed_batched` on a pool of sessions (what training and the sentiment job use) runs batches concurrently but
+/// gives each text exactly the embedding one session gives it, in input order, with progress reported to the end.
+#[test]
+fn embed_batched_on_a_session_pool_equals_one_session() {
+    require(
+        root().join(".cache/ort/onnxruntime-1.31.1/libonnxruntime.so.1.31.1"),
+        "scripts/fetch-models",
+    );
+    let dir = root().join(".cache/models/multilingual-e5-small-int8");
+    require(dir.join("model.onnx"), "scripts/fetch-e5");
+    let one = Encoder::new(EncoderConfig::from_dir(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    let pool =
+        Encoder::new(EncoderConfig::from_dir(&dir).sessions(2).intra_threads(1)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pool.sessions(), 2);
+    let texts: Vec<&str> = PAIRS
+        .iter()
+        .flat_map(|(en, es)| [*en, *es])
+        .chain(["ok", "¡Pésimo servicio! 😡😡", "👍"])
+        .collect();
+    let alone = one
+        .embed_batched(&texts, 3, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut progress = Vec::new();
+    let pooled = pool
+        .embed_batched(&texts, 3, &mut |done, total| progress.push((done, total)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pooled.len(), texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let (a, b) = (alone.get(i).unwrap(), pooled.get(i).unwrap());
+        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-6, "{text:?}: pooled embedding differs by {diff}");
+    }
+    assert_eq!(progress.len(), texts.len().div_ceil(3));
+    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "{progress:?}");
+    assert_eq!(progress.last(), Some(&(texts.len(), texts.len())));
+}

@@ -145,5 +145,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "onnx-rust {threads} sessions x 1 thread, batch={batch} from {threads} callers texts_per_s={parallel:.1}"
         );
     }
+    // One caller, the batches spread over the sessions by `Encoder::embed_batched` itself.
+    for batch in [8, 32] {
+        let pooled = measure(texts.len(), min_seconds, || {
+            pool.embed_batched(&texts, batch, &mut |_, _| {})?;
+            Ok(())
+        })?;
+        println!(
+            "onnx-rust embed_batched({batch}, length-sorted) on {threads} sessions x 1 thread texts_per_s={pooled:.1}"
+        );
+    }
     Ok(())
 }
