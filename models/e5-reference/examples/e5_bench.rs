@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use kairos_e5_reference::{set_num_threads, E5Reference, Prefix};
-use kairos_models::text::{Encoder, EncoderConfig, LabeledDataset};
+use kairos_models::text::{Encoder, EncoderConfig, LabeledDataset, TextTokenizer, TokenizerSettings};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -110,6 +110,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         })?;
         println!("e5c batch={batch} texts_per_s={cengine:.1}");
+    }
+    // Tokenisation alone, batch 32: the e5c segmenter the product uses vs the `tokenizers` crate's Unigram.
+    let hf = TextTokenizer::from_file_with(
+        &dir.join("tokenizer.json"),
+        encoder.tokenizer().max_length(),
+        &TokenizerSettings::default(),
+    )?;
+    for (name, tokenizer) in [("e5c", encoder.tokenizer()), ("tokenizers", &hf)] {
+        let rate = measure(texts.len(), min_seconds, || {
+            for b in texts.chunks(32) {
+                tokenizer.encode_batch(b)?;
+            }
+            Ok(())
+        })?;
+        println!("tokenize only ({name} segmenter), batch=32 texts_per_s={rate:.0}");
     }
     let sorted = measure(texts.len(), min_seconds, || {
         encoder.embed_batched(&texts, 32, &mut |_, _| {})?;

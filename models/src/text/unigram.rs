@@ -18,7 +18,7 @@
 //! `tokenizer.kairos.json` beside `tokenizer.json` (written by `scripts/fetch-e5`) containing `{"unigram": "e5c"}`.
 //! Without that file the `tokenizers` crate segments, as the Hugging Face models it was written for expect.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -85,7 +85,8 @@ impl TokenizerSettings {
 /// be swapped without touching the model.
 #[derive(Debug, Clone)]
 pub struct E5cUnigram {
-    pieces: HashMap<String, (u32, f32)>,
+    /// Piece → (id, score). FxHash: every candidate span of every text is looked up, and SipHash cost 4x.
+    pieces: FxHashMap<String, (u32, f32)>,
     unk_id: u32,
     unk_score: f32,
     max_piece_bytes: usize,
@@ -139,7 +140,7 @@ impl E5cUnigram {
         // As e5.c: an unknown character costs 10 more than the least likely piece, so it is the last resort.
         let min_score = vocab.iter().map(|(_, s)| *s).fold(f32::INFINITY, f32::min);
         let max_piece_bytes = vocab.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
-        let mut pieces = HashMap::with_capacity(vocab.len());
+        let mut pieces = FxHashMap::with_capacity_and_hasher(vocab.len(), Default::default());
         for (id, (piece, score)) in vocab.into_iter().enumerate() {
             let id = u32::try_from(id).map_err(|_| "more than 2^32 pieces".to_string())?;
             // e5.c's hash table keeps the first of duplicate pieces.
