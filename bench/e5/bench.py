@@ -52,6 +52,18 @@ def load_texts(paths, n):
     return texts
 
 
+def texts_per_second(one_pass, n, min_seconds):
+    """Runs `one_pass` (which embeds all `n` texts) once to warm up, then until `min_seconds` have passed."""
+    one_pass()
+    done, start = 0, time.perf_counter()
+    while True:
+        one_pass()
+        done += n
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
@@ -65,17 +77,12 @@ def main():
     print(f"python: {len(texts)} texts, {args.threads} thread(s), onnxruntime {ort.__version__}", flush=True)
     for batch_size in (1, 8, 32):
         batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-        for b in batches:
-            enc.embed(b)  # warm-up pass
-        done, start = 0, time.perf_counter()
-        while True:
+
+        def one_pass():
             for b in batches:
                 enc.embed(b)
-            done += len(texts)
-            elapsed = time.perf_counter() - start
-            if elapsed >= args.min_seconds:
-                break
-        print(f"onnx-python batch={batch_size} texts_per_s={done / elapsed:.1f}", flush=True)
+        rate = texts_per_second(one_pass, len(texts), args.min_seconds)
+        print(f"onnx-python batch={batch_size} texts_per_s={rate:.1f}", flush=True)
 
     # Serving shape, as in e5_bench: `threads` sessions of one thread each, one Python thread per session, each
     # embedding its share of the texts (onnxruntime releases the GIL while a session runs).
@@ -88,16 +95,9 @@ def main():
             for i in range(0, len(part), batch_size):
                 pool[k].embed(part[i:i + batch_size])
         with ThreadPoolExecutor(max_workers=args.threads) as ex:
-            list(ex.map(work, range(len(parts))))  # warm-up pass
-            done, start = 0, time.perf_counter()
-            while True:
-                list(ex.map(work, range(len(parts))))
-                done += len(texts)
-                elapsed = time.perf_counter() - start
-                if elapsed >= args.min_seconds:
-                    break
+            rate = texts_per_second(lambda: list(ex.map(work, range(len(parts)))), len(texts), args.min_seconds)
         print(f"onnx-python {args.threads} sessions x 1 thread, batch={batch_size} from {args.threads} callers "
-              f"texts_per_s={done / elapsed:.1f}", flush=True)
+              f"texts_per_s={rate:.1f}", flush=True)
 
 
 if __name__ == "__main__":

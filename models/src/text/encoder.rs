@@ -296,6 +296,7 @@ impl Encoder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| TextTokenizer::approx_len(texts[i]));
         let chunks: Vec<&[usize]> = order.chunks(batch_size).collect();
+        let embed_chunk = |chunk: &[usize]| self.embed(&chunk.iter().map(|&i| texts[i]).collect::<Vec<_>>());
         let mut out = vec![0f32; texts.len() * dim];
         let mut done = 0;
         let mut place = |chunk: &[usize], embedded: Embeddings| {
@@ -308,22 +309,20 @@ impl Encoder {
         let workers = self.sessions().min(chunks.len());
         if workers <= 1 {
             for chunk in &chunks {
-                let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-                place(chunk, self.embed(&batch)?);
+                place(chunk, embed_chunk(chunk)?);
             }
         } else {
             let next = AtomicUsize::new(0);
             let (sender, results) = mpsc::channel::<(usize, Result<Embeddings, TextError>)>();
             std::thread::scope(|scope| -> Result<(), TextError> {
                 for _ in 0..workers {
-                    let (sender, next, chunks) = (sender.clone(), &next, &chunks);
+                    let (sender, next, chunks, embed_chunk) = (sender.clone(), &next, &chunks, &embed_chunk);
                     scope.spawn(move || loop {
                         // Each worker takes the next batch as soon as it is free, so a long batch does not hold
                         // the others up.
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(chunk) = chunks.get(k) else { break };
-                        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-                        let result = self.embed(&batch);
+                        let result = embed_chunk(chunk);
                         let failed = result.is_err();
                         if sender.send((k, result)).is_err() || failed {
                             break;

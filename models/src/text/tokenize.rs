@@ -57,8 +57,7 @@ pub struct TextTokenizer {
     path: PathBuf,
     max_length: usize,
     /// `Some` when pieces come from e5.c's Viterbi rather than the file's model (shared: the table is ~250k pieces).
-    /// The score e5.c's running sum has reached where the text begins (see [`TokenizerSettings::prefix`]).
-    e5c: Option<Arc<(E5cUnigram, f32)>>,
+    e5c: Option<Arc<E5cUnigram>>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -111,7 +110,7 @@ impl TextTokenizer {
                 }
                 None => 0.0,
             };
-            tokenizer.e5c = Some(Arc::new((unigram, start_score)));
+            tokenizer.e5c = Some(Arc::new(unigram.with_start_score(start_score)));
         }
         Ok(tokenizer)
     }
@@ -192,7 +191,7 @@ impl TextTokenizer {
         }
         let encodings = match &self.e5c {
             None => self.inner.encode_batch_fast(texts.to_vec(), true),
-            Some(e5c) => self.encode_batch_e5c(&e5c.0, e5c.1, texts),
+            Some(unigram) => self.encode_batch_e5c(unigram, texts),
         }
         .map_err(|e| TextError::Tokenize {
             path: self.path.clone(),
@@ -227,18 +226,12 @@ impl TextTokenizer {
 
     /// The file's normaliser, e5.c's segmentation, then the file's truncation, post-processor and padding: the same
     /// steps `Tokenizer::encode_batch` takes, with the model swapped.
-    fn encode_batch_e5c(
-        &self,
-        unigram: &E5cUnigram,
-        start_score: f32,
-        texts: &[&str],
-    ) -> tokenizers::Result<Vec<Encoding>> {
+    fn encode_batch_e5c(&self, unigram: &E5cUnigram, texts: &[&str]) -> tokenizers::Result<Vec<Encoding>> {
         let mut encodings = Vec::with_capacity(texts.len());
         for text in texts {
             let pieces = self.metaspace_form(text)?;
             let tokens = unigram
-                .segment_after(&pieces, start_score)
-                .0
+                .segment(&pieces)
                 .into_iter()
                 .map(|(id, range)| Token::new(id, pieces[range.clone()].to_string(), (range.start, range.end)))
                 .collect();

@@ -90,6 +90,8 @@ pub struct E5cUnigram {
     unk_id: u32,
     unk_score: f32,
     max_piece_bytes: usize,
+    /// Where [`E5cUnigram::segment`]'s running sum starts (see [`TokenizerSettings::prefix`]).
+    start_score: f32,
 }
 
 #[derive(Deserialize)]
@@ -151,7 +153,15 @@ impl E5cUnigram {
             unk_id,
             unk_score: min_score - 10.0,
             max_piece_bytes,
+            start_score: 0.0,
         })
+    }
+
+    /// Makes [`E5cUnigram::segment`] continue a text that scored `start_score` (e5.c's running sum where the text
+    /// begins, after its prefix).
+    pub fn with_start_score(mut self, start_score: f32) -> Self {
+        self.start_score = start_score;
+        self
     }
 
     /// The id of the unknown piece.
@@ -175,8 +185,9 @@ impl E5cUnigram {
     /// A line-by-line port of `tok_content` in `e5.c`: for each reachable character position, every piece starting
     /// there (shortest first) improves a later position only if strictly better, then the single-character unknown
     /// fallback is tried; scores are `f32`.
+    /// The running sum starts at the score set by [`E5cUnigram::with_start_score`] (0 by default).
     pub fn segment(&self, text: &str) -> Vec<(u32, std::ops::Range<usize>)> {
-        self.segment_after(text, 0.0).0
+        self.segment_after(text, self.start_score).0
     }
 
     /// [`E5cUnigram::segment`] as the continuation of a text whose best segmentation scored `start_score` (e5.c's
