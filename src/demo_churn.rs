@@ -144,15 +144,11 @@ pub fn history_events(
 async fn import(store: &Store, tenant_id: &str, events: Vec<Event>) -> anyhow::Result<()> {
     let batch: Vec<StoredEvent> = events
         .into_iter()
-        .map(|e| {
-            let payload = serde_json::to_string(&e)?;
-            Ok(StoredEvent {
-                event: e,
-                payload,
-                jobs: Vec::new(),
-            })
+        .map(|event| StoredEvent {
+            event,
+            jobs: Vec::new(),
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
     for chunk in batch.chunks(1000) {
         store.ingest(tenant_id, chunk).await?;
     }

@@ -131,10 +131,14 @@ enum JobsCmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Re-queue a dead job with a fresh set of attempts.
+    /// Re-queue a dead job with more attempts (recorded on the job, which
+    /// decides when it is dead again).
     Retry {
         /// Job run id.
         id: String,
+        /// Attempts to grant (default: the kind's `max_attempts`).
+        #[arg(long)]
+        attempts: Option<u32>,
     },
 }
 
@@ -405,20 +409,40 @@ async fn jobs(config: kairos_core::Config, action: JobsCmd) -> anyhow::Result<()
             println!("last error:  {}", j.last_error.as_deref().unwrap_or("-"));
             println!("result:      {}", j.result_ref.as_deref().unwrap_or("-"));
             println!("payload:     {}", j.payload);
-        }
-        JobsCmd::Retry { id } => {
-            let job = store
-                .requeue_dead(&id, config.policy(&kind_of(&store, &id).await?).max_attempts)
-                .await?;
-            let queue = kairos_core::queue::connect(&config.queue).await?;
-            if let Err(e) = queue.push(&[job.message()]).await {
-                store.unclaim(std::slice::from_ref(&job.id)).await?;
-                return Err(anyhow::Error::new(e).context(
-                    "the queue is unavailable; the job is pending and the scheduler will queue it when the queue is back",
-                ));
+            let attempts = store.attempts(&j.id).await?;
+            if !attempts.is_empty() {
+                println!("attempts:");
+                for a in attempts {
+                    println!(
+                        "  #{:<3} {:<9} {}  {:>7} ms  {}  {}",
+                        a.attempt,
+                        a.outcome,
+                        to_rfc3339(a.started_at),
+                        a.finished_at - a.started_at,
+                        a.worker,
+                        a.error.as_deref().unwrap_or("")
+                    );
+                }
             }
+        }
+        JobsCmd::Retry { id, attempts } => {
+            let extra = match attempts {
+                Some(0) => anyhow::bail!("--attempts must be at least 1"),
+                Some(n) => n,
+                None => kairos_core::enqueue::max_attempts(&config.jobs, &kind_of(&store, &id).await?),
+            };
+            let queue = kairos_core::queue::connect(&config.queue).await?;
+            let job = match kairos_core::enqueue::retry_dead(&store, queue.as_ref(), &id, extra).await {
+                Ok(job) => job,
+                Err(kairos_core::enqueue::EnqueueError::Queue(e)) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "the queue is unavailable; the job is pending and the scheduler will queue it when the queue is back",
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!(
-                "job {id} re-queued: attempts {} so far, up to {} allowed",
+                "job {id} re-queued: {} attempts so far, {extra} more allowed (up to {} in all)",
                 job.attempts, job.max_attempts
             );
         }

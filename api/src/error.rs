@@ -86,6 +86,19 @@ impl From<kairos_core::StoreError> for ApiError {
     }
 }
 
+impl From<kairos_core::enqueue::EnqueueError> for ApiError {
+    fn from(e: kairos_core::enqueue::EnqueueError) -> Self {
+        use kairos_core::enqueue::EnqueueError;
+        match e {
+            EnqueueError::Store(e) => e.into(),
+            EnqueueError::Queue(e) => {
+                tracing::error!(error = %e, "queue error");
+                ApiError::Unavailable("queue unavailable".into())
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status();

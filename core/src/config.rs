@@ -275,6 +275,10 @@ pub struct SchedulerConfig {
     /// the scheduler (the API normally queues it within milliseconds).
     #[serde(with = "humantime_serde")]
     pub dispatch_after: Duration,
+    /// How long schedule tick records are kept (each schedule's latest is
+    /// always kept). Pruned hourly by every scheduler replica.
+    #[serde(with = "humantime_serde")]
+    pub tick_retention: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -284,6 +288,7 @@ impl Default for SchedulerConfig {
             reload_interval: Duration::from_secs(2),
             dispatch_interval: Duration::from_secs(1),
             dispatch_after: Duration::from_secs(5),
+            tick_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

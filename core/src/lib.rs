@@ -8,6 +8,7 @@
 
 pub mod churn;
 pub mod config;
+pub mod enqueue;
 pub mod event;
 pub mod queue;
 pub mod rules;

@@ -4,22 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kairos_core::config::SchedulerConfig;
+use kairos_core::enqueue::{dispatch_pending, EnqueueError};
 use kairos_core::time::now_ms;
-use kairos_core::{Queue, QueueError, Store, StoreError};
+use kairos_core::{Queue, Store};
 use tokio_util::sync::CancellationToken;
 
 const BATCH: u32 = 500;
-
-/// Why one dispatch round failed (the loop logs it and tries again).
-#[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The queue failed; the claimed jobs were put back to `pending`.
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
 
 /// Moves stale `pending` jobs onto their queues.
 pub struct Dispatcher {
@@ -36,20 +26,14 @@ impl Dispatcher {
 
     /// One round: claims up to a batch of jobs pending longer than
     /// `dispatch_after` and queues them. Returns how many were queued.
-    pub async fn dispatch_once(&self) -> Result<usize, DispatchError> {
+    /// If the queue fails, the claimed jobs are put back to `pending`.
+    pub async fn dispatch_once(&self) -> Result<usize, EnqueueError> {
         let after = i64::try_from(self.config.dispatch_after.as_millis()).unwrap_or(i64::MAX);
-        let jobs = self.store.claim_pending(now_ms() - after, BATCH).await?;
-        if jobs.is_empty() {
-            return Ok(0);
+        let n = dispatch_pending(&self.store, self.queue.as_ref(), now_ms() - after, BATCH).await?;
+        if n > 0 {
+            tracing::info!(count = n, "dispatched pending jobs");
         }
-        let messages: Vec<_> = jobs.iter().map(|j| (j.message(), j.run_after)).collect();
-        if let Err(e) = kairos_core::queue::push_due(self.queue.as_ref(), &messages).await {
-            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-            self.store.unclaim(&ids).await?;
-            return Err(e.into());
-        }
-        tracing::info!(count = jobs.len(), "dispatched pending jobs");
-        Ok(jobs.len())
+        Ok(n)
     }
 
     /// Runs rounds until `shutdown`; a full batch is followed at once by the

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kairos_core::config::Config;
+use kairos_core::enqueue::{enqueue_recorded, NewJob};
 use kairos_core::schedule::FanOut;
-use kairos_core::store::{Tenant, TickJob};
+use kairos_core::store::Tenant;
 use kairos_core::{Queue, Store, StoreError};
 use serde_json::{json, Value};
 
@@ -80,7 +81,7 @@ impl Firer {
         if !jobs.is_empty() {
             // Recorded is what counts: if queueing fails the jobs stay
             // pending and the dispatcher (any replica) queues them.
-            if let Err(e) = kairos_core::queue::push_recorded(self.queue.as_ref(), &self.store, &jobs).await {
+            if let Err(e) = enqueue_recorded(&self.store, self.queue.as_ref(), &jobs).await {
                 tracing::error!(schedule = %plan.key, error = %e, "queue unavailable; the dispatcher will queue this tick's jobs")
             }
         }
@@ -94,9 +95,9 @@ impl Firer {
         plan: &Planned,
         tenants: &[Tenant],
         tick_ms: i64,
-    ) -> Result<Vec<TickJob>, StoreError> {
+    ) -> Result<Vec<NewJob>, StoreError> {
         let s = &plan.config;
-        let max_attempts = config.policy(&s.job).max_attempts;
+        let max_attempts = kairos_core::enqueue::max_attempts(&config.jobs, &s.job);
         let tick = kairos_core::time::to_rfc3339(tick_ms);
         let base = |extra: Value| -> String {
             let mut payload = s.payload.clone();
@@ -112,11 +113,12 @@ impl Firer {
                 &JOB_NS,
                 format!("{}|{tick_ms}|{tenant_id}|{discriminator}", plan.key).as_bytes(),
             );
-            TickJob {
+            NewJob {
                 run_after: jitter(s.jitter, &id).map(|d| tick_ms + d),
                 id: id.to_string(),
                 tenant_id: tenant_id.to_owned(),
                 kind: s.job.clone(),
+                event_id: None,
                 payload,
                 max_attempts,
             }

@@ -39,6 +39,9 @@ pub struct Ticker {
     tenants: Option<(std::time::Instant, Vec<Tenant>)>,
 }
 
+/// How often old tick records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long the tenant list is reused between rounds.
 const TENANTS_TTL: Duration = Duration::from_secs(5);
 
@@ -66,14 +69,32 @@ impl Ticker {
 
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.round().await {
                 tracing::error!(error = %e, "scheduler round failed; will retry");
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(std::time::Instant::now());
+                self.prune().await;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(MAX_NAP) => {}
             }
+        }
+    }
+
+    /// Deletes tick records older than `scheduler.tick_retention` (each
+    /// schedule's latest is kept: restarts resume from it). Safe to run on
+    /// every replica at once.
+    async fn prune(&self) {
+        let retention = self.config.borrow().scheduler.tick_retention;
+        let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+        match self.firer.store.prune_ticks(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned old schedule ticks"),
+            Err(e) => tracing::warn!(error = %e, "could not prune old schedule ticks; will try again"),
         }
     }
 

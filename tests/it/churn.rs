@@ -31,7 +31,6 @@ async fn import(store: &Store, tenant_id: &str, events: Vec<Event>) {
     let batch: Vec<StoredEvent> = events
         .into_iter()
         .map(|e| StoredEvent {
-            payload: serde_json::to_string(&e).unwrap(),
             event: e,
             jobs: Vec::new(),
         })

@@ -75,6 +75,88 @@ async fn distributed_retry_dead_letter_and_retry_from_dead() {
     retry_dead_letter_and_retry_from_dead(Deployment::Distributed).await;
 }
 
+const THREE_ATTEMPTS: &str = r#"
+[jobs.probe]
+max_attempts = 3
+backoff_initial = "50ms"
+backoff_max = "100ms"
+timeout = "2s"
+
+[[rules]]
+on = "diagnostic.*"
+run = ["probe"]
+"#;
+
+/// The stored row decides: `jobs retry --attempts 2` grants exactly two
+/// more attempts, though the kind's config says three in all.
+async fn retried_job_gets_exactly_the_attempts_granted(deployment: Deployment) {
+    let mut app = spawn_app(deployment, THREE_ATTEMPTS).await;
+    let (s, body) = app
+        .post_events(&event(
+            "r1",
+            "diagnostic.broken",
+            "a",
+            json!({"probe": {"fail_attempts": 100}}),
+        ))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let id = job_ids(&body)[0].clone();
+    let jobs = app
+        .wait_settled(std::slice::from_ref(&id), Duration::from_secs(20))
+        .await;
+    assert_eq!((jobs[0].state, jobs[0].attempts), (JobState::Dead, 3));
+
+    let config = app.env.config_file(THREE_ATTEMPTS);
+    let (ok, out, err) = run_cli(&config, &["jobs", "retry", &id, "--attempts", "2"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("2 more allowed"), "{out}");
+    // Dead again — after exactly two more attempts, the first of which was
+    // retried (under the config's policy alone it would be dead at once).
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            app.store
+                .job(None, &id)
+                .await
+                .unwrap()
+                .is_some_and(|j| j.state == JobState::Dead && j.attempts > 3)
+        })
+        .await,
+        "the retried job never settled"
+    );
+    let job = app.store.job(None, &id).await.unwrap().unwrap();
+    assert_eq!((job.attempts, job.max_attempts), (5, 5), "{job:?}");
+
+    let history = app.store.attempts(&id).await.unwrap();
+    let outcomes: Vec<(u32, JobState)> = history.iter().map(|a| (a.attempt, a.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (1, JobState::Retrying),
+            (2, JobState::Retrying),
+            (3, JobState::Dead),
+            (4, JobState::Retrying),
+            (5, JobState::Dead),
+        ]
+    );
+    assert!(history
+        .iter()
+        .all(|a| a.error.as_deref().unwrap_or("").contains("fail attempt")));
+    let (ok, out, err) = run_cli(&config, &["jobs", "show", &id]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("#5") && out.contains("dead"), "{out}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_retried_job_gets_exactly_the_attempts_granted() {
+    retried_job_gets_exactly_the_attempts_granted(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_retried_job_gets_exactly_the_attempts_granted() {
+    retried_job_gets_exactly_the_attempts_granted(Deployment::Distributed).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_and_timeouts_are_failed_attempts_not_dead_workers() {
     let mut app = spawn_app(Deployment::Distributed, PROBE).await;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kairos::{start, Roles, Runtime};
-use kairos_core::store::{JobFilter, TickJob};
+use kairos_core::enqueue::NewJob;
+use kairos_core::store::JobFilter;
 use kairos_core::time::now_ms;
 use kairos_scheduler::{Firer, Ticker};
 use serde_json::json;
@@ -169,10 +170,11 @@ chunk_size = 2
 async fn a_tick_records_once_and_its_jobs_only_with_it() {
     let env = Env::new(Deployment::Distributed).await;
     let rt = Runtime::open(env.config("")).await.unwrap();
-    let job = |id: &str| TickJob {
+    let job = |id: &str| NewJob {
         id: id.into(),
         tenant_id: "_system".into(),
         kind: "probe".into(),
+        event_id: None,
         payload: "{}".into(),
         max_attempts: 3,
         run_after: None,
@@ -363,4 +365,25 @@ fan_out = "per_tenant"
     let (_, out, _) = run_cli(&config, &["schedules"]).await;
     assert!(out.contains("(manual, 1 jobs"), "{out}");
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_ticks_are_pruned_but_each_schedules_latest_is_kept() {
+    let env = Env::new(Deployment::Embedded).await;
+    let rt = Runtime::open(env.config("")).await.unwrap();
+    let day = 24 * 3600 * 1000;
+    let now = now_ms();
+    for (key, at) in [
+        ("a", now - 40 * day),
+        ("a", now - 35 * day),
+        ("a", now - day),
+        ("b", now - 50 * day),
+    ] {
+        assert!(rt.store.record_tick(key, at, "fired", "r1", &[]).await.unwrap());
+    }
+    let deleted = rt.store.prune_ticks(now - 30 * day).await.unwrap();
+    assert_eq!(deleted, 2, "a's two old ticks go; b's only (and latest) tick stays");
+    assert_eq!(rt.store.last_tick("a").await.unwrap().unwrap().tick_at, now - day);
+    assert_eq!(rt.store.last_tick("b").await.unwrap().unwrap().tick_at, now - 50 * day);
+    assert_eq!(rt.store.ticks_since("a", 0).await.unwrap().len(), 1);
 }

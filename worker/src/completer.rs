@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kairos_core::config::JobPolicy;
-use kairos_core::store::Finished;
+use kairos_core::store::{Finish, Finished};
 use kairos_core::Delivery;
 use kairos_jobs::{JobError, JobOutput};
 use tokio::sync::mpsc;
@@ -26,14 +26,43 @@ const SHUTDOWN_TRIES: u32 = 5;
 pub(crate) struct Outcome {
     pub delivery: Delivery,
     pub attempt: u32,
+    /// Attempts allowed, as stored on the job row when the attempt started.
+    pub max_attempts: u32,
+    /// When the attempt started (epoch ms).
+    pub started_at: i64,
     pub elapsed: Duration,
     pub result: Result<JobOutput, JobError>,
     pub policy: JobPolicy,
 }
 
-enum Settle {
-    Ack,
+/// What becomes of a job after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// It succeeded: record and acknowledge.
+    Succeeded,
+    /// It failed and has attempts left: record, retry after the delay.
     Retry(Duration),
+    /// It failed for good (permanent error, or its last attempt): dead.
+    Dead,
+}
+
+/// Retry or dead-letter, decided by the **stored** job row's attempts
+/// (`attempt` of `max_attempts`, as `Store::start` returned them) — never
+/// by the kind's current config, so `kairos jobs retry` granting more
+/// attempts, or a config change, is honoured. The policy only shapes the
+/// backoff.
+pub(crate) fn decide(
+    result: &Result<JobOutput, JobError>,
+    attempt: u32,
+    max_attempts: u32,
+    policy: &JobPolicy,
+) -> Decision {
+    match result {
+        Ok(_) => Decision::Succeeded,
+        Err(JobError::Permanent(_)) => Decision::Dead,
+        Err(JobError::Retryable(_)) if attempt >= max_attempts => Decision::Dead,
+        Err(JobError::Retryable(_)) => Decision::Retry(backoff::retry_delay(policy, attempt)),
+    }
 }
 
 pub(crate) async fn run(shared: Shared, mut rx: mpsc::Receiver<Outcome>, shutdown: CancellationToken) {
@@ -45,39 +74,35 @@ pub(crate) async fn run(shared: Shared, mut rx: mpsc::Receiver<Outcome>, shutdow
 
 async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationToken) {
     let mut records = Vec::with_capacity(batch.len());
-    let mut actions = Vec::with_capacity(batch.len());
+    let mut decisions = Vec::with_capacity(batch.len());
     for o in &batch {
-        let id = o.delivery.message.id.clone();
+        let id = &o.delivery.message.id;
         let kind = &o.delivery.message.kind;
-        match &o.result {
-            Ok(out) => {
+        let decision = decide(&o.result, o.attempt, o.max_attempts, &o.policy);
+        let finish = match (&o.result, decision) {
+            (Ok(out), _) => {
                 tracing::debug!(job = %id, kind, attempt = o.attempt, elapsed = ?o.elapsed, "job succeeded");
-                records.push(Finished::Succeeded {
-                    id,
+                Finish::Succeeded {
                     result_ref: out.result_ref.clone(),
-                });
-                actions.push(Settle::Ack);
-            }
-            Err(err) => {
-                let permanent = matches!(err, JobError::Permanent(_));
-                if permanent || o.attempt >= o.policy.max_attempts {
-                    tracing::error!(job = %id, kind, attempt = o.attempt, error = %err, "job dead-lettered");
-                    records.push(Finished::Dead {
-                        id,
-                        error: err.to_string(),
-                    });
-                    actions.push(Settle::Ack);
-                } else {
-                    let delay = backoff::retry_delay(&o.policy, o.attempt);
-                    tracing::warn!(job = %id, kind, attempt = o.attempt, error = %err, retry_in = ?delay, "job failed; will retry");
-                    records.push(Finished::Retrying {
-                        id,
-                        error: err.to_string(),
-                    });
-                    actions.push(Settle::Retry(delay));
                 }
             }
-        }
+            (Err(err), Decision::Retry(delay)) => {
+                tracing::warn!(job = %id, kind, attempt = o.attempt, max_attempts = o.max_attempts, error = %err, retry_in = ?delay, "job failed; will retry");
+                Finish::Retrying { error: err.to_string() }
+            }
+            (Err(err), _) => {
+                tracing::error!(job = %id, kind, attempt = o.attempt, max_attempts = o.max_attempts, error = %err, "job dead-lettered");
+                Finish::Dead { error: err.to_string() }
+            }
+        };
+        records.push(Finished {
+            id: id.clone(),
+            attempt: o.attempt,
+            worker: shared.id.clone(),
+            started_at: o.started_at,
+            finish,
+        });
+        decisions.push(decision);
     }
     // The store is the record ops rely on: keep trying. Leases protect the
     // jobs meanwhile (they are re-delivered if this process dies).
@@ -96,13 +121,13 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
         wait = (wait * 2).min(Duration::from_secs(5));
     }
     let mut acks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (o, action) in batch.iter().zip(&actions) {
-        match action {
-            Settle::Ack => acks
+    for (o, decision) in batch.iter().zip(&decisions) {
+        match decision {
+            Decision::Succeeded | Decision::Dead => acks
                 .entry(o.delivery.message.kind.as_str())
                 .or_default()
                 .push(o.delivery.tag.clone()),
-            Settle::Retry(delay) => {
+            Decision::Retry(delay) => {
                 if let Err(e) = shared.queue.retry(&o.delivery, *delay).await {
                     tracing::error!(job = %o.delivery.message.id, error = %e, "cannot schedule retry; the lease will expire and re-deliver it");
                 }
@@ -112,6 +137,66 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
     for (kind, tags) in acks {
         if let Err(e) = shared.queue.ack(kind, &tags).await {
             tracing::error!(kind, count = tags.len(), error = %e, "cannot acknowledge; the jobs will be re-delivered and skipped as finished");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> JobPolicy {
+        JobPolicy {
+            max_attempts: 3,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(100),
+            ..JobPolicy::default()
+        }
+    }
+
+    fn retryable() -> Result<JobOutput, JobError> {
+        Err(JobError::Retryable("down".into()))
+    }
+
+    #[test]
+    fn success_is_recorded_whatever_the_attempt() {
+        assert_eq!(decide(&Ok(JobOutput::default()), 9, 1, &policy()), Decision::Succeeded);
+    }
+
+    #[test]
+    fn a_retryable_failure_retries_until_the_stored_limit() {
+        assert!(matches!(decide(&retryable(), 1, 3, &policy()), Decision::Retry(_)));
+        assert!(matches!(decide(&retryable(), 2, 3, &policy()), Decision::Retry(_)));
+        assert_eq!(decide(&retryable(), 3, 3, &policy()), Decision::Dead);
+    }
+
+    #[test]
+    fn the_stored_row_wins_over_the_config_policy() {
+        // `jobs retry` granted 2 more attempts after 3: the row says 5.
+        assert!(matches!(decide(&retryable(), 4, 5, &policy()), Decision::Retry(_)));
+        assert_eq!(decide(&retryable(), 5, 5, &policy()), Decision::Dead);
+        // A config that allows more does not keep a job whose row is spent.
+        let generous = JobPolicy {
+            max_attempts: 10,
+            ..policy()
+        };
+        assert_eq!(decide(&retryable(), 2, 2, &generous), Decision::Dead);
+    }
+
+    #[test]
+    fn a_permanent_failure_is_dead_at_once() {
+        let err = Err(JobError::Permanent("bad input".into()));
+        assert_eq!(decide(&err, 1, 5, &policy()), Decision::Dead);
+    }
+
+    #[test]
+    fn the_retry_delay_follows_the_policy_backoff() {
+        match decide(&retryable(), 1, 3, &policy()) {
+            Decision::Retry(d) => assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
+                "{d:?}"
+            ),
+            other => panic!("expected a retry, got {other:?}"),
         }
     }
 }

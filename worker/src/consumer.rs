@@ -159,7 +159,9 @@ fn spawn_attempt(
     let d = delivery.clone();
     let handle = tokio::spawn(async move {
         let started = Instant::now();
+        let started_at = kairos_core::time::now_ms();
         let attempt = ctx.attempt;
+        let max_attempts = ctx.max_attempts;
         let result = execute(job, ctx, &delivery.message.payload, &policy).await;
         // Once the outcome is handed over, shutdown must not hand the job
         // back as well.
@@ -167,6 +169,8 @@ fn spawn_attempt(
         let outcome = Outcome {
             delivery,
             attempt,
+            max_attempts,
+            started_at,
             elapsed: started.elapsed(),
             result,
             policy,

@@ -5,8 +5,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use kairos_core::enqueue::{accept_events, Producer};
 use kairos_core::event::{valid_event_type, MAX_IDENT_LEN};
-use kairos_core::store::{IngestOutcome, PlannedJob, StoredEvent};
+use kairos_core::store::IngestOutcome;
 use kairos_core::Event;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -98,6 +99,66 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    require_json(&headers)?;
+    let body = body.map_err(|e| body_error(e, state.config.api.max_body_bytes))?;
+    let events = parse_events(&body, state.config.api.max_batch)?;
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+
+    if let Err(wait) = state.limiter.check(&tenant.id, tenant.rate_per_second, events.len()) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+
+    // Detached from the connection: a client that goes away mid-request
+    // must not cancel the work between the commit and the push.
+    let task_state = state.clone();
+    let tenant_id = tenant.id.clone();
+    let outcomes = tokio::spawn(async move {
+        let producer = Producer {
+            store: &task_state.store,
+            queue: task_state.queue.as_ref(),
+            rules: &task_state.rules,
+            policies: &task_state.config.jobs,
+        };
+        accept_events(producer, &tenant_id, events).await
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("ingest interrupted: {e}")))??;
+
+    Ok((StatusCode::ACCEPTED, Json(IngestResponse::new(ids, outcomes))))
+}
+
+impl IngestResponse {
+    /// The answer for the events `ids` (in request order) and their outcomes.
+    fn new(ids: Vec<String>, outcomes: Vec<IngestOutcome>) -> Self {
+        let results: Vec<EventResult> = ids
+            .into_iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| match outcome {
+                IngestOutcome::Accepted { job_ids } => EventResult {
+                    id,
+                    status: "accepted",
+                    job_ids,
+                },
+                IngestOutcome::Duplicate { job_ids } => EventResult {
+                    id,
+                    status: "duplicate",
+                    job_ids,
+                },
+            })
+            .collect();
+        let accepted = results.iter().filter(|r| r.status == "accepted").count();
+        Self {
+            accepted,
+            duplicates: results.len() - accepted,
+            results,
+        }
+    }
+}
+
+/// 415 unless the body is declared JSON (`application/json` or `+json`).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -106,113 +167,19 @@ pub async fn ingest(
             mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false);
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::TooLarge(format!("request body over {} bytes", state.config.api.max_body_bytes))
-        }
+}
+
+/// 413 for a body over the limit, 400 for one that could not be read.
+fn body_error(e: BytesRejection, max_body_bytes: usize) -> ApiError {
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!("request body over {max_body_bytes} bytes")),
         _ => ApiError::MalformedJson(e.body_text()),
-    })?;
-    let events = parse_events(&body, state.config.api.max_batch)?;
-
-    if let Err(wait) = state.limiter.check(&tenant.id, tenant.rate_per_second, events.len()) {
-        return Err(ApiError::RateLimited {
-            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-        });
     }
-
-    let stored: Vec<StoredEvent> = events
-        .into_iter()
-        .map(|event| {
-            let now = kairos_core::time::now_ms();
-            let jobs = state
-                .rules
-                .triggers_for(&event)
-                .into_iter()
-                .map(|t| PlannedJob {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    max_attempts: state.config.policy(&t.kind).max_attempts,
-                    run_after: t.delay.map(|d| now + millis(d)),
-                    debounce: t.debounce.map(|(rule, key, window)| (rule, key, millis(window))),
-                    kind: t.kind,
-                })
-                .collect();
-            let payload = serde_json::to_string(&event).unwrap_or_default();
-            StoredEvent { event, payload, jobs }
-        })
-        .collect();
-    let outcomes = state.store.ingest(&tenant.id, &stored).await?;
-
-    // Queue what was newly created. If the queue is down, undo the ingest so
-    // a 503 means nothing was recorded and the client's retry starts clean.
-    let mut messages = Vec::new();
-    let mut new_events = Vec::new();
-    for (item, outcome) in stored.iter().zip(&outcomes) {
-        if let IngestOutcome::Accepted { job_ids } = outcome {
-            new_events.push(item.event.id.clone());
-            // Debounced jobs that were suppressed are not in `job_ids`.
-            for job in item.jobs.iter().filter(|j| job_ids.contains(&j.id)) {
-                let message = kairos_core::Message {
-                    id: job.id.clone(),
-                    kind: job.kind.clone(),
-                    tenant_id: tenant.id.clone(),
-                    payload: item.payload.clone(),
-                };
-                messages.push((message, job.run_after));
-            }
-        }
-    }
-    if let Err(e) = kairos_core::queue::push_due(state.queue.as_ref(), &messages).await {
-        tracing::error!(error = %e, tenant = %tenant.name, "queue push failed; reverting ingest");
-        let job_ids: Vec<String> = messages.iter().map(|(m, _)| m.id.clone()).collect();
-        if let Err(revert) = state.store.revert_ingest(&tenant.id, &new_events, &job_ids).await {
-            // The events stay recorded with pending jobs; the scheduler's
-            // dispatcher queues them when the queue is back.
-            tracing::error!(error = %revert, "revert failed; the scheduler will dispatch the pending jobs");
-        }
-        return Err(ApiError::Unavailable("queue unavailable".into()));
-    }
-    let queued: Vec<String> = messages.into_iter().map(|(m, _)| m.id).collect();
-    if let Err(e) = state.store.mark_queued(&queued).await {
-        // Harmless: the jobs are on the queue; their state shows `pending`
-        // until a worker starts them.
-        tracing::warn!(error = %e, "could not mark jobs queued");
-    }
-
-    let mut accepted = 0;
-    let mut duplicates = 0;
-    let results = stored
-        .into_iter()
-        .zip(outcomes)
-        .map(|(item, outcome)| match outcome {
-            IngestOutcome::Accepted { job_ids } => {
-                accepted += 1;
-                EventResult {
-                    id: item.event.id,
-                    status: "accepted",
-                    job_ids,
-                }
-            }
-            IngestOutcome::Duplicate { job_ids } => {
-                duplicates += 1;
-                EventResult {
-                    id: item.event.id,
-                    status: "duplicate",
-                    job_ids,
-                }
-            }
-        })
-        .collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(IngestResponse {
-            accepted,
-            duplicates,
-            results,
-        }),
-    ))
 }
 
 /// Parses and validates the whole request before anything is written: one
@@ -277,10 +244,6 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
             validate(raw).map_err(|(field, reason)| ApiError::field(at(field), reason))
         })
         .collect()
-}
-
-fn millis(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 fn join(prefix: &str, field: &str) -> String {

@@ -120,48 +120,6 @@ pub trait Queue: Send + Sync + 'static {
     async fn depth(&self, kind: &str) -> Result<Depth, QueueError>;
 }
 
-/// Pushes each message now or at its due time (`None` or past = now).
-pub async fn push_due(queue: &dyn Queue, messages: &[(Message, Option<i64>)]) -> Result<(), QueueError> {
-    let now = crate::time::now_ms();
-    let (later, now_msgs): (Vec<_>, Vec<_>) = messages.iter().partition(|(_, due)| due.is_some_and(|d| d > now));
-    let now_msgs: Vec<Message> = now_msgs.into_iter().map(|(m, _)| m.clone()).collect();
-    queue.push(&now_msgs).await?;
-    for (m, due) in later {
-        queue.push_delayed(std::slice::from_ref(m), due.unwrap_or(now)).await?;
-    }
-    Ok(())
-}
-
-/// Queues jobs already recorded as `pending` (by a schedule tick, or by a
-/// job that raised an alert) and marks them `queued`. If the queue is down
-/// they stay `pending` and the dispatcher queues them later, so the caller
-/// only logs the error: what was recorded is never lost.
-pub async fn push_recorded(
-    queue: &dyn Queue,
-    store: &crate::Store,
-    jobs: &[crate::store::TickJob],
-) -> Result<(), QueueError> {
-    let messages: Vec<(Message, Option<i64>)> = jobs
-        .iter()
-        .map(|j| {
-            let m = Message {
-                id: j.id.clone(),
-                kind: j.kind.clone(),
-                tenant_id: j.tenant_id.clone(),
-                payload: j.payload.clone(),
-            };
-            (m, j.run_after)
-        })
-        .collect();
-    push_due(queue, &messages).await?;
-    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-    if let Err(e) = store.mark_queued(&ids).await {
-        // The dispatcher only picks up `pending` jobs, and these are queued: harmless.
-        tracing::warn!(error = %e, "could not mark recorded jobs queued");
-    }
-    Ok(())
-}
-
 /// Opens the backend named in config.
 pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError> {
     Ok(match config.backend {

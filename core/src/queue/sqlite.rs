@@ -178,11 +178,7 @@ impl Queue for SqliteQueue {
 
     async fn ack(&self, _kind: &str, tags: &[String]) -> Result<(), QueueError> {
         let seqs = parse_tags(tags)?;
-        for chunk in seqs.chunks(500) {
-            let sql = format!(
-                "DELETE FROM kairos_queue WHERE seq IN ({})",
-                crate::store::placeholders(0, chunk.len())
-            );
+        for (sql, chunk) in crate::store::chunked_in("DELETE FROM kairos_queue WHERE seq IN ({ids})", 0, &seqs) {
             let mut q = sqlx::query(&sql);
             for s in chunk {
                 q = q.bind(s);

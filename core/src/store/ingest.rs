@@ -2,25 +2,31 @@
 
 use sqlx::Row;
 
-use super::{placeholders, Store, StoreError};
+use super::{chunked_in, Store, StoreError};
+use crate::enqueue::NewJob;
 use crate::event::Event;
 use crate::time::now_ms;
+
+/// A rule's debounce claim: the job is created only if no job of this rule
+/// and key was created within the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debounce {
+    /// Rule id (with the kind).
+    pub rule: String,
+    /// The key value (account, user, a data field...).
+    pub key: String,
+    /// Window length, ms.
+    pub window_ms: i64,
+}
 
 /// A job the rules decided an event triggers, with its id chosen up front
 /// so the API can return it.
 #[derive(Debug, Clone)]
 pub struct PlannedJob {
-    /// The job run id (UUIDv7: time-ordered).
-    pub id: String,
-    /// The job kind.
-    pub kind: String,
-    /// Attempts before dead-lettering, from the kind's policy.
-    pub max_attempts: u32,
-    /// Not before (epoch ms), for delayed rules.
-    pub run_after: Option<i64>,
-    /// Debounce claim: (rule id, key, window ms). The job is created only
-    /// if no job of this rule and key was created within the window.
-    pub debounce: Option<(String, String, i64)>,
+    /// The job to create.
+    pub job: NewJob,
+    /// Its debounce claim, if its rule debounces.
+    pub debounce: Option<Debounce>,
 }
 
 /// An event with the jobs it triggers, ready to store.
@@ -28,8 +34,6 @@ pub struct PlannedJob {
 pub struct StoredEvent {
     /// The validated event.
     pub event: Event,
-    /// Its serialized form, which also becomes each job's payload.
-    pub payload: String,
     /// The jobs to create if the event is new.
     pub jobs: Vec<PlannedJob>,
 }
@@ -52,7 +56,8 @@ pub enum IngestOutcome {
 
 impl Store {
     /// Stores a batch of events and their job runs (state `pending`) in one
-    /// transaction: either all of it is recorded or none of it.
+    /// transaction: either all of it is recorded or none of it. Producers go
+    /// through [`crate::enqueue::accept_events`], which also queues the jobs.
     pub async fn ingest(&self, tenant_id: &str, batch: &[StoredEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -84,8 +89,9 @@ impl Store {
                 continue;
             }
             let mut job_ids = Vec::with_capacity(item.jobs.len());
-            for job in &item.jobs {
-                if let Some((rule, key, window)) = &job.debounce {
+            let mut jobs: Vec<NewJob> = Vec::with_capacity(item.jobs.len());
+            for planned in &item.jobs {
+                if let Some(d) = &planned.debounce {
                     // Claim the window unless a live claim exists.
                     let claimed = sqlx::query(
                         "INSERT INTO rule_debounce (tenant_id, rule, debounce_key, until_at) VALUES ($1, $2, $3, $4) \
@@ -93,9 +99,9 @@ impl Store {
                          WHERE rule_debounce.until_at <= $5",
                     )
                     .bind(tenant_id)
-                    .bind(rule)
-                    .bind(key)
-                    .bind(now + window)
+                    .bind(&d.rule)
+                    .bind(&d.key)
+                    .bind(now + d.window_ms)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
@@ -103,22 +109,12 @@ impl Store {
                         continue;
                     }
                 }
-                sqlx::query(
-                    "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, run_after) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)",
-                )
-                .bind(&job.id)
-                .bind(tenant_id)
-                .bind(&job.kind)
-                .bind(&e.id)
-                .bind(&item.payload)
-                .bind(i64::from(job.max_attempts))
-                .bind(now)
-                .bind(job.run_after)
-                .execute(&mut *tx)
-                .await?;
-                job_ids.push(job.id.clone());
+                job_ids.push(planned.job.id.clone());
+                jobs.push(planned.job.clone());
             }
+            // Inserted per event, not per batch: a later copy of the same
+            // event id in this batch must find them as its duplicate's jobs.
+            crate::enqueue::insert_jobs(&mut tx, &jobs, now).await?;
             outcomes.push(IngestOutcome::Accepted { job_ids });
         }
         tx.commit().await?;
@@ -135,22 +131,22 @@ impl Store {
         job_ids: &[String],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for chunk in job_ids.chunks(500) {
-            let sql = format!(
-                "DELETE FROM job_runs WHERE state = 'pending' AND id IN ({})",
-                placeholders(0, chunk.len())
-            );
+        for (sql, chunk) in chunked_in(
+            "DELETE FROM job_runs WHERE state = 'pending' AND id IN ({ids})",
+            0,
+            job_ids,
+        ) {
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id);
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in event_ids.chunks(500) {
-            let sql = format!(
-                "DELETE FROM events WHERE tenant_id = $1 AND event_id IN ({})",
-                placeholders(1, chunk.len())
-            );
+        for (sql, chunk) in chunked_in(
+            "DELETE FROM events WHERE tenant_id = $1 AND event_id IN ({ids})",
+            1,
+            event_ids,
+        ) {
             let mut q = sqlx::query(&sql).bind(tenant_id);
             for id in chunk {
                 q = q.bind(id);

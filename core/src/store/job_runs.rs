@@ -8,8 +8,8 @@ use std::str::FromStr;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{placeholders, Store, StoreError};
-use crate::queue::Message;
+use super::{chunked_in, Store, StoreError, IN_LIST_MAX};
+use crate::enqueue::NewJob;
 use crate::time::now_ms;
 
 /// Where a job run stands.
@@ -105,18 +105,6 @@ pub struct JobRun {
     pub run_after: Option<i64>,
 }
 
-impl JobRun {
-    /// The queue message that carries this job.
-    pub fn message(&self) -> Message {
-        Message {
-            id: self.id.clone(),
-            kind: self.kind.clone(),
-            tenant_id: self.tenant_id.clone(),
-            payload: self.payload.clone(),
-        }
-    }
-}
-
 const COLUMNS: &str = "id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, \
                        queued_at, started_at, finished_at, worker, last_error, result_ref, run_after";
 
@@ -155,30 +143,74 @@ pub struct Started {
     pub max_attempts: u32,
 }
 
-/// How an attempt ended, as recorded.
-#[derive(Debug, Clone)]
-pub enum Finished {
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
     /// Done, with a reference to its result.
     Succeeded {
-        /// Job run id.
-        id: String,
         /// Where the result is.
         result_ref: Option<String>,
     },
     /// Failed; another attempt will follow.
     Retrying {
-        /// Job run id.
-        id: String,
         /// Why it failed.
         error: String,
     },
-    /// Failed for good.
+    /// Failed for good: dead-lettered.
     Dead {
-        /// Job run id.
-        id: String,
         /// Why it failed.
         error: String,
     },
+}
+
+impl Finish {
+    /// The state the job run moves to.
+    pub fn state(&self) -> JobState {
+        match self {
+            Finish::Succeeded { .. } => JobState::Succeeded,
+            Finish::Retrying { .. } => JobState::Retrying,
+            Finish::Dead { .. } => JobState::Dead,
+        }
+    }
+
+    fn error(&self) -> Option<&str> {
+        match self {
+            Finish::Succeeded { .. } => None,
+            Finish::Retrying { error } | Finish::Dead { error } => Some(error),
+        }
+    }
+}
+
+/// The end of one attempt, as the worker records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// Job run id.
+    pub id: String,
+    /// Which attempt (1-based).
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When the attempt started (epoch ms).
+    pub started_at: i64,
+    /// How it ended.
+    pub finish: Finish,
+}
+
+/// One attempt of a job run, from its history (`job_attempts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Which attempt (1-based).
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// Started at (epoch ms).
+    pub started_at: i64,
+    /// Ended at (epoch ms).
+    pub finished_at: i64,
+    /// `succeeded`, `retrying` or `dead`.
+    pub outcome: JobState,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
 }
 
 /// Filter for listing job runs.
@@ -197,11 +229,11 @@ pub struct JobFilter {
 impl Store {
     /// Marks stored jobs as handed to the queue.
     pub async fn mark_queued(&self, ids: &[String]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN ({})",
-                placeholders(1, chunk.len())
-            );
+        for (sql, chunk) in chunked_in(
+            "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN ({ids})",
+            1,
+            ids,
+        ) {
             let mut q = sqlx::query(&sql).bind(now_ms());
             for id in chunk {
                 q = q.bind(id);
@@ -242,11 +274,8 @@ impl Store {
     }
 
     async fn set_state_where(&self, ids: &[String], state: &str, guard: &str) -> Result<(), StoreError> {
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "UPDATE job_runs SET state = $1 WHERE {guard} AND id IN ({})",
-                placeholders(1, chunk.len())
-            );
+        let template = format!("UPDATE job_runs SET state = $1 WHERE {guard} AND id IN ({{ids}})");
+        for (sql, chunk) in chunked_in(&template, 1, ids) {
             let mut q = sqlx::query(&sql).bind(state);
             for id in chunk {
                 q = q.bind(id);
@@ -261,12 +290,15 @@ impl Store {
     /// lost) is left out: the caller acknowledges it without running it.
     pub async fn start(&self, ids: &[String], worker: &str) -> Result<Vec<Started>, StoreError> {
         let mut started = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "UPDATE job_runs SET state = 'running', attempts = attempts + 1, started_at = $1, worker = $2 \
-                 WHERE state NOT IN ('succeeded', 'dead') AND id IN ({}) RETURNING id, attempts, max_attempts",
-                placeholders(2, chunk.len())
-            );
+        // `queued_at` is filled here too: a job a worker took before its
+        // producer marked it queued was queued all the same.
+        for (sql, chunk) in chunked_in(
+            "UPDATE job_runs SET state = 'running', attempts = attempts + 1, started_at = $1, worker = $2, \
+             queued_at = COALESCE(queued_at, $1) \
+             WHERE state NOT IN ('succeeded', 'dead') AND id IN ({ids}) RETURNING id, attempts, max_attempts",
+            2,
+            ids,
+        ) {
             let mut q = sqlx::query(&sql).bind(now_ms()).bind(worker);
             for id in chunk {
                 q = q.bind(id);
@@ -284,34 +316,92 @@ impl Store {
         Ok(started)
     }
 
-    /// Records the end of a batch of attempts in one transaction.
+    /// Records the end of a batch of attempts in one transaction: each job
+    /// run's new state, and each attempt in the job's history. Rows are
+    /// updated in id order, so two transactions touching the same jobs
+    /// lock them in the same order and cannot deadlock.
     pub async fn finish(&self, batch: &[Finished]) -> Result<(), StoreError> {
         let now = now_ms();
+        let mut sorted: Vec<&Finished> = batch.iter().collect();
+        sorted.sort_by(|a, b| a.id.cmp(&b.id));
         let mut tx = self.pool.begin().await?;
-        for f in batch {
-            let q = match f {
-                Finished::Succeeded { id, result_ref } => sqlx::query(
+        for f in &sorted {
+            let q = match &f.finish {
+                Finish::Succeeded { result_ref } => sqlx::query(
                     "UPDATE job_runs SET state = 'succeeded', finished_at = $1, result_ref = $2 WHERE id = $3",
                 )
                 .bind(now)
                 .bind(result_ref.as_deref())
-                .bind(id),
-                Finished::Retrying { id, error } => sqlx::query(
+                .bind(&f.id),
+                Finish::Retrying { error } => sqlx::query(
                     "UPDATE job_runs SET state = 'retrying', last_error = $1 WHERE id = $2 AND state = 'running'",
                 )
                 .bind(error)
-                .bind(id),
-                Finished::Dead { id, error } => {
+                .bind(&f.id),
+                Finish::Dead { error } => {
                     sqlx::query("UPDATE job_runs SET state = 'dead', finished_at = $1, last_error = $2 WHERE id = $3")
                         .bind(now)
                         .bind(error)
-                        .bind(id)
+                        .bind(&f.id)
                 }
             };
             q.execute(&mut *tx).await?;
         }
+        // One multi-row insert per chunk: the history costs one statement
+        // per batch, not one per job.
+        const COLS: usize = 7;
+        for chunk in sorted.chunks(IN_LIST_MAX) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p: Vec<String> = (1..=COLS).map(|c| format!("${}", r * COLS + c)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error) \
+                 VALUES {} ON CONFLICT (job_id, attempt) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for f in chunk {
+                q = q
+                    .bind(&f.id)
+                    .bind(i64::from(f.attempt))
+                    .bind(&f.worker)
+                    .bind(f.started_at)
+                    .bind(now)
+                    .bind(f.finish.state().as_str())
+                    .bind(f.finish.error());
+            }
+            q.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every recorded attempt of job `id`, oldest first.
+    pub async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker, started_at, finished_at, outcome, error FROM job_attempts \
+             WHERE job_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let attempt: i64 = r.try_get("attempt")?;
+                let outcome: String = r.try_get("outcome")?;
+                Ok(Attempt {
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                    worker: r.try_get("worker")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    outcome: outcome.parse().map_err(StoreError::Conflict)?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
     }
 
     /// One job run, only if it belongs to `tenant_id` (when given).
@@ -328,11 +418,8 @@ impl Store {
     /// The job runs with these ids (those that exist), in no set order.
     pub async fn jobs_by_ids(&self, ids: &[String]) -> Result<Vec<JobRun>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM job_runs WHERE id IN ({})",
-                placeholders(0, chunk.len())
-            );
+        let template = format!("SELECT {COLUMNS} FROM job_runs WHERE id IN ({{ids}})");
+        for (sql, chunk) in chunked_in(&template, 0, ids) {
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id);
@@ -405,4 +492,41 @@ impl Store {
             },
         }
     }
+}
+
+/// Inserts job rows as `pending` (existing ids are left alone), in
+/// multi-row statements. Called through [`crate::enqueue::insert_jobs`].
+pub(crate) async fn insert_job_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    jobs: &[NewJob],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    const COLS: usize = 8;
+    for chunk in jobs.chunks(IN_LIST_MAX) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let p: Vec<String> = (1..=COLS).map(|c| format!("${}", r * COLS + c)).collect();
+                format!("({}, 'pending', 0)", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, max_attempts, created_at, run_after, \
+             state, attempts) VALUES {} ON CONFLICT (id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for j in chunk {
+            q = q
+                .bind(&j.id)
+                .bind(&j.tenant_id)
+                .bind(&j.kind)
+                .bind(j.event_id.as_deref())
+                .bind(&j.payload)
+                .bind(i64::from(j.max_attempts))
+                .bind(now)
+                .bind(j.run_after);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

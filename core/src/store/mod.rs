@@ -19,9 +19,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use alerts::{Alert, AlertFilter};
-pub use ingest::{IngestOutcome, PlannedJob, StoredEvent};
-pub use job_runs::{Finished, JobFilter, JobRun, JobState, Started};
-pub use schedules::{insert_pending_jobs, TickJob, TickRecord};
+pub use ingest::{Debounce, IngestOutcome, PlannedJob, StoredEvent};
+pub(crate) use job_runs::insert_job_rows;
+pub use job_runs::{Attempt, Finish, Finished, JobFilter, JobRun, JobState, Started};
+pub use schedules::TickRecord;
 pub use tenants::{ApiKey, Tenant};
 
 /// Why a store operation failed. `Unavailable` is what the API maps to 503.
@@ -140,6 +141,26 @@ pub(crate) fn placeholders(offset: usize, n: usize) -> String {
         .map(|i| format!("${}", offset + i))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Most values bound in one `IN (...)` list or multi-row `VALUES`. Both
+/// engines accept far more bound parameters (SQLite 32,766, Postgres
+/// 65,535 per statement); 500 keeps each statement short and its text
+/// reusable by the statement cache.
+pub(crate) const IN_LIST_MAX: usize = 500;
+
+/// For each chunk of at most [`IN_LIST_MAX`] `values`: `template` with
+/// `{ids}` replaced by that chunk's placeholders, numbered after `offset`
+/// leading parameters, and the chunk to bind after them. Every statement
+/// over a list of ids goes through here, so none splices values into SQL.
+pub(crate) fn chunked_in<'v, T>(
+    template: &'v str,
+    offset: usize,
+    values: &'v [T],
+) -> impl Iterator<Item = (String, &'v [T])> + 'v {
+    values
+        .chunks(IN_LIST_MAX)
+        .map(move |chunk| (template.replace("{ids}", &placeholders(offset, chunk.len())), chunk))
 }
 
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {

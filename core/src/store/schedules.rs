@@ -3,28 +3,8 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
+use crate::enqueue::NewJob;
 use crate::time::now_ms;
-
-/// A job created by a schedule tick, or by another job (a sentiment alert's
-/// webhook and follow-ups), recorded as `pending` in its creator's
-/// transaction and queued after commit.
-#[derive(Debug, Clone)]
-pub struct TickJob {
-    /// Deterministic id (same schedule, tick and target → same id; same
-    /// alert and kind → same id), so a retried creator cannot create a
-    /// second copy.
-    pub id: String,
-    /// Tenant the job works for.
-    pub tenant_id: String,
-    /// Job kind.
-    pub kind: String,
-    /// JSON payload.
-    pub payload: String,
-    /// Attempts allowed.
-    pub max_attempts: u32,
-    /// Not before (epoch ms), for jitter.
-    pub run_after: Option<i64>,
-}
 
 /// The last recorded tick of a schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +43,7 @@ impl Store {
         tick_ms: i64,
         outcome: &str,
         replica: &str,
-        jobs: &[TickJob],
+        jobs: &[NewJob],
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -82,7 +62,7 @@ impl Store {
         if claimed.rows_affected() == 0 {
             return Ok(false);
         }
-        insert_pending_jobs(&mut tx, jobs, now).await?;
+        crate::enqueue::insert_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -122,39 +102,16 @@ impl Store {
     }
 
     /// Deletes tick records older than `before_ms` (they only matter for
-    /// "last run" and for not re-firing recent ticks).
+    /// "last run" and for not re-firing recent ticks), except each
+    /// schedule's latest, which a restarted replica resumes from.
     pub async fn prune_ticks(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let r = sqlx::query("DELETE FROM schedule_ticks WHERE tick_at < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "DELETE FROM schedule_ticks WHERE tick_at < $1 AND tick_at < \
+             (SELECT MAX(t.tick_at) FROM schedule_ticks t WHERE t.schedule_key = schedule_ticks.schedule_key)",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected())
     }
-}
-
-/// Records `jobs` as `pending` inside the caller's transaction (ids that
-/// exist already are left alone), so that a job and whatever created it
-/// commit together. Queue them after the commit; if that fails, the
-/// dispatcher queues them.
-pub async fn insert_pending_jobs(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    jobs: &[TickJob],
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    for job in jobs {
-        sqlx::query(
-            "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, run_after) \
-             VALUES ($1, $2, $3, NULL, $4, 'pending', 0, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&job.id)
-        .bind(&job.tenant_id)
-        .bind(&job.kind)
-        .bind(&job.payload)
-        .bind(i64::from(job.max_attempts))
-        .bind(now)
-        .bind(job.run_after)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }

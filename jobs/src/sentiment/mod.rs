@@ -29,8 +29,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use kairos_core::config::Config;
+use kairos_core::enqueue::NewJob;
 use kairos_core::sentiment::SentimentConfig;
-use kairos_core::store::TickJob;
 use kairos_core::Event;
 use kairos_models::text::{
     self, ClassifierModel, Encoder, EncoderConfig, SentimentAnalyzer, SentimentHead, SentimentResult,
@@ -422,10 +422,11 @@ impl Job for Sentiment {
                     &JOB_NS,
                     format!("{}|{}|{kind}", ctx.tenant_id, alert.dedup_key).as_bytes(),
                 );
-                jobs.push(TickJob {
+                jobs.push(NewJob {
                     id: id.to_string(),
                     tenant_id: ctx.tenant_id.clone(),
                     kind: kind.to_owned(),
+                    event_id: None,
                     payload: body.clone(),
                     max_attempts: self.max_attempts.get(kind).copied().unwrap_or(5),
                     run_after: None,
@@ -451,8 +452,8 @@ impl Job for Sentiment {
 
 /// Queues the notification jobs recorded with an alert; on failure they
 /// stay pending and the dispatcher queues them, so nothing is lost.
-pub(crate) async fn queue_after_commit(ctx: &JobContext, jobs: &[TickJob]) {
-    if let Err(e) = kairos_core::queue::push_recorded(ctx.queue.as_ref(), &ctx.store, jobs).await {
+pub(crate) async fn queue_after_commit(ctx: &JobContext, jobs: &[NewJob]) {
+    if let Err(e) = kairos_core::enqueue::enqueue_recorded(&ctx.store, ctx.queue.as_ref(), jobs).await {
         tracing::warn!(error = %e, "queue unavailable; the dispatcher will queue the notification jobs");
     }
 }

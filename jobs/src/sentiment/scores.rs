@@ -2,7 +2,7 @@
 //! `client_dissatisfaction` alerts with the notification jobs they queue:
 //! written together in one transaction by the job, read by the API.
 
-use kairos_core::store::{insert_pending_jobs, TickJob};
+use kairos_core::enqueue::{insert_jobs, NewJob};
 use kairos_core::Store;
 use sqlx::Row;
 
@@ -65,7 +65,7 @@ pub async fn store(
     tenant_id: &str,
     row: &ScoreRow,
     alert: Option<&NewAlert>,
-    jobs: &[TickJob],
+    jobs: &[NewJob],
 ) -> Result<(), sqlx::Error> {
     let mut tx = store.pool().begin().await?;
     sqlx::query(
@@ -113,7 +113,7 @@ pub async fn store(
         .bind(row.urgency)
         .execute(&mut *tx)
         .await?;
-        insert_pending_jobs(&mut tx, jobs, row.scored_at).await?;
+        insert_jobs(&mut tx, jobs, row.scored_at).await?;
     }
     tx.commit().await
 }
