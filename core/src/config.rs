@@ -601,6 +601,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("schedules[0].cron"), "{err}");
+        let err = parse(&ok.replace("0 9 * * MON", "0 0 30 2 *")).unwrap_err().to_string();
+        assert!(
+            err.contains("schedules[0].cron") && err.contains("never fires"),
+            "{err}"
+        );
+        let err = parse(&ok.replace("0 8 * * MON", "0 0 31 4 *")).unwrap_err().to_string();
+        assert!(
+            err.contains("schedules[0].overrides[0].cron") && err.contains("never fires"),
+            "{err}"
+        );
+        assert!(parse(&ok.replace("0 9 * * MON", "@daily")).is_ok());
         let err = parse(&format!("{ok}{}", ok.split("[[schedules.overrides]]").next().unwrap()))
             .unwrap_err()
             .to_string();

@@ -11,6 +11,7 @@
 //! is recorded in the store, and the store refuses to start a job that
 //! already finished, so a re-delivered job is not run twice.
 
+#[cfg(feature = "apalis")]
 pub mod apalis;
 pub mod redis;
 pub mod sqlite;
