@@ -1,0 +1,149 @@
+//! `kairos jobs list | show | dead | retry`: inspect job runs and re-queue
+//! dead ones.
+
+use anyhow::Context;
+use kairos_core::store::{JobFilter, JobRun, JobState};
+use kairos_core::time::to_rfc3339;
+use kairos_core::{Config, Store};
+
+use super::table::{left, right, Table};
+
+/// `kairos jobs ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum JobsCmd {
+    /// List job runs, newest first.
+    List {
+        /// Only this state (pending, queued, running, retrying, succeeded, dead).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this tenant (name or id).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one job run in full.
+    Show {
+        /// Job run id.
+        id: String,
+    },
+    /// List dead-lettered jobs with their last error.
+    Dead {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Re-queue a dead job with a fresh set of attempts.
+    Retry {
+        /// Job run id.
+        id: String,
+    },
+}
+
+async fn kind_of(store: &Store, id: &str) -> anyhow::Result<String> {
+    Ok(store.job(None, id).await?.with_context(|| format!("no job {id}"))?.kind)
+}
+
+fn print_jobs(jobs: &[JobRun]) {
+    let mut table = Table::new([
+        left("id"),
+        left("kind"),
+        left("state"),
+        right("attempts"),
+        left("created"),
+        left("last error"),
+    ]);
+    for j in jobs {
+        table.row([
+            j.id.clone(),
+            j.kind.clone(),
+            j.state.to_string(),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            to_rfc3339(j.created_at),
+            j.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    print!("{table}");
+}
+
+/// Runs `kairos jobs ...`.
+pub async fn run(config: Config, action: JobsCmd) -> anyhow::Result<()> {
+    let store = super::open_store(&config).await?;
+    match action {
+        JobsCmd::List {
+            state,
+            kind,
+            tenant,
+            limit,
+        } => {
+            let state = state
+                .map(|s| s.parse::<JobState>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let tenant_id = match tenant {
+                Some(t) => Some(store.find_tenant(&t).await?.id),
+                None => None,
+            };
+            print_jobs(
+                &store
+                    .jobs(&JobFilter {
+                        tenant_id,
+                        state,
+                        kind,
+                        limit,
+                    })
+                    .await?,
+            );
+        }
+        JobsCmd::Dead { limit } => {
+            print_jobs(
+                &store
+                    .jobs(&JobFilter {
+                        state: Some(JobState::Dead),
+                        limit,
+                        ..JobFilter::default()
+                    })
+                    .await?,
+            );
+        }
+        JobsCmd::Show { id } => {
+            let j = store.job(None, &id).await?.with_context(|| format!("no job {id}"))?;
+            let t = |v: Option<i64>| v.map(to_rfc3339).unwrap_or_else(|| "-".into());
+            println!("id:          {}", j.id);
+            println!("kind:        {}", j.kind);
+            println!("tenant:      {}", j.tenant_id);
+            println!("state:       {}", j.state);
+            println!("attempts:    {}/{}", j.attempts, j.max_attempts);
+            println!("event:       {}", j.event_id.as_deref().unwrap_or("-"));
+            println!("created:     {}", to_rfc3339(j.created_at));
+            println!("queued:      {}", t(j.queued_at));
+            println!("started:     {}", t(j.started_at));
+            println!("finished:    {}", t(j.finished_at));
+            println!("worker:      {}", j.worker.as_deref().unwrap_or("-"));
+            println!("last error:  {}", j.last_error.as_deref().unwrap_or("-"));
+            println!("result:      {}", j.result_ref.as_deref().unwrap_or("-"));
+            println!("payload:     {}", j.payload);
+        }
+        JobsCmd::Retry { id } => {
+            let job = store
+                .requeue_dead(&id, config.policy(&kind_of(&store, &id).await?).max_attempts)
+                .await?;
+            let queue = kairos_core::queue::connect(&config.queue).await?;
+            if let Err(e) = queue.push(&[job.message()]).await {
+                store.unclaim(std::slice::from_ref(&job.id)).await?;
+                return Err(anyhow::Error::new(e).context(
+                    "the queue is unavailable; the job is pending and the scheduler will queue it when the queue is back",
+                ));
+            }
+            println!(
+                "job {id} re-queued: attempts {} so far, up to {} allowed",
+                job.attempts, job.max_attempts
+            );
+        }
+    }
+    Ok(())
+}
