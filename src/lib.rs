@@ -1,14 +1,9 @@
 //! Assembly of a Kairos process: opens the store and queue named in config
 //! and starts whichever roles were asked for (api, scheduler, worker) on
-//! one shutdown signal. The CLI (`main.rs`) and the integration tests both
+//! one shutdown signal. The CLI ([`cli`]) and the integration tests both
 //! start processes through here, so tests exercise the real wiring.
 
-pub mod bench;
-pub mod bench_sentiment;
-pub mod demo;
-pub mod demo_churn;
-pub mod train;
-pub mod train_sentiment;
+pub mod cli;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -445,7 +445,7 @@ async fn cli_trains_from_the_store_and_rejects_bad_csvs() {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
     let mut events = Vec::new();
     for (i, a) in accounts.iter().enumerate() {
-        events.extend(kairos::demo_churn::history_events(
+        events.extend(kairos::cli::demo::churn::history_events(
             a,
             &format!("a{i}"),
             "h",

@@ -198,7 +198,7 @@ pub async fn prepare(store: &Store, tenants: &[Tenant], live_accounts: usize, no
     }
     let import_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let model = crate::train::train_from_store(store, None, cutoff_ms, HORIZON_MS, 42, true, false)
+    let model = crate::cli::train::churn::train_from_store(store, None, cutoff_ms, HORIZON_MS, 42, true, false)
         .await
         .context("training the demo churn model")?;
     Ok(Prepared {

@@ -43,7 +43,7 @@ pub fn new_version() -> String {
 }
 
 /// Runs `kairos train sentiment`.
-pub async fn train(config: Config, args: TrainSentimentArgs) -> anyhow::Result<()> {
+pub async fn run(config: Config, args: TrainSentimentArgs) -> anyhow::Result<()> {
     if config.sentiment.classifier.is_some() {
         anyhow::bail!(
             "[sentiment] uses a classifier model, which has no trainable head; remove sentiment.classifier to train a head on the encoder"
@@ -52,7 +52,7 @@ pub async fn train(config: Config, args: TrainSentimentArgs) -> anyhow::Result<(
     if !(0.0 < args.test_fraction && args.test_fraction < 1.0) {
         anyhow::bail!("--test-fraction must be between 0 and 1 (exclusive)");
     }
-    let store = crate::train::open_store(&config).await?;
+    let store = crate::cli::open_store(&config).await?;
     let tenant = match &args.tenant {
         Some(t) => Some(store.find_tenant(t).await?),
         None => None,

@@ -15,6 +15,8 @@ use anyhow::Context;
 use kairos_core::Config;
 use serde_json::json;
 
+use super::stats::percentile;
+use super::table::{left, right, Table};
 use crate::{start, Roles, Runtime};
 
 /// Options of `kairos bench-sentiment`.
@@ -46,18 +48,11 @@ const TEXTS: [&str; 10] = [
 
 struct Run {
     label: String,
-    p50: f64,
-    p99: f64,
+    /// Milliseconds, nearest rank.
+    p50: i64,
+    p99: i64,
     rate: f64,
     burst_per_s: f64,
-}
-
-fn percentile(sorted: &[i64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)] as f64
 }
 
 /// Runs the benchmark and prints the table.
@@ -84,21 +79,25 @@ pub async fn run(config: Config, args: BenchSentimentArgs) -> anyhow::Result<()>
     }
     let base = &runs[1];
     println!();
-    println!(
-        "{:<26} {:>10} {:>10} {:>12} {:>14} {:>10}",
-        "mode", "p50 ms", "p99 ms", "sent ev/s", "burst ev/s", "vs unbatched"
-    );
+    let mut table = Table::new([
+        left("mode"),
+        right("p50 ms"),
+        right("p99 ms"),
+        right("sent ev/s"),
+        right("burst ev/s"),
+        right("vs unbatched"),
+    ]);
     for r in &runs {
-        println!(
-            "{:<26} {:>10.0} {:>10.0} {:>12.1} {:>14.1} {:>9.2}x",
-            r.label,
-            r.p50,
-            r.p99,
-            r.rate,
-            r.burst_per_s,
-            r.burst_per_s / base.burst_per_s
-        );
+        table.row([
+            r.label.clone(),
+            r.p50.to_string(),
+            r.p99.to_string(),
+            format!("{:.1}", r.rate),
+            format!("{:.1}", r.burst_per_s),
+            format!("{:.2}x", r.burst_per_s / base.burst_per_s),
+        ]);
     }
+    print!("{table}");
     println!(
         "(latency = POST sent → score row stored; burst = events scored per second when {} arrive at once)",
         args.burst
@@ -203,13 +202,13 @@ async fn one(mut config: Config, label: &str, args: &BenchSentimentArgs) -> anyh
     running.shutdown().await;
     let run = Run {
         label: label.into(),
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
+        p50: percentile(&latencies, 50.0).context("no latency measured")?,
+        p99: percentile(&latencies, 99.0).context("no latency measured")?,
         rate,
         burst_per_s,
     };
     println!(
-        "  {label}: p50 {:.0} ms, p99 {:.0} ms at {:.1} ev/s; burst {:.1} ev/s",
+        "  {label}: p50 {} ms, p99 {} ms at {:.1} ev/s; burst {:.1} ev/s",
         run.p50, run.p99, run.rate, run.burst_per_s
     );
     Ok(run)

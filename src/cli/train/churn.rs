@@ -1,7 +1,7 @@
-//! `kairos train churn` and `kairos models list / show / activate`: train a
-//! churn model from the store (labels from churn events after a cutoff,
-//! features as of the cutoff) or from any labelled CSV, register it as a new
-//! inactive version, and choose which version scores each tenant.
+//! `kairos train churn`: train a churn model from the store (labels from
+//! churn events after a cutoff, features as of the cutoff) or from any
+//! labelled CSV, and register it as a new (inactive) version. The demo
+//! trains through [`train_from_store`] too.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,15 +13,6 @@ use kairos_core::time::to_rfc3339;
 use kairos_core::{Config, Store};
 use kairos_jobs::churn::{features, registry};
 use kairos_models::churn::{self, ChurnModel, CsvOptions, Dataset, TrainConfig, TrainEvent};
-
-/// `kairos train ...`.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum TrainCmd {
-    /// Train a churn model from the store (default) or from `--csv`.
-    Churn(TrainChurnArgs),
-    /// Train a sentiment head on labelled texts (`--data FILE...`).
-    Sentiment(crate::train_sentiment::TrainSentimentArgs),
-}
 
 /// Options of `kairos train churn`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,37 +43,6 @@ pub struct TrainChurnArgs {
     /// Split and search seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-}
-
-/// `kairos models ...`.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum ModelsCmd {
-    /// Every model version (churn with its AUC, sentiment heads with
-    /// accuracy per language) and where each is active.
-    List,
-    /// One version: metrics, schema, coefficients.
-    Show {
-        /// Model version.
-        version: String,
-    },
-    /// Make a version the active model of its kind (globally, or for one tenant).
-    Activate {
-        /// Model version.
-        version: String,
-        /// Only for this tenant (name or id).
-        #[arg(long)]
-        tenant: Option<String>,
-    },
-}
-
-pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.store.url, 2)
-        .await
-        .with_context(|| format!("connecting to {}", crate::redact(&config.store.url)))?;
-    if config.store.migrate_on_start {
-        store.migrate().await?;
-    }
-    Ok(store)
 }
 
 /// A fresh, unique model version name.
@@ -214,13 +174,9 @@ pub async fn train_from_store(
     Ok(model)
 }
 
-/// Runs `kairos train ...`.
-pub async fn train(config: Config, cmd: TrainCmd) -> anyhow::Result<()> {
-    let args = match cmd {
-        TrainCmd::Churn(args) => args,
-        TrainCmd::Sentiment(args) => return crate::train_sentiment::train(config, args).await,
-    };
-    let store = open_store(&config).await?;
+/// Runs `kairos train churn`.
+pub async fn run(config: Config, args: TrainChurnArgs) -> anyhow::Result<()> {
+    let store = crate::cli::open_store(&config).await?;
     let tenant = match &args.tenant {
         Some(t) => Some(store.find_tenant(t).await?),
         None => None,
@@ -278,154 +234,5 @@ pub async fn train(config: Config, cmd: TrainCmd) -> anyhow::Result<()> {
             "inactive; `kairos models activate VERSION` to use it"
         }
     );
-    Ok(())
-}
-
-/// Runs `kairos models ...`.
-pub async fn models(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
-    match cmd {
-        ModelsCmd::List => {
-            let models = registry::list(&store).await?;
-            if models.is_empty() {
-                println!("no churn models; train one with `kairos train churn`");
-            }
-            println!("churn models:");
-            println!(
-                "{:<32} {:<24} {:>6}  {:<14} source",
-                "version", "created", "AUC", "active in"
-            );
-            for m in models {
-                let auc = m.metrics["auc"].as_f64().map(|a| format!("{a:.3}")).unwrap_or_default();
-                let active = if m.active_in.is_empty() {
-                    "-".to_string()
-                } else {
-                    m.active_in.join(",")
-                };
-                println!(
-                    "{:<32} {:<24} {:>6}  {:<14} {}{}",
-                    m.version,
-                    to_rfc3339(m.created_at),
-                    auc,
-                    active,
-                    m.source,
-                    m.scope.map(|s| format!(" (tenant {s})")).unwrap_or_default()
-                );
-            }
-            list_sentiment(&store).await?;
-        }
-        ModelsCmd::Show { version } if is_sentiment(&store, &version).await? => {
-            let info = kairos_jobs::model_registry::find(&store, &version).await?;
-            let head = kairos_jobs::sentiment::registry::load(&store, &version).await?;
-            println!("version:  {} (sentiment head)", info.version);
-            println!("source:   {}", info.source);
-            println!("created:  {}", to_rfc3339(info.created_at));
-            println!("active:   {}", active_text(&info.active_in));
-            println!("encoder:  {}", head.encoder().short());
-            println!("{}", kairos_models::text::metrics_report(&head));
-        }
-        ModelsCmd::Activate { version, tenant } if is_sentiment(&store, &version).await? => {
-            let tenant = match tenant {
-                Some(t) => Some(store.find_tenant(&t).await?),
-                None => None,
-            };
-            let info = kairos_jobs::model_registry::find(&store, &version).await?;
-            let scope = tenant.as_ref().map(|t| t.id.clone()).or(info.scope);
-            kairos_jobs::sentiment::registry::activate(&store, &version, scope.as_deref()).await?;
-            println!(
-                "sentiment head {version} is now active for {}",
-                tenant
-                    .map(|t| format!("tenant {}", t.name))
-                    .or(scope.map(|s| format!("tenant {s}")))
-                    .unwrap_or_else(|| "every tenant without its own head".into())
-            );
-        }
-        ModelsCmd::Show { version } => {
-            let (info, model) = registry::get(&store, &version).await?;
-            println!("version:  {}", info.version);
-            println!("source:   {}", info.source);
-            println!("created:  {}", to_rfc3339(info.created_at));
-            println!(
-                "active:   {}",
-                if info.active_in.is_empty() {
-                    "no".into()
-                } else {
-                    info.active_in.join(", ")
-                }
-            );
-            print_metrics(&model);
-            println!(
-                "intercept {:.4}; coefficients (per standardised unit):",
-                model.intercept()
-            );
-            for (name, c) in model.encoded_features().iter().zip(model.coefficients()) {
-                println!("  {name:<28} {c:>8.4}");
-            }
-        }
-        ModelsCmd::Activate { version, tenant } => {
-            let tenant = match tenant {
-                Some(t) => Some(store.find_tenant(&t).await?),
-                None => None,
-            };
-            let (info, model) = registry::get(&store, &version).await?;
-            kairos_jobs::churn::check_account_schema(&model).map_err(anyhow::Error::msg)?;
-            // A tenant-trained model activates for its tenant unless told otherwise.
-            let scope = tenant.as_ref().map(|t| t.id.clone()).or(info.scope);
-            registry::activate(&store, &version, scope.as_deref()).await?;
-            println!(
-                "model {version} is now active for {}",
-                tenant
-                    .map(|t| format!("tenant {}", t.name))
-                    .or(scope.map(|s| format!("tenant {s}")))
-                    .unwrap_or_else(|| "every tenant without its own model".into())
-            );
-        }
-    }
-    Ok(())
-}
-
-async fn is_sentiment(store: &Store, version: &str) -> anyhow::Result<bool> {
-    Ok(kairos_jobs::model_registry::find(store, version).await?.kind == kairos_jobs::sentiment::registry::KIND)
-}
-
-fn active_text(active_in: &[String]) -> String {
-    if active_in.is_empty() {
-        "no".into()
-    } else {
-        active_in.join(", ")
-    }
-}
-
-/// Prints the sentiment heads: held-out accuracy overall and per language.
-async fn list_sentiment(store: &Store) -> anyhow::Result<()> {
-    let heads = kairos_jobs::sentiment::registry::list(store).await?;
-    println!();
-    println!("sentiment heads:");
-    if heads.is_empty() {
-        println!("  none; a worker registers sentiment.head at start, or `kairos train sentiment --data FILE`");
-        return Ok(());
-    }
-    println!(
-        "{:<36} {:<24} {:>6} {:>6} {:>6}  {:<14} source",
-        "version", "created", "acc", "en", "es", "active in"
-    );
-    for m in heads {
-        let acc = |v: &serde_json::Value| v["accuracy"].as_f64().map(|a| format!("{a:.3}")).unwrap_or("-".into());
-        println!(
-            "{:<36} {:<24} {:>6} {:>6} {:>6}  {:<14} {}{}",
-            m.version,
-            to_rfc3339(m.created_at),
-            acc(&m.metrics["overall"]),
-            acc(&m.metrics["per_language"]["en"]),
-            acc(&m.metrics["per_language"]["es"]),
-            if m.active_in.is_empty() {
-                "-".to_string()
-            } else {
-                m.active_in.join(",")
-            },
-            m.source,
-            m.scope.map(|s| format!(" (tenant {s})")).unwrap_or_default()
-        );
-    }
     Ok(())
 }

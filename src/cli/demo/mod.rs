@@ -1,5 +1,8 @@
 //! `kairos demo`: the whole product on the embedded store, end to end,
-//! through the real HTTP API — what a new user runs first.
+//! through the real HTTP API — what a new user runs first. The churn part
+//! (history, training, a scoring run) is in [`churn`].
+
+pub mod churn;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,6 +14,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use super::stats::percentile;
+use super::table::{left, right, Table};
 use crate::{shutdown_signal, start, Roles, Runtime};
 
 /// Options of `kairos demo`.
@@ -82,7 +87,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     // Churn: import a synthetic history and train + activate a model first,
     // so the `payment.failed → churn_score` rule finds one.
     let tenants: Vec<_> = keys.iter().map(|k| k.tenant.clone()).collect();
-    let churn = crate::demo_churn::prepare(&store, &tenants, args.accounts, nonce).await?;
+    let churn_prepared = churn::prepare(&store, &tenants, args.accounts, nonce).await?;
 
     let http = reqwest::Client::new();
     let mut rng = StdRng::seed_from_u64(nonce as u64);
@@ -147,7 +152,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
             print_sentiment(&store, &key.tenant.id, &key.tenant.name).await?;
         }
     }
-    crate::demo_churn::score_and_report(&churn_rt, &churn_rt.config, &tenants, &churn).await?;
+    churn::score_and_report(&churn_rt, &churn_rt.config, &tenants, &churn_prepared).await?;
     let sample = jobs
         .iter()
         .find(|j| j.kind == "activity")
@@ -233,14 +238,18 @@ async fn print_sentiment(store: &kairos_core::Store, tenant_id: &str, name: &str
     let alerts = store.alerts(tenant_id, &filter).await?;
     println!(
         "
-Sentiment of {name}'s comments and tickets (label × language: count, mean urgency):"
+Sentiment of {name}'s comments and tickets, per label and language:"
     );
+    let mut table = Table::new([left("label"), left("lang"), right("count"), right("mean urgency")]).indent(2);
     for (label, lang, n, urgency) in &summary {
-        println!(
-            "  {label:<9} {:<3} {n:>4}  urgency {urgency:>5.1}",
-            lang.as_deref().unwrap_or("?")
-        );
+        table.row([
+            label.clone(),
+            lang.clone().unwrap_or_else(|| "?".into()),
+            n.to_string(),
+            format!("{urgency:.1}"),
+        ]);
     }
+    print!("{table}");
     println!("  {} client_dissatisfaction alerts", alerts.len());
     if let Some(a) = alerts.iter().max_by_key(|a| a.urgency.unwrap_or(0)) {
         let details: Value = serde_json::from_str(&a.payload).unwrap_or(Value::Null);
@@ -321,23 +330,24 @@ pub fn synthetic_events(rng: &mut StdRng, nonce: i64, tenant: &str, accounts: us
         .collect()
 }
 
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn print_job_table(jobs: &[JobRun]) {
     let mut by_kind: BTreeMap<&str, Vec<&JobRun>> = BTreeMap::new();
     for j in jobs {
         by_kind.entry(&j.kind).or_default().push(j);
     }
-    println!(
-        "{:<10} {:>5} {:>9} {:>7} {:>6} {:>8}   {:>14}   {:>14}",
-        "kind", "jobs", "succeeded", "retried", "dead", "other", "wait p50/p95", "run p50/p95"
-    );
+    let mut table = Table::new([
+        left("kind"),
+        right("jobs"),
+        right("succeeded"),
+        right("retried"),
+        right("dead"),
+        right("other"),
+        right("wait p50 ms"),
+        right("wait p95 ms"),
+        right("run p50 ms"),
+        right("run p95 ms"),
+    ]);
+    let ms = |sorted: &[i64], p: f64| percentile(sorted, p).map_or_else(|| "-".to_owned(), |v| v.to_string());
     for (kind, js) in by_kind {
         let count = |s: JobState| js.iter().filter(|j| j.state == s).count();
         let retried = js.iter().filter(|j| j.attempts > 1).count();
@@ -352,20 +362,20 @@ fn print_job_table(jobs: &[JobRun]) {
             .collect();
         wait.sort_unstable();
         run.sort_unstable();
-        println!(
-            "{:<10} {:>5} {:>9} {:>7} {:>6} {:>8}   {:>6}/{:<4} ms   {:>6}/{:<4} ms",
-            kind,
-            js.len(),
-            count(JobState::Succeeded),
-            retried,
-            count(JobState::Dead),
-            other,
-            percentile(&wait, 0.5),
-            percentile(&wait, 0.95),
-            percentile(&run, 0.5),
-            percentile(&run, 0.95),
-        );
+        table.row([
+            kind.to_owned(),
+            js.len().to_string(),
+            count(JobState::Succeeded).to_string(),
+            retried.to_string(),
+            count(JobState::Dead).to_string(),
+            other.to_string(),
+            ms(&wait, 50.0),
+            ms(&wait, 95.0),
+            ms(&run, 50.0),
+            ms(&run, 95.0),
+        ]);
     }
+    print!("{table}");
     println!("(wait: event stored → last attempt started, which includes retry backoff; run: that attempt's duration)");
 }
 
@@ -373,22 +383,29 @@ async fn print_accounts(store: &kairos_core::Store, tenant_id: &str, name: &str)
     let mut accounts = kairos_jobs::activity::read_all(store, tenant_id).await?;
     accounts.sort_by_key(|a| std::cmp::Reverse(a.events));
     println!("\n{name}: {} accounts with activity; most active:", accounts.len());
-    println!(
-        "  {:<10} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>10}",
-        "account", "events", "logins", "comments", "tickets", "payments", "failed", "paid"
-    );
+    let mut table = Table::new([
+        left("account"),
+        right("events"),
+        right("logins"),
+        right("comments"),
+        right("tickets"),
+        right("payments"),
+        right("failed"),
+        right("paid"),
+    ])
+    .indent(2);
     for a in accounts.iter().take(3) {
-        println!(
-            "  {:<10} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>8.2} €",
-            a.account_id,
-            a.events,
-            a.logins,
-            a.comments,
-            a.tickets,
-            a.payments,
-            a.failed_payments,
-            a.amount_paid_cents as f64 / 100.0
-        );
+        table.row([
+            a.account_id.clone(),
+            a.events.to_string(),
+            a.logins.to_string(),
+            a.comments.to_string(),
+            a.tickets.to_string(),
+            a.payments.to_string(),
+            a.failed_payments.to_string(),
+            format!("{:.2} €", a.amount_paid_cents as f64 / 100.0),
+        ]);
     }
+    print!("{table}");
     Ok(())
 }

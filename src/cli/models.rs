@@ -1,0 +1,187 @@
+//! `kairos models list | show | activate`: the model registry (churn models
+//! and sentiment heads) and which version scores each tenant.
+
+use kairos_core::time::to_rfc3339;
+use kairos_core::{Config, Store};
+use kairos_jobs::churn::registry;
+
+use super::table::{left, right, Table};
+use super::train::churn::print_metrics;
+
+/// `kairos models ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ModelsCmd {
+    /// Every model version (churn with its AUC, sentiment heads with
+    /// accuracy per language) and where each is active.
+    List,
+    /// One version: metrics, schema, coefficients.
+    Show {
+        /// Model version.
+        version: String,
+    },
+    /// Make a version the active model of its kind (globally, or for one tenant).
+    Activate {
+        /// Model version.
+        version: String,
+        /// Only for this tenant (name or id).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// Runs `kairos models ...`.
+pub async fn run(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
+    let store = super::open_store(&config).await?;
+    match cmd {
+        ModelsCmd::List => {
+            let models = registry::list(&store).await?;
+            println!("churn models:");
+            if models.is_empty() {
+                println!("no churn models; train one with `kairos train churn`");
+            } else {
+                let mut table = Table::new([
+                    left("version"),
+                    left("created"),
+                    right("AUC"),
+                    left("active in"),
+                    left("source"),
+                ]);
+                for m in models {
+                    let auc = m.metrics["auc"].as_f64().map(|a| format!("{a:.3}")).unwrap_or_default();
+                    table.row([
+                        m.version,
+                        to_rfc3339(m.created_at),
+                        auc,
+                        active_cell(&m.active_in),
+                        source_cell(m.source, m.scope),
+                    ]);
+                }
+                print!("{table}");
+            }
+            list_sentiment(&store).await?;
+        }
+        ModelsCmd::Show { version } if is_sentiment(&store, &version).await? => {
+            let info = kairos_jobs::model_registry::find(&store, &version).await?;
+            let head = kairos_jobs::sentiment::registry::load(&store, &version).await?;
+            println!("version:  {} (sentiment head)", info.version);
+            println!("source:   {}", info.source);
+            println!("created:  {}", to_rfc3339(info.created_at));
+            println!("active:   {}", active_text(&info.active_in));
+            println!("encoder:  {}", head.encoder().short());
+            println!("{}", kairos_models::text::metrics_report(&head));
+        }
+        ModelsCmd::Activate { version, tenant } if is_sentiment(&store, &version).await? => {
+            let tenant = match tenant {
+                Some(t) => Some(store.find_tenant(&t).await?),
+                None => None,
+            };
+            let info = kairos_jobs::model_registry::find(&store, &version).await?;
+            let scope = tenant.as_ref().map(|t| t.id.clone()).or(info.scope);
+            kairos_jobs::sentiment::registry::activate(&store, &version, scope.as_deref()).await?;
+            println!(
+                "sentiment head {version} is now active for {}",
+                tenant
+                    .map(|t| format!("tenant {}", t.name))
+                    .or(scope.map(|s| format!("tenant {s}")))
+                    .unwrap_or_else(|| "every tenant without its own head".into())
+            );
+        }
+        ModelsCmd::Show { version } => {
+            let (info, model) = registry::get(&store, &version).await?;
+            println!("version:  {}", info.version);
+            println!("source:   {}", info.source);
+            println!("created:  {}", to_rfc3339(info.created_at));
+            println!("active:   {}", active_text(&info.active_in));
+            print_metrics(&model);
+            println!(
+                "intercept {:.4}; coefficients (per standardised unit):",
+                model.intercept()
+            );
+            let mut table = Table::new([left("feature"), right("coefficient")]).indent(2);
+            for (name, c) in model.encoded_features().iter().zip(model.coefficients()) {
+                table.row([name.clone(), format!("{c:.4}")]);
+            }
+            print!("{table}");
+        }
+        ModelsCmd::Activate { version, tenant } => {
+            let tenant = match tenant {
+                Some(t) => Some(store.find_tenant(&t).await?),
+                None => None,
+            };
+            let (info, model) = registry::get(&store, &version).await?;
+            kairos_jobs::churn::check_account_schema(&model).map_err(anyhow::Error::msg)?;
+            // A tenant-trained model activates for its tenant unless told otherwise.
+            let scope = tenant.as_ref().map(|t| t.id.clone()).or(info.scope);
+            registry::activate(&store, &version, scope.as_deref()).await?;
+            println!(
+                "model {version} is now active for {}",
+                tenant
+                    .map(|t| format!("tenant {}", t.name))
+                    .or(scope.map(|s| format!("tenant {s}")))
+                    .unwrap_or_else(|| "every tenant without its own model".into())
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn is_sentiment(store: &Store, version: &str) -> anyhow::Result<bool> {
+    Ok(kairos_jobs::model_registry::find(store, version).await?.kind == kairos_jobs::sentiment::registry::KIND)
+}
+
+fn active_text(active_in: &[String]) -> String {
+    if active_in.is_empty() {
+        "no".into()
+    } else {
+        active_in.join(", ")
+    }
+}
+
+fn active_cell(active_in: &[String]) -> String {
+    if active_in.is_empty() {
+        "-".into()
+    } else {
+        active_in.join(",")
+    }
+}
+
+fn source_cell(source: String, scope: Option<String>) -> String {
+    match scope {
+        Some(s) => format!("{source} (tenant {s})"),
+        None => source,
+    }
+}
+
+/// Prints the sentiment heads: held-out accuracy overall and per language.
+async fn list_sentiment(store: &Store) -> anyhow::Result<()> {
+    let heads = kairos_jobs::sentiment::registry::list(store).await?;
+    println!();
+    println!("sentiment heads:");
+    if heads.is_empty() {
+        println!("  none; a worker registers sentiment.head at start, or `kairos train sentiment --data FILE`");
+        return Ok(());
+    }
+    let mut table = Table::new([
+        left("version"),
+        left("created"),
+        right("acc"),
+        right("en"),
+        right("es"),
+        left("active in"),
+        left("source"),
+    ]);
+    let acc = |v: &serde_json::Value| v["accuracy"].as_f64().map(|a| format!("{a:.3}")).unwrap_or("-".into());
+    for m in heads {
+        table.row([
+            m.version,
+            to_rfc3339(m.created_at),
+            acc(&m.metrics["overall"]),
+            acc(&m.metrics["per_language"]["en"]),
+            acc(&m.metrics["per_language"]["es"]),
+            active_cell(&m.active_in),
+            source_cell(m.source, m.scope),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
+}
