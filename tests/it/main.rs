@@ -9,6 +9,7 @@ mod common;
 mod errors;
 mod failures;
 mod ingest;
+mod lock_order;
 mod processes;
 mod scheduler;
 mod sentiment;

@@ -227,10 +227,26 @@ pub struct JobFilter {
 }
 
 impl Store {
+    /// `{ids}` as a sub-select that locks the rows in id order. Batch
+    /// updates of job runs come from several processes at once (the API
+    /// marking jobs queued, workers starting and finishing them); on
+    /// Postgres, rows locked in different orders deadlock, so every batch
+    /// update locks in the same (id) order. SQLite has one writer at a time
+    /// and no row locks.
+    fn in_lock_order(&self) -> &'static str {
+        match self.engine {
+            super::Engine::Postgres => "SELECT id FROM job_runs WHERE id IN ({ids}) ORDER BY id FOR UPDATE",
+            super::Engine::Sqlite => "{ids}",
+        }
+    }
+
     /// Marks stored jobs as handed to the queue.
     pub async fn mark_queued(&self, ids: &[String]) -> Result<(), StoreError> {
         for (sql, chunk) in chunked_in(
-            "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN ({ids})",
+            &format!(
+                "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN ({})",
+                self.in_lock_order()
+            ),
             1,
             ids,
         ) {
@@ -248,10 +264,17 @@ impl Store {
     /// `queued`. The conditional UPDATE makes concurrent dispatchers claim
     /// disjoint sets.
     pub async fn claim_pending(&self, cutoff_ms: i64, limit: u32) -> Result<Vec<JobRun>, StoreError> {
+        // Rows another transaction holds are skipped, not waited for: the
+        // claimer never queues behind (or deadlocks with) the API or a
+        // worker, and a row it skips is still pending for the next round.
+        let skip_locked = match self.engine {
+            super::Engine::Postgres => "FOR UPDATE SKIP LOCKED",
+            super::Engine::Sqlite => "",
+        };
         let sql = format!(
             "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN \
-             (SELECT id FROM job_runs WHERE state = 'pending' AND created_at < $2 ORDER BY created_at LIMIT $3) \
-             RETURNING {COLUMNS}"
+             (SELECT id FROM job_runs WHERE state = 'pending' AND created_at < $2 ORDER BY created_at LIMIT $3 \
+             {skip_locked}) RETURNING {COLUMNS}"
         );
         let rows = sqlx::query(&sql)
             .bind(now_ms())
@@ -274,7 +297,10 @@ impl Store {
     }
 
     async fn set_state_where(&self, ids: &[String], state: &str, guard: &str) -> Result<(), StoreError> {
-        let template = format!("UPDATE job_runs SET state = $1 WHERE {guard} AND id IN ({{ids}})");
+        let template = format!(
+            "UPDATE job_runs SET state = $1 WHERE {guard} AND id IN ({})",
+            self.in_lock_order()
+        );
         for (sql, chunk) in chunked_in(&template, 1, ids) {
             let mut q = sqlx::query(&sql).bind(state);
             for id in chunk {
@@ -293,9 +319,12 @@ impl Store {
         // `queued_at` is filled here too: a job a worker took before its
         // producer marked it queued was queued all the same.
         for (sql, chunk) in chunked_in(
-            "UPDATE job_runs SET state = 'running', attempts = attempts + 1, started_at = $1, worker = $2, \
-             queued_at = COALESCE(queued_at, $1) \
-             WHERE state NOT IN ('succeeded', 'dead') AND id IN ({ids}) RETURNING id, attempts, max_attempts",
+            &format!(
+                "UPDATE job_runs SET state = 'running', attempts = attempts + 1, started_at = $1, worker = $2, \
+                 queued_at = COALESCE(queued_at, $1) \
+                 WHERE state NOT IN ('succeeded', 'dead') AND id IN ({}) RETURNING id, attempts, max_attempts",
+                self.in_lock_order()
+            ),
             2,
             ids,
         ) {
