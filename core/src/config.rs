@@ -87,7 +87,7 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Per job kind execution policy; kinds not listed use [`JobPolicy::default`].
     #[serde(default)]
-    pub jobs: BTreeMap<String, JobPolicy>,
+    pub jobs: JobPolicies,
     /// Which events trigger which job kinds.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -319,6 +319,23 @@ impl Default for JobPolicy {
     }
 }
 
+/// `[jobs.KIND]`: each kind's execution policy, by kind name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct JobPolicies(pub BTreeMap<String, JobPolicy>);
+
+impl JobPolicies {
+    /// The policy for `kind`: its `[jobs.KIND]` table or the defaults.
+    pub fn get(&self, kind: &str) -> JobPolicy {
+        self.0.get(kind).cloned().unwrap_or_default()
+    }
+
+    /// The configured policies, by kind.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &JobPolicy)> {
+        self.0.iter()
+    }
+}
+
 impl Config {
     /// Reads `path`, applies `KAIROS__*` overrides from the process
     /// environment, and validates against the job kinds this binary knows.
@@ -364,7 +381,7 @@ impl Config {
 
     /// The policy for `kind`: its `[jobs.KIND]` table or the defaults.
     pub fn policy(&self, kind: &str) -> JobPolicy {
-        self.jobs.get(kind).cloned().unwrap_or_default()
+        self.jobs.get(kind)
     }
 
     fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -420,7 +437,7 @@ impl Config {
                 ));
             }
         }
-        for (kind, policy) in &self.jobs {
+        for (kind, policy) in self.jobs.iter() {
             let key = |k: &str| format!("jobs.{kind}.{k}");
             if !known_kinds.contains(&kind.as_str()) {
                 return Err(self.invalid(

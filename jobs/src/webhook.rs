@@ -118,23 +118,15 @@ impl Webhook {
             .map_err(|e| WebhookSetupError::Client(e.to_string()))?;
         Ok(Self { targets, client })
     }
-
-    /// A job with no endpoints (alerts are only stored).
-    pub fn none() -> Self {
-        Self {
-            targets: BTreeMap::new(),
-            client: reqwest::Client::new(),
-        }
-    }
 }
 
 #[async_trait]
 impl Job for Webhook {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
+    /// The alert as JSON: checked to be JSON, then posted unchanged.
+    type Payload = Box<serde_json::value::RawValue>;
 
-    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
+    async fn run(&self, ctx: &JobContext, payload: Self::Payload) -> Result<JobOutput, JobError> {
         let tenant = ctx
             .store
             .find_tenant(&ctx.tenant_id)
@@ -151,7 +143,7 @@ impl Job for Webhook {
                 ))
             })?;
         let timestamp = kairos_core::time::now_ms() / 1000;
-        let body = payload.as_bytes().to_vec();
+        let body = payload.get().as_bytes().to_vec();
         let signature = sign(&target.secret, timestamp, &body)
             .map_err(|e| JobError::Permanent(format!("webhook: signing key for tenant {}: {e}", tenant.name)))?;
         let response = self

@@ -16,7 +16,7 @@ fn repo(p: &str) -> PathBuf {
 
 fn model() -> (Arc<Encoder>, Arc<SentimentHead>) {
     // The model the shipped config uses.
-    let config = kairos_core::Config::load(&repo("config/default.toml"), kairos_jobs::KNOWN_KINDS).expect("config");
+    let config = kairos_core::Config::load(&repo("config/default.toml"), kairos_jobs::KINDS).expect("config");
     let dir = repo(config.sentiment.encoder.to_str().unwrap());
     assert!(
         dir.join("model.onnx").is_file(),

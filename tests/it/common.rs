@@ -121,8 +121,7 @@ dispatch_after = "1s"
     }
 
     pub fn config(&self, extra: &str) -> Config {
-        Config::from_toml(&self.config_toml(extra), "test.toml", &[], kairos_jobs::KNOWN_KINDS)
-            .expect("valid test config")
+        Config::from_toml(&self.config_toml(extra), "test.toml", &[], kairos_jobs::KINDS).expect("valid test config")
     }
 
     /// Writes the config to a file for child processes.

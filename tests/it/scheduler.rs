@@ -212,7 +212,7 @@ async fn hot_reload_applies_good_files_and_rejects_bad_ones() {
         std::fs::write(&path, text).unwrap();
     };
     write("");
-    let kinds = kairos_jobs::KNOWN_KINDS.to_vec();
+    let kinds = kairos_jobs::KINDS.to_vec();
     let config = kairos_core::Config::load(&path, &kinds).unwrap();
     let rt = Runtime::open(config).await.unwrap();
     let store = rt.store.clone();
