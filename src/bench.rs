@@ -29,10 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::Config;
 use anyhow::{bail, Context};
 use kairos_core::config::{QueueBackendKind, QueueConfig};
 use kairos_core::queue::{Message, Queue};
-use kairos_core::Config;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_sentiment;
+pub mod config;
 pub mod demo;
 pub mod demo_churn;
 pub mod train;
@@ -15,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use kairos_core::{Config, Queue, Store};
+pub use config::Config;
+use kairos_core::{Queue, Store};
 use kairos_jobs::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -28,18 +30,15 @@ pub const DEFAULT_CONFIG: &str = "config/default.toml";
 /// built-in defaults when that file does not exist), with `KAIROS__*`
 /// environment overrides.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let kinds = kairos_jobs::KINDS;
     let path: PathBuf = match path {
         Some(p) => p.to_owned(),
         None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
         None => {
-            let env: Vec<(String, String)> = std::env::vars()
-                .filter(|(k, _)| k.starts_with(kairos_core::config::ENV_PREFIX))
-                .collect();
-            return Ok(Config::from_toml("", "<built-in defaults>", &env, kinds)?);
+            let env = kairos_core::config::env_overrides();
+            return Ok(Config::from_toml("", "<built-in defaults>", &env)?);
         }
     };
-    Ok(Config::load(&path, kinds)?)
+    Ok(Config::load(&path)?)
 }
 
 /// An opened store and queue with the config: what every role needs.
@@ -82,13 +81,7 @@ impl Runtime {
 /// all): each with its own config section; `sentiment`, when enabled, loads
 /// its model and registers its default head.
 pub async fn job_registry(config: &Config, store: &Store) -> anyhow::Result<Registry> {
-    let jobs = kairos_jobs::JobsConfig {
-        churn: config.churn.clone(),
-        sentiment: config.sentiment.clone(),
-        webhooks: config.webhooks.clone(),
-        policies: config.jobs.clone(),
-    };
-    Ok(Registry::from_config(&jobs, &config.worker.kinds, store).await?)
+    Ok(Registry::from_config(&config.kinds(), &config.worker.kinds, store).await?)
 }
 
 /// Hides a password in a URL before it reaches a log or an error.
@@ -167,7 +160,7 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("binding the API to {} (server.listen)", rt.config.server.listen))?;
         addr = Some(listener.local_addr()?);
-        let state = kairos_api::AppState::new(rt.config.clone(), rt.store.clone(), rt.queue.clone());
+        let state = kairos_api::AppState::new(Arc::new(rt.config.api()), rt.store.clone(), rt.queue.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = kairos_api::serve(listener, state, token).await {
@@ -179,15 +172,11 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         let dispatcher =
             kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
         tasks.spawn(dispatcher.run(shutdown.clone()));
-        let (tx, rx) = tokio::sync::watch::channel(rt.config.clone());
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(rt.config.scheduling()));
         let path = PathBuf::from(&rt.config.source);
         if path.is_file() {
-            tasks.spawn(kairos_scheduler::reload::watch_config(
-                path,
-                kairos_jobs::KINDS.to_vec(),
-                tx,
-                shutdown.clone(),
-            ));
+            let load = |p: &Path| Config::load(p).map(|c| c.scheduling());
+            tasks.spawn(kairos_scheduler::reload::watch_config(path, load, tx, shutdown.clone()));
         }
         let firer = kairos_scheduler::Firer {
             store: rt.store.clone(),
@@ -197,7 +186,12 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         tasks.spawn(kairos_scheduler::Ticker::new(firer, rx).run(shutdown.clone()));
     }
     if let Some(registry) = registry {
-        let worker = kairos_worker::Worker::new(rt.store.clone(), rt.queue.clone(), registry, rt.config.clone());
+        let worker = kairos_worker::Worker::new(
+            rt.store.clone(),
+            rt.queue.clone(),
+            registry,
+            Arc::new(rt.config.worker()),
+        );
         tasks.spawn(worker.run(shutdown.clone()));
     }
     Ok(Running { addr, shutdown, tasks })

@@ -221,7 +221,7 @@ fn unreachable_roles() -> anyhow::Result<()> {
     anyhow::bail!("internal: role commands are handled before this point")
 }
 
-async fn serve(config: kairos_core::Config, roles: Roles) -> anyhow::Result<()> {
+async fn serve(config: kairos::Config, roles: Roles) -> anyhow::Result<()> {
     let rt = Runtime::open(config).await?;
     let running = start(rt, roles).await?;
     if let Some(addr) = running.addr {
@@ -236,7 +236,7 @@ async fn serve(config: kairos_core::Config, roles: Roles) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn open_store(config: &kairos_core::Config) -> anyhow::Result<kairos_core::Store> {
+async fn open_store(config: &kairos::Config) -> anyhow::Result<kairos_core::Store> {
     let store = kairos_core::Store::connect(&config.store.url, 2)
         .await
         .with_context(|| format!("connecting to {}", kairos::redact(&config.store.url)))?;
@@ -246,7 +246,7 @@ async fn open_store(config: &kairos_core::Config) -> anyhow::Result<kairos_core:
     Ok(store)
 }
 
-async fn tenants(config: kairos_core::Config, action: TenantsCmd) -> anyhow::Result<()> {
+async fn tenants(config: kairos::Config, action: TenantsCmd) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     match action {
         TenantsCmd::Create { name, rate } => {
@@ -273,7 +273,7 @@ async fn tenants(config: kairos_core::Config, action: TenantsCmd) -> anyhow::Res
     Ok(())
 }
 
-async fn schedules(config: kairos_core::Config, action: SchedulesCmd) -> anyhow::Result<()> {
+async fn schedules(config: kairos::Config, action: SchedulesCmd) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     match action {
         SchedulesCmd::List => {
@@ -318,7 +318,7 @@ async fn schedules(config: kairos_core::Config, action: SchedulesCmd) -> anyhow:
                 queue,
                 replica: format!("cli-{}", kairos_worker::worker_id()),
             };
-            for (key, jobs) in kairos_scheduler::run_now(&firer, &config, &name).await? {
+            for (key, jobs) in kairos_scheduler::run_now(&firer, &config.scheduling(), &name).await? {
                 println!("{key}: fired now, {jobs} jobs created");
             }
         }
@@ -349,7 +349,7 @@ fn print_jobs(jobs: &[JobRun]) {
     }
 }
 
-async fn jobs(config: kairos_core::Config, action: JobsCmd) -> anyhow::Result<()> {
+async fn jobs(config: kairos::Config, action: JobsCmd) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     match action {
         JobsCmd::List {

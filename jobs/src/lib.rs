@@ -19,9 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kairos_core::churn::ChurnConfig;
 use kairos_core::config::JobPolicies;
-use kairos_core::sentiment::{SentimentConfig, Webhooks};
 use kairos_core::{Queue, Store};
 use serde::de::DeserializeOwned;
 
@@ -134,11 +132,11 @@ pub const KINDS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct JobsConfig {
     /// `[churn]`.
-    pub churn: ChurnConfig,
+    pub churn: churn::ChurnConfig,
     /// `[sentiment]` (the kind is built only when enabled).
-    pub sentiment: SentimentConfig,
+    pub sentiment: sentiment::SentimentConfig,
     /// `[webhooks.TENANT]`.
-    pub webhooks: Webhooks,
+    pub webhooks: webhook::Webhooks,
     /// `[jobs.KIND]` (sentiment records its notification jobs with their attempts).
     pub policies: JobPolicies,
 }

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kairos_core::config::Config;
 use kairos_core::schedule::FanOut;
 use kairos_core::store::{Tenant, TickJob};
 use kairos_core::{Queue, Store, StoreError};
 use serde_json::{json, Value};
 
 use crate::plan::{Planned, Targets};
+use crate::Settings;
 
 /// Tenant id recorded on jobs of schedules without fan-out.
 pub const SYSTEM_TENANT: &str = "_system";
@@ -59,7 +59,7 @@ impl Firer {
     /// `None` when the tick had already been recorded (by anyone).
     pub async fn fire(
         &self,
-        config: &Config,
+        config: &Settings,
         plan: &Planned,
         tenants: &[Tenant],
         tick_ms: i64,
@@ -90,7 +90,7 @@ impl Firer {
 
     async fn jobs(
         &self,
-        config: &Config,
+        config: &Settings,
         plan: &Planned,
         tenants: &[Tenant],
         tick_ms: i64,

@@ -12,6 +12,7 @@
 //! With no active model the job fails permanently with a message saying
 //! how to train one. Scoring (CPU) runs on the blocking pool.
 
+pub mod config;
 pub mod describe;
 pub mod features;
 pub mod registry;
@@ -20,13 +21,13 @@ pub mod scores;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kairos_core::churn::ChurnConfig;
 use kairos_core::Event;
 use kairos_models::churn::{AccountFeatures, ChurnError, ChurnModel, RiskThresholds};
 use serde_json::{json, Value};
 
 use crate::active_model::ActiveModelCache;
 use crate::{Job, JobContext, JobError, JobOutput};
+pub use config::ChurnConfig;
 
 /// The job kind.
 pub const KIND: &str = "churn_score";
@@ -125,7 +126,7 @@ impl ChurnScore {
                 |version| async move {
                     let model = registry::load(store, &version).await?;
                     check_account_schema(&model).map_err(ChurnStoreError::Schema)?;
-                    Ok(model)
+                    Ok::<_, ChurnStoreError>(model)
                 },
             )
             .await?;

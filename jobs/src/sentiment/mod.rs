@@ -18,6 +18,7 @@
 //! jobs are queued after commit (or by the dispatcher if the queue is down).
 
 pub mod batcher;
+pub mod config;
 pub mod registry;
 pub mod scores;
 pub mod urgency;
@@ -27,7 +28,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kairos_core::sentiment::SentimentConfig;
 use kairos_core::store::TickJob;
 use kairos_core::Event;
 use kairos_models::text::{
@@ -38,6 +38,7 @@ use serde_json::{json, Value};
 use crate::active_model::ActiveModelCache;
 use crate::{Job, JobContext, JobError, JobOutput, JobsConfig};
 use batcher::{BatchConfig, Batcher, InferenceError, TextModel};
+pub use config::{ClassifierConfig, SentimentConfig};
 
 /// The job kind.
 pub const KIND: &str = "sentiment";
@@ -247,7 +248,7 @@ impl Sentiment {
                     "{KIND}: active head {version} does not fit this worker's encoder: {e}"
                 ))
             })?;
-            Ok(head)
+            Ok::<_, JobError>(head)
         };
         let (version, head) = self
             .heads
