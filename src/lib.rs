@@ -4,13 +4,15 @@
 //! start processes through here, so tests exercise the real wiring.
 
 pub mod cli;
+pub mod config;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use kairos_core::{Config, Queue, Store};
+pub use config::Config;
+use kairos_core::{Queue, Store};
 use kairos_jobs::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -23,22 +25,18 @@ pub const DEFAULT_CONFIG: &str = "config/default.toml";
 /// built-in defaults when that file does not exist), with `KAIROS__*`
 /// environment overrides.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let kinds = kairos_jobs::KNOWN_KINDS;
     let path: PathBuf = match path {
         Some(p) => p.to_owned(),
         None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
         None => {
-            let env: Vec<(String, String)> = std::env::vars()
-                .filter(|(k, _)| k.starts_with(kairos_core::config::ENV_PREFIX))
-                .collect();
-            return Ok(Config::from_toml("", "<built-in defaults>", &env, kinds)?);
+            let env = kairos_core::config::env_overrides();
+            return Ok(Config::from_toml("", "<built-in defaults>", &env)?);
         }
     };
-    Ok(Config::load(&path, kinds)?)
+    Ok(Config::load(&path)?)
 }
 
-/// An opened store and queue with the config and job registry: what every
-/// role needs.
+/// An opened store and queue with the config: what every role needs.
 #[derive(Clone)]
 pub struct Runtime {
     /// Validated config.
@@ -47,8 +45,6 @@ pub struct Runtime {
     pub store: Store,
     /// The queue.
     pub queue: Arc<dyn Queue>,
-    /// Job kinds this binary runs.
-    pub registry: Registry,
 }
 
 impl Runtime {
@@ -68,52 +64,19 @@ impl Runtime {
                 redact(&config.queue.url)
             )
         })?;
-        let mut registry = Registry::standard();
-        registry.register(Arc::new(kairos_jobs::churn::ChurnScore::new(config.churn.clone())));
         Ok(Self {
             config: Arc::new(config),
             store,
             queue,
-            registry,
         })
     }
 }
 
-/// Registers the job kinds that need config, files or secrets: `webhook`
-/// (secrets from the environment) and, when enabled, `sentiment` (loads
-/// the text model and makes sure a head is active).
-pub async fn register_configured_jobs(rt: &mut Runtime) -> anyhow::Result<()> {
-    let webhook = kairos_jobs::webhook::Webhook::from_config(&rt.config.webhooks)?;
-    rt.registry.register(Arc::new(webhook));
-    if rt.config.sentiment.enabled {
-        let job = load_sentiment(&rt.config, &rt.store).await?;
-        rt.registry.register(Arc::new(job));
-    }
-    Ok(())
-}
-
-/// Loads the sentiment model (off the async runtime: it reads and
-/// initialises ONNX files) and registers the configured default head.
-pub async fn load_sentiment(config: &Config, store: &Store) -> anyhow::Result<kairos_jobs::sentiment::Sentiment> {
-    use kairos_jobs::sentiment;
-    let s = config.sentiment.clone();
-    let started = std::time::Instant::now();
-    let loaded = tokio::task::spawn_blocking(move || sentiment::load_model(&s))
-        .await
-        .context("loading the sentiment model")??;
-    if let (Some(head), Some(path)) = (&loaded.default_head, &config.sentiment.head) {
-        let source = format!("file {}", path.display());
-        let active = sentiment::registry::ensure_default(store, head, &source)
-            .await
-            .context("registering the default sentiment head")?;
-        tracing::info!(head = %head.version(), active = %active, "sentiment head ready");
-    }
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        encoder = %config.sentiment.encoder.display(),
-        "sentiment model loaded"
-    );
-    Ok(sentiment::Sentiment::new(config, loaded))
+/// Builds the job kinds this process's worker runs (`worker.kinds`, or
+/// all): each with its own config section; `sentiment`, when enabled, loads
+/// its model and registers its default head.
+pub async fn job_registry(config: &Config, store: &Store) -> anyhow::Result<Registry> {
+    Ok(Registry::from_config(&config.kinds(), &config.worker.kinds, store).await?)
 }
 
 /// Hides a password in a URL before it reaches a log or an error.
@@ -176,12 +139,14 @@ impl Running {
 
 /// Starts `roles` on `rt`. The API binds `config.server.listen` (port 0
 /// picks a free port; see [`Running::addr`]).
-pub async fn start(mut rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
-    if roles.worker {
-        // Before anything starts, so a wrong model path or a missing secret
-        // stops the process with the path or variable named.
-        register_configured_jobs(&mut rt).await?;
-    }
+pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
+    // Before anything starts, so a wrong model path or a missing secret
+    // stops the process with the path or variable named.
+    let registry = if roles.worker {
+        Some(job_registry(&rt.config, &rt.store).await?)
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut addr = None;
@@ -190,7 +155,7 @@ pub async fn start(mut rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("binding the API to {} (server.listen)", rt.config.server.listen))?;
         addr = Some(listener.local_addr()?);
-        let state = kairos_api::AppState::new(rt.config.clone(), rt.store.clone(), rt.queue.clone());
+        let state = kairos_api::AppState::new(Arc::new(rt.config.api()), rt.store.clone(), rt.queue.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = kairos_api::serve(listener, state, token).await {
@@ -202,15 +167,11 @@ pub async fn start(mut rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         let dispatcher =
             kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
         tasks.spawn(dispatcher.run(shutdown.clone()));
-        let (tx, rx) = tokio::sync::watch::channel(rt.config.clone());
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(rt.config.scheduling()));
         let path = PathBuf::from(&rt.config.source);
         if path.is_file() {
-            tasks.spawn(kairos_scheduler::reload::watch_config(
-                path,
-                kairos_jobs::KNOWN_KINDS.to_vec(),
-                tx,
-                shutdown.clone(),
-            ));
+            let load = |p: &Path| Config::load(p).map(|c| c.scheduling());
+            tasks.spawn(kairos_scheduler::reload::watch_config(path, load, tx, shutdown.clone()));
         }
         let firer = kairos_scheduler::Firer {
             store: rt.store.clone(),
@@ -219,12 +180,12 @@ pub async fn start(mut rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         };
         tasks.spawn(kairos_scheduler::Ticker::new(firer, rx).run(shutdown.clone()));
     }
-    if roles.worker {
+    if let Some(registry) = registry {
         let worker = kairos_worker::Worker::new(
             rt.store.clone(),
             rt.queue.clone(),
-            rt.registry.clone(),
-            rt.config.clone(),
+            registry,
+            Arc::new(rt.config.worker()),
         );
         tasks.spawn(worker.run(shutdown.clone()));
     }

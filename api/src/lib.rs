@@ -16,14 +16,36 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use kairos_core::config::{ApiConfig, JobPolicies, JobPolicy};
+use kairos_core::rules::RuleConfig;
 use kairos_core::rules::Rules;
-use kairos_core::{Config, Queue, Store};
+use kairos_core::{Queue, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
+
+/// What the API role reads from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `[api]`: limits, admin token variable.
+    pub api: ApiConfig,
+    /// `[[rules]]`: which events make which jobs.
+    pub rules: Vec<RuleConfig>,
+    /// `[jobs.KIND]`: the attempts of the jobs ingest creates.
+    pub jobs: JobPolicies,
+    /// The schedules, for the admin API's "run now".
+    pub scheduling: kairos_scheduler::Settings,
+}
+
+impl Settings {
+    /// The policy for `kind`.
+    pub fn policy(&self, kind: &str) -> JobPolicy {
+        self.jobs.get(kind)
+    }
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -34,8 +56,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     /// Event rules.
     pub rules: Arc<Rules>,
-    /// The whole config (limits, job policies).
-    pub config: Arc<Config>,
+    /// The API's config (limits, job policies, schedules).
+    pub config: Arc<Settings>,
     /// Per-tenant rate limits.
     pub limiter: Arc<RateLimiter>,
     /// SHA-256 of the admin token read from the environment at start;
@@ -45,7 +67,7 @@ pub struct AppState {
 
 impl AppState {
     /// State for a config, store and queue.
-    pub fn new(config: Arc<Config>, store: Store, queue: Arc<dyn Queue>) -> Self {
+    pub fn new(config: Arc<Settings>, store: Store, queue: Arc<dyn Queue>) -> Self {
         use sha2::Digest;
         let admin_token_hash = std::env::var(&config.api.admin_token_env)
             .ok()

@@ -1,16 +1,23 @@
-//! Typed configuration, read from one TOML file plus `KAIROS__SECTION__KEY`
-//! environment overrides, and validated before any role starts.
+//! The config machinery and the sections core owns.
+//!
+//! One TOML file plus `KAIROS__SECTION__KEY` environment overrides
+//! describes a deployment. The whole file's struct is composed by the
+//! `kairos` binary crate (it knows every section: these, and the job kinds'
+//! own in `kairos-jobs`); this module gives it the pieces: [`parse`] (TOML
+//! with `toml`'s line, column and key in errors, then the overrides),
+//! [`ConfigError`], and the core sections (`server`, `store`, `queue`,
+//! `api`, `worker`, `scheduler`, `jobs`), each with a `validate` for what
+//! serde cannot check, returning the key within the section ([`KeyError`]).
 //!
 //! Why hand-rolled on top of `toml` rather than a layered-config crate: admins
-//! need errors that name the file, the line and the key. `toml` reports the
-//! line and column of a bad value or an unknown key; semantic checks
-//! ([`Config::validate`]) name the dotted key path. Nothing starts until the
-//! whole file is valid.
+//! need errors that name the file, the line and the key. Nothing starts until
+//! the whole file is valid.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::rules::RuleConfig;
@@ -62,50 +69,65 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration of a Kairos process. Every role reads the same
-/// file so that a deployment is described in one place.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// HTTP listener of the `api` role.
-    #[serde(default)]
-    pub server: ServerConfig,
-    /// Where events, tenants, job runs and results live.
-    #[serde(default)]
-    pub store: StoreConfig,
-    /// Where queued jobs wait for workers.
-    #[serde(default)]
-    pub queue: QueueConfig,
-    /// Ingest limits.
-    #[serde(default)]
-    pub api: ApiConfig,
-    /// Worker process behaviour (shutdown grace, polling).
-    #[serde(default)]
-    pub worker: WorkerConfig,
-    /// Scheduler behaviour (the dispatcher of stored jobs).
-    #[serde(default)]
-    pub scheduler: SchedulerConfig,
-    /// Per job kind execution policy; kinds not listed use [`JobPolicy::default`].
-    #[serde(default)]
-    pub jobs: BTreeMap<String, JobPolicy>,
-    /// Which events trigger which job kinds.
-    #[serde(default)]
-    pub rules: Vec<RuleConfig>,
-    /// Cron schedules.
-    #[serde(default)]
-    pub schedules: Vec<ScheduleConfig>,
-    /// Churn scoring: risk thresholds, languages, recommended actions.
-    #[serde(default)]
-    pub churn: crate::churn::ChurnConfig,
-    /// Sentiment scoring of comments and tickets: model, batching, alerts.
-    #[serde(default)]
-    pub sentiment: crate::sentiment::SentimentConfig,
-    /// Where each tenant's alerts are delivered (by tenant name or id).
-    #[serde(default)]
-    pub webhooks: crate::sentiment::Webhooks,
-    /// The file this was read from, for error messages (not a config key).
-    #[serde(skip)]
-    pub source: String,
+/// A value that parsed but makes no sense: (dotted key within its section,
+/// what is wrong). The composer of the whole config prefixes the section
+/// and names the file ([`ConfigError::Invalid`]).
+pub type KeyError = (String, String);
+
+/// Reads a config file's text.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The `KAIROS__*` variables of the process environment.
+pub fn env_overrides() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect()
+}
+
+/// Parses config `text` (named `source` in errors) into `T`, then applies
+/// the `KAIROS__*` overrides in `env`. Mistakes in the file are reported
+/// with `toml`'s line, column and key; a bad override names its variable.
+pub fn parse<T: DeserializeOwned>(text: &str, source: &str, env: &[(String, String)]) -> Result<T, ConfigError> {
+    let parse_err = |e: toml::de::Error| ConfigError::Parse {
+        path: source.to_owned(),
+        message: e.to_string(),
+    };
+    // Deserialize straight from the text first: that is what gives
+    // line/column information for mistakes in the file.
+    let mut config: T = toml::from_str(text).map_err(parse_err)?;
+    if !env.is_empty() {
+        let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        for (var, value) in env {
+            apply_env_override(&mut table, var, value)?;
+            config = T::deserialize(table.clone()).map_err(|e| ConfigError::Env {
+                var: var.clone(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    Ok(config)
+}
+
+fn key_err(key: &str, reason: impl Into<String>) -> KeyError {
+    (key.to_owned(), reason.into())
+}
+
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), KeyError> {
+    let url = url::Url::parse(value).map_err(|e| key_err(key, format!("`{value}` is not a URL: {e}")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(key_err(
+            key,
+            format!(
+                "scheme `{}` not supported here (expected {})",
+                url.scheme(),
+                schemes.join(" or ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// HTTP listener settings.
@@ -324,177 +346,146 @@ impl Default for JobPolicy {
     }
 }
 
-impl Config {
-    /// Reads `path`, applies `KAIROS__*` overrides from the process
-    /// environment, and validates against the job kinds this binary knows.
-    pub fn load(path: &Path, known_kinds: &[&str]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
-        Self::from_toml(&text, &path.display().to_string(), &env, known_kinds)
-    }
+/// `[jobs.KIND]`: each kind's execution policy, by kind name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct JobPolicies(pub BTreeMap<String, JobPolicy>);
 
-    /// Parses config text (named `source` in errors) with the given
-    /// overrides. Split from [`Config::load`] so tests need no files or
-    /// process-wide environment.
-    pub fn from_toml(
-        text: &str,
-        source: &str,
-        env: &[(String, String)],
-        known_kinds: &[&str],
-    ) -> Result<Self, ConfigError> {
-        let parse_err = |e: toml::de::Error| ConfigError::Parse {
-            path: source.to_owned(),
-            message: e.to_string(),
-        };
-        // Deserialize straight from the text first: that is what gives
-        // line/column information for mistakes in the file.
-        let mut config: Config = toml::from_str(text).map_err(parse_err)?;
-        if !env.is_empty() {
-            let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
-            for (var, value) in env {
-                apply_env_override(&mut table, var, value)?;
-                config = Config::deserialize(table.clone()).map_err(|e| ConfigError::Env {
-                    var: var.clone(),
-                    message: e.to_string(),
-                })?;
-            }
-        }
-        config.source = source.to_owned();
-        config.validate(known_kinds)?;
-        Ok(config)
-    }
-
+impl JobPolicies {
     /// The policy for `kind`: its `[jobs.KIND]` table or the defaults.
-    pub fn policy(&self, kind: &str) -> JobPolicy {
-        self.jobs.get(kind).cloned().unwrap_or_default()
+    pub fn get(&self, kind: &str) -> JobPolicy {
+        self.0.get(kind).cloned().unwrap_or_default()
     }
 
-    fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.source.clone(),
-            key: key.into(),
-            reason: reason.into(),
-        }
+    /// The configured policies, by kind.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &JobPolicy)> {
+        self.0.iter()
     }
+}
 
-    /// Semantic checks that serde cannot express.
-    pub fn validate(&self, known_kinds: &[&str]) -> Result<(), ConfigError> {
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(self.invalid(
-                "server.listen",
-                format!("`{}` is not an address like 127.0.0.1:8080", self.server.listen),
+impl ServerConfig {
+    /// Checks the listen address.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(key_err(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
             ));
-        }
-        check_url(
-            self,
-            "store.url",
-            &self.store.url,
-            &["sqlite", "postgres", "postgresql"],
-        )?;
-        if self.store.max_connections == 0 {
-            return Err(self.invalid("store.max_connections", "must be at least 1"));
-        }
-        let schemes: &[&str] = match self.queue.backend {
-            QueueBackendKind::Sqlite => &["sqlite"],
-            QueueBackendKind::Redis => &["redis", "rediss"],
-        };
-        check_url(self, "queue.url", &self.queue.url, schemes)?;
-        if self.queue.prefix.is_empty() || self.queue.prefix.contains(char::is_whitespace) {
-            return Err(self.invalid("queue.prefix", "must be non-empty, without spaces"));
-        }
-        if self.queue.fetch_batch == 0 || self.queue.fetch_batch > 10_000 {
-            return Err(self.invalid("queue.fetch_batch", "must be between 1 and 10000"));
-        }
-        if self.api.max_batch == 0 {
-            return Err(self.invalid("api.max_batch", "must be at least 1"));
-        }
-        if self.api.max_body_bytes < 1024 {
-            return Err(self.invalid("api.max_body_bytes", "must be at least 1024"));
-        }
-        if self.api.rate_per_second == 0 {
-            return Err(self.invalid("api.rate_per_second", "must be at least 1"));
-        }
-        for kind in &self.worker.kinds {
-            if !known_kinds.contains(&kind.as_str()) {
-                return Err(self.invalid(
-                    "worker.kinds",
-                    format!("unknown job kind `{kind}` (known: {})", known_kinds.join(", ")),
-                ));
-            }
-        }
-        for (kind, policy) in &self.jobs {
-            let key = |k: &str| format!("jobs.{kind}.{k}");
-            if !known_kinds.contains(&kind.as_str()) {
-                return Err(self.invalid(
-                    format!("jobs.{kind}"),
-                    format!("unknown job kind (known: {})", known_kinds.join(", ")),
-                ));
-            }
-            if policy.concurrency == 0 {
-                return Err(self.invalid(key("concurrency"), "must be at least 1"));
-            }
-            if policy.max_attempts == 0 {
-                return Err(self.invalid(key("max_attempts"), "must be at least 1"));
-            }
-            if policy.timeout.is_zero() {
-                return Err(self.invalid(key("timeout"), "must be longer than 0s"));
-            }
-            if policy.backoff_max < policy.backoff_initial {
-                return Err(self.invalid(key("backoff_max"), "must not be below backoff_initial"));
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for (i, schedule) in self.schedules.iter().enumerate() {
-            schedule
-                .validate(known_kinds)
-                .map_err(|(key, reason)| self.invalid(format!("schedules[{i}].{key}"), reason))?;
-            if !names.insert(schedule.name.as_str()) {
-                return Err(self.invalid(
-                    format!("schedules[{i}].name"),
-                    format!("`{}` is used by another schedule", schedule.name),
-                ));
-            }
-        }
-        for (i, rule) in self.rules.iter().enumerate() {
-            rule.validate(known_kinds)
-                .map_err(|(key, reason)| self.invalid(format!("rules[{i}].{key}"), reason))?;
-            if !self.sentiment.enabled {
-                if let Some(j) = rule.run.iter().position(|k| k == "sentiment") {
-                    return Err(self.invalid(
-                        format!("rules[{i}].run[{j}]"),
-                        "job kind `sentiment` is disabled: set `enabled = true` under [sentiment] (it loads the text model)",
-                    ));
-                }
-            }
-        }
-        self.churn
-            .validate()
-            .map_err(|(key, reason)| self.invalid(format!("churn.{key}"), reason))?;
-        self.sentiment
-            .validate(known_kinds)
-            .map_err(|(key, reason)| self.invalid(format!("sentiment.{key}"), reason))?;
-        for (tenant, w) in &self.webhooks {
-            crate::sentiment::validate_webhook(w)
-                .map_err(|(key, reason)| self.invalid(format!("webhooks.{tenant}.{key}"), reason))?;
         }
         Ok(())
     }
 }
 
-fn check_url(config: &Config, key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    let url = url::Url::parse(value).map_err(|e| config.invalid(key, format!("`{value}` is not a URL: {e}")))?;
-    if !schemes.contains(&url.scheme()) {
-        return Err(config.invalid(
-            key,
-            format!(
-                "scheme `{}` not supported here (expected {})",
-                url.scheme(),
-                schemes.join(" or ")
-            ),
-        ));
+impl StoreConfig {
+    /// Checks the URL and pool size.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        check_url("url", &self.url, &["sqlite", "postgres", "postgresql"])?;
+        if self.max_connections == 0 {
+            return Err(key_err("max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl QueueConfig {
+    /// Checks the URL against the backend, the prefix and the batch size.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        let schemes: &[&str] = match self.backend {
+            QueueBackendKind::Sqlite => &["sqlite"],
+            QueueBackendKind::Redis => &["redis", "rediss"],
+        };
+        check_url("url", &self.url, schemes)?;
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            return Err(key_err("prefix", "must be non-empty, without spaces"));
+        }
+        if self.fetch_batch == 0 || self.fetch_batch > 10_000 {
+            return Err(key_err("fetch_batch", "must be between 1 and 10000"));
+        }
+        Ok(())
+    }
+}
+
+impl ApiConfig {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        if self.max_batch == 0 {
+            return Err(key_err("max_batch", "must be at least 1"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(key_err("max_body_bytes", "must be at least 1024"));
+        }
+        if self.rate_per_second == 0 {
+            return Err(key_err("rate_per_second", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl WorkerConfig {
+    /// Checks that `kinds` names job kinds this binary runs.
+    pub fn validate(&self, known_kinds: &[&str]) -> Result<(), KeyError> {
+        for kind in &self.kinds {
+            if !known_kinds.contains(&kind.as_str()) {
+                return Err(key_err(
+                    "kinds",
+                    format!("unknown job kind `{kind}` (known: {})", known_kinds.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl JobPolicies {
+    /// Checks each policy; keys are `KIND.field`.
+    pub fn validate(&self, known_kinds: &[&str]) -> Result<(), KeyError> {
+        for (kind, policy) in self.iter() {
+            let key = |k: &str| format!("{kind}.{k}");
+            if !known_kinds.contains(&kind.as_str()) {
+                return Err((
+                    kind.clone(),
+                    format!("unknown job kind (known: {})", known_kinds.join(", ")),
+                ));
+            }
+            if policy.concurrency == 0 {
+                return Err((key("concurrency"), "must be at least 1".into()));
+            }
+            if policy.max_attempts == 0 {
+                return Err((key("max_attempts"), "must be at least 1".into()));
+            }
+            if policy.timeout.is_zero() {
+                return Err((key("timeout"), "must be longer than 0s".into()));
+            }
+            if policy.backoff_max < policy.backoff_initial {
+                return Err((key("backoff_max"), "must not be below backoff_initial".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks `[[rules]]`; keys are `[i].field`.
+pub fn validate_rules(rules: &[RuleConfig], known_kinds: &[&str]) -> Result<(), KeyError> {
+    for (i, rule) in rules.iter().enumerate() {
+        rule.validate(known_kinds)
+            .map_err(|(key, reason)| (format!("[{i}].{key}"), reason))?;
+    }
+    Ok(())
+}
+
+/// Checks `[[schedules]]` (each one, and that names are unique); keys are `[i].field`.
+pub fn validate_schedules(schedules: &[ScheduleConfig], known_kinds: &[&str]) -> Result<(), KeyError> {
+    let mut names = std::collections::HashSet::new();
+    for (i, schedule) in schedules.iter().enumerate() {
+        schedule
+            .validate(known_kinds)
+            .map_err(|(key, reason)| (format!("[{i}].{key}"), reason))?;
+        if !names.insert(schedule.name.as_str()) {
+            return Err((
+                format!("[{i}].name"),
+                format!("`{}` is used by another schedule", schedule.name),
+            ));
+        }
     }
     Ok(())
 }
@@ -539,24 +530,30 @@ fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result
 mod tests {
     use super::*;
 
-    const KINDS: &[&str] = &["activity", "probe"];
+    /// A config composed as the binary composes the whole file.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        #[serde(default)]
+        queue: QueueConfig,
+        #[serde(default)]
+        api: ApiConfig,
+        #[serde(default)]
+        jobs: JobPolicies,
+    }
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, "test.toml", &[], KINDS)
+    fn sample(text: &str, env: &[(String, String)]) -> Result<Sample, ConfigError> {
+        parse(text, "test.toml", env)
     }
 
     #[test]
-    fn empty_file_gives_embedded_defaults() {
-        let c = parse("").unwrap();
-        assert_eq!(c.queue.backend, QueueBackendKind::Sqlite);
-        assert!(c.store.url.starts_with("sqlite:"));
-    }
-
-    #[test]
-    fn unknown_key_names_line_and_key() {
-        let err = parse("[queue]\nbackend = \"redis\"\nurl = \"redis://x\"\nconcurency = 3\n")
-            .unwrap_err()
-            .to_string();
+    fn unknown_key_names_file_line_and_key() {
+        let err = sample(
+            "[queue]\nbackend = \"redis\"\nurl = \"redis://x\"\nconcurency = 3\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("test.toml"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("concurency"), "{err}");
@@ -564,102 +561,46 @@ mod tests {
 
     #[test]
     fn bad_duration_is_rejected_with_its_line() {
-        let err = parse("[jobs.activity]\ntimeout = \"ten seconds\"\n")
+        let err = sample("[jobs.activity]\ntimeout = \"ten seconds\"\n", &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
-    fn bad_url_names_the_key() {
-        let err = parse("[store]\nurl = \"not a url\"\n").unwrap_err().to_string();
-        assert!(err.contains("store.url"), "{err}");
-        let err = parse("[queue]\nbackend = \"redis\"\nurl = \"sqlite://x.db\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("queue.url") && err.contains("redis"), "{err}");
+    fn sections_name_the_key_at_fault() {
+        let q = QueueConfig {
+            backend: QueueBackendKind::Redis,
+            url: "sqlite://x.db".into(),
+            ..QueueConfig::default()
+        };
+        let (key, reason) = q.validate().unwrap_err();
+        assert_eq!(key, "url");
+        assert!(reason.contains("redis"), "{reason}");
+        let s = StoreConfig {
+            url: "not a url".into(),
+            ..StoreConfig::default()
+        };
+        assert_eq!(s.validate().unwrap_err().0, "url");
+        let jobs = sample("[jobs.activity]\nconcurrency = 0\n", &[]).unwrap().jobs;
+        assert_eq!(jobs.validate(&["activity"]).unwrap_err().0, "activity.concurrency");
+        assert_eq!(jobs.validate(&["probe"]).unwrap_err().0, "activity");
     }
 
     #[test]
-    fn rule_with_unknown_kind_is_rejected() {
-        let err = parse("[[rules]]\non = \"comment.created\"\nrun = [\"sentimnt\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("rules[0].run") && err.contains("sentimnt"), "{err}");
-    }
-
-    #[test]
-    fn schedules_are_validated_with_their_key() {
-        let ok = "[[schedules]]\nname = \"weekly\"\ncron = \"0 9 * * MON\"\ntimezone = \"Europe/Madrid\"\njob = \"probe\"\nfan_out = \"per_tenant\"\n[[schedules.overrides]]\ntenant = \"coachly\"\ncron = \"0 8 * * MON\"\ntimezone = \"America/Bogota\"\n";
-        let c = parse(ok).unwrap();
-        assert_eq!(c.schedules[0].overrides[0].tenant, "coachly");
-        let err = parse(&ok.replace("Europe/Madrid", "Europe/Madird"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("schedules[0].timezone"), "{err}");
-        let err = parse(&ok.replace("0 9 * * MON", "0 25 * * MON"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("schedules[0].cron"), "{err}");
-        let err = parse(&ok.replace("0 9 * * MON", "0 0 30 2 *")).unwrap_err().to_string();
-        assert!(
-            err.contains("schedules[0].cron") && err.contains("never fires"),
-            "{err}"
-        );
-        let err = parse(&ok.replace("0 8 * * MON", "0 0 31 4 *")).unwrap_err().to_string();
-        assert!(
-            err.contains("schedules[0].overrides[0].cron") && err.contains("never fires"),
-            "{err}"
-        );
-        assert!(parse(&ok.replace("0 9 * * MON", "@daily")).is_ok());
-        let err = parse(&format!("{ok}{}", ok.split("[[schedules.overrides]]").next().unwrap()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("schedules[1].name"), "{err}");
-        let err = parse("[[schedules]]\nname = \"x\"\ncron = \"* * * * *\"\njob = \"probe\"\nmisfire = \"later\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 5"), "{err}");
-    }
-
-    #[test]
-    fn churn_section_is_validated_with_its_key() {
-        let c = parse("").unwrap();
-        assert_eq!(c.churn.thresholds.critical, 0.7);
-        assert_eq!(c.churn.language, "en");
-        let c = parse("[churn]\nlanguage = \"es\"\n[churn.actions.payment_delays]\naction = \"call\"\npriority = \"high\"\nimpact = 0.1\n").unwrap();
-        assert_eq!(c.churn.actions.len(), 1);
-        let err = parse("[churn]\nthresholds = { medium = 0.6, high = 0.5, critical = 0.7 }\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("churn.thresholds"), "{err}");
-        let err = parse("[churn]\nlanguage = \"fr\"\n").unwrap_err().to_string();
-        assert!(err.contains("churn.language"), "{err}");
-        let err = parse("[churn.actions.logins]\naction = \"x\"\npriority = \"high\"\nimpact = 0.1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("churn.actions.logins"), "{err}");
-        let err = parse("[churn.actions.logins_30d]\naction = \"x\"\npriority = \"urgent\"\nimpact = 0.1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("churn.actions.logins_30d.priority"), "{err}");
-        let err = parse("[churn]\nlanguag = \"es\"\n").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("languag"), "{err}");
-    }
-
-    #[test]
-    fn env_overrides_apply_and_are_validated() {
+    fn env_overrides_apply_and_name_the_variable() {
         let env = vec![
             ("KAIROS__QUEUE__BACKEND".to_string(), "redis".to_string()),
             ("KAIROS__QUEUE__URL".to_string(), "redis://127.0.0.1:6379".to_string()),
             ("KAIROS__JOBS__ACTIVITY__CONCURRENCY".to_string(), "3".to_string()),
         ];
-        let c = Config::from_toml("", "t.toml", &env, KINDS).unwrap();
+        let c = sample("", &env).unwrap();
         assert_eq!(c.queue.backend, QueueBackendKind::Redis);
-        assert_eq!(c.policy("activity").concurrency, 3);
+        assert_eq!(c.jobs.get("activity").concurrency, 3);
+        assert_eq!(c.api.max_batch, ApiConfig::default().max_batch);
 
         let bad = vec![("KAIROS__API__MAX_BATCH".to_string(), "lots".to_string())];
-        let err = Config::from_toml("", "t.toml", &bad, KINDS).unwrap_err().to_string();
+        let err = sample("", &bad).unwrap_err().to_string();
         assert!(err.contains("KAIROS__API__MAX_BATCH"), "{err}");
     }
 }

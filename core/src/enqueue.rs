@@ -22,9 +22,7 @@
 //! - [`dispatch_pending`] and [`retry_dead`]: the recovery producers, on the
 //!   same push path.
 
-use std::collections::BTreeMap;
-
-use crate::config::JobPolicy;
+use crate::config::JobPolicies;
 use crate::event::Event;
 use crate::queue::{Message, Queue, QueueError};
 use crate::rules::Rules;
@@ -90,14 +88,6 @@ pub enum EnqueueError {
     Queue(#[from] QueueError),
 }
 
-/// The attempts a kind's jobs get at creation: `[jobs.KIND] max_attempts`,
-/// or the default policy's.
-pub fn max_attempts(policies: &BTreeMap<String, JobPolicy>, kind: &str) -> u32 {
-    policies
-        .get(kind)
-        .map_or_else(|| JobPolicy::default().max_attempts, |p| p.max_attempts)
-}
-
 /// Records `jobs` as `pending` inside the caller's transaction. An id that
 /// exists already is left alone, which is what makes deterministic ids
 /// idempotent.
@@ -155,7 +145,7 @@ pub struct Producer<'a> {
     /// Which events trigger which kinds.
     pub rules: &'a Rules,
     /// Per-kind policies (attempts recorded on each job).
-    pub policies: &'a BTreeMap<String, JobPolicy>,
+    pub policies: &'a JobPolicies,
 }
 
 /// What happened to one accepted event.
@@ -217,7 +207,7 @@ fn plan_event(p: &Producer<'_>, tenant_id: &str, event: Event, now: i64) -> Resu
             job: NewJob {
                 id: uuid::Uuid::now_v7().to_string(),
                 tenant_id: tenant_id.to_owned(),
-                max_attempts: max_attempts(p.policies, &t.kind),
+                max_attempts: p.policies.get(&t.kind).max_attempts,
                 kind: t.kind,
                 event_id: Some(event.id.clone()),
                 payload: payload.clone(),

@@ -144,7 +144,7 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Wraps validated rules (see [`crate::config::Config::validate`]).
+    /// Wraps validated rules (see [`crate::config::validate_rules`]).
     pub fn new(rules: Vec<RuleConfig>) -> Self {
         Self { rules }
     }

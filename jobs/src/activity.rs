@@ -11,6 +11,9 @@ use kairos_core::Event;
 
 use crate::{Job, JobContext, JobError, JobOutput};
 
+/// The job kind.
+pub const KIND: &str = "activity";
+
 /// The activity job.
 #[derive(Debug, Clone, Copy)]
 pub struct Activity;
@@ -61,13 +64,10 @@ fn amount_cents(event: &Event) -> i64 {
 
 #[async_trait]
 impl Job for Activity {
-    fn kind(&self) -> &'static str {
-        "activity"
-    }
+    const KIND: &'static str = KIND;
+    type Payload = Event;
 
-    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
-        let event: Event = serde_json::from_str(payload)
-            .map_err(|e| JobError::Permanent(format!("activity: payload is not an event: {e}")))?;
+    async fn run(&self, ctx: &JobContext, event: Event) -> Result<JobOutput, JobError> {
         let c = counters_for(&event.event_type);
         let amount = if c.payments > 0 { amount_cents(&event) } else { 0 };
         let at = event.occurred_at_ms;

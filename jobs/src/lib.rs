@@ -1,11 +1,13 @@
 //! Every job kind Kairos can run, behind one small trait, and the registry
 //! the worker dispatches through.
 //!
-//! A job kind is a module here: it owns its input format, its logic and the
-//! SQL of its result tables. Adding a kind means writing the module and
-//! registering it in [`Registry::standard`]; rules and config can then name
-//! it.
+//! A job kind is a module here: it owns its input format (a typed
+//! [`Job::Payload`]), its config section, its logic and the SQL of its
+//! result tables. Adding a kind means writing the module, naming it in
+//! [`KINDS`] and building it in [`Registry::from_config`]; rules and config
+//! can then name it.
 
+pub mod active_model;
 pub mod activity;
 pub mod churn;
 pub mod model_registry;
@@ -17,7 +19,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kairos_core::config::JobPolicies;
 use kairos_core::{Queue, Store};
+use serde::de::DeserializeOwned;
 
 /// What a job sees besides its input.
 #[derive(Clone)]
@@ -76,23 +80,84 @@ impl From<sqlx::Error> for JobError {
 #[async_trait]
 pub trait Job: Send + Sync + 'static {
     /// The kind's name, as used in config, rules and queues.
+    const KIND: &'static str;
+
+    /// What a job of this kind is given, parsed from the stored JSON.
+    type Payload: DeserializeOwned + Send + 'static;
+
+    /// Runs one attempt. Must be idempotent: an attempt may be repeated
+    /// after a crash.
+    async fn run(&self, ctx: &JobContext, payload: Self::Payload) -> Result<JobOutput, JobError>;
+}
+
+/// A [`Job`] of any kind, as the worker runs it: on the payload's JSON
+/// text. Implemented for every `Job`; a payload that does not parse fails
+/// permanently (it would fail the same way on every attempt), with the
+/// kind named.
+#[async_trait]
+pub trait DynJob: Send + Sync + 'static {
+    /// The kind's name.
     fn kind(&self) -> &'static str;
 
-    /// Runs one attempt on `payload` (JSON text). Must be idempotent: an
-    /// attempt may be repeated after a crash.
+    /// Parses `payload` and runs one attempt on it.
     async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError>;
+}
+
+#[async_trait]
+impl<J: Job> DynJob for J {
+    fn kind(&self) -> &'static str {
+        J::KIND
+    }
+
+    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
+        let payload: J::Payload = serde_json::from_str(payload)
+            .map_err(|e| JobError::Permanent(format!("{}: invalid payload: {e}", J::KIND)))?;
+        Job::run(self, ctx, payload).await
+    }
+}
+
+/// Every job kind Kairos ships, by name: what config and rules may name.
+/// Taken from the kinds themselves; [`Registry::from_config`] builds each
+/// (a test keeps the two in step).
+pub const KINDS: &[&str] = &[
+    activity::Activity::KIND,
+    churn::ChurnScore::KIND,
+    probe::Probe::KIND,
+    sentiment::Sentiment::KIND,
+    webhook::Webhook::KIND,
+];
+
+/// The config every kind is built from: each kind's own section and the
+/// execution policies.
+#[derive(Debug, Clone, Default)]
+pub struct JobsConfig {
+    /// `[churn]`.
+    pub churn: churn::ChurnConfig,
+    /// `[sentiment]` (the kind is built only when enabled).
+    pub sentiment: sentiment::SentimentConfig,
+    /// `[webhooks.TENANT]`.
+    pub webhooks: webhook::Webhooks,
+    /// `[jobs.KIND]` (sentiment records its notification jobs with their attempts).
+    pub policies: JobPolicies,
+}
+
+/// Why the job kinds could not be built (at process start: a wrong model
+/// path or a missing secret stops the process, named, before any job runs).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `webhook`: a secret is missing.
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookSetupError),
+    /// `sentiment`: the model, its head or its registration.
+    #[error(transparent)]
+    Sentiment(#[from] sentiment::SetupError),
 }
 
 /// The job kinds a process can run, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    jobs: BTreeMap<&'static str, Arc<dyn Job>>,
+    jobs: BTreeMap<&'static str, Arc<dyn DynJob>>,
 }
-
-/// Every job kind a config may name: the standard ones plus those that
-/// need config or model files to run (`sentiment`, `webhook`), which the
-/// process registers when it starts a worker.
-pub const KNOWN_KINDS: &[&str] = &["activity", "churn_score", "probe", sentiment::KIND, webhook::KIND];
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,30 +166,95 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Every job kind shipped with Kairos.
-    pub fn standard() -> Self {
+    /// Builds every kind in `only` (empty = all) with its config: webhook
+    /// secrets are read from the environment, and `sentiment`, when
+    /// enabled, loads its model (off the async runtime) and registers its
+    /// default head. A kind left out of `only` loads nothing.
+    pub async fn from_config(config: &JobsConfig, only: &[String], store: &Store) -> Result<Self, SetupError> {
+        let wanted = |kind: &str| only.is_empty() || only.iter().any(|k| k == kind);
         let mut r = Self::default();
-        r.register(Arc::new(activity::Activity));
-        // Default `[churn]` config; `kairos::Runtime::open` re-registers it with the file's.
-        r.register(Arc::new(churn::ChurnScore::new(Default::default())));
-        r.register(Arc::new(probe::Probe));
-        // No endpoints until `kairos::start` registers it with `[webhooks]`.
-        r.register(Arc::new(webhook::Webhook::none()));
-        r
+        if wanted(activity::Activity::KIND) {
+            r.register(activity::Activity);
+        }
+        if wanted(churn::ChurnScore::KIND) {
+            r.register(churn::ChurnScore::new(config.churn.clone()));
+        }
+        if wanted(probe::Probe::KIND) {
+            r.register(probe::Probe);
+        }
+        if wanted(webhook::Webhook::KIND) {
+            r.register(webhook::Webhook::from_config(&config.webhooks)?);
+        }
+        if wanted(sentiment::Sentiment::KIND) && config.sentiment.enabled {
+            r.register(sentiment::Sentiment::start(config, store).await?);
+        }
+        Ok(r)
     }
 
     /// Adds (or replaces) a kind.
-    pub fn register(&mut self, job: Arc<dyn Job>) {
-        self.jobs.insert(job.kind(), job);
+    pub fn register<J: DynJob>(&mut self, job: J) {
+        self.jobs.insert(job.kind(), Arc::new(job));
     }
 
     /// The job for `kind`.
-    pub fn get(&self, kind: &str) -> Option<Arc<dyn Job>> {
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn DynJob>> {
         self.jobs.get(kind).cloned()
     }
 
     /// Names of every registered kind, sorted.
     pub fn kinds(&self) -> Vec<&'static str> {
         self.jobs.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        Store::connect(&format!("sqlite://{}", dir.path().join("k.db").display()), 1)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn from_config_builds_every_known_kind_but_a_disabled_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let r = Registry::from_config(&JobsConfig::default(), &[], &store)
+            .await
+            .unwrap();
+        let mut expected: Vec<&str> = KINDS.iter().copied().filter(|k| *k != sentiment::KIND).collect();
+        expected.sort_unstable();
+        assert_eq!(r.kinds(), expected);
+        let only = Registry::from_config(&JobsConfig::default(), &["probe".into()], &store)
+            .await
+            .unwrap();
+        assert_eq!(only.kinds(), ["probe"]);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_payload_fails_permanently_naming_the_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let queue = kairos_core::queue::connect(&kairos_core::config::QueueConfig {
+            url: format!("sqlite://{}", dir.path().join("q.db").display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let ctx = JobContext {
+            job_id: "j1".into(),
+            tenant_id: "t1".into(),
+            attempt: 1,
+            max_attempts: 1,
+            store,
+            queue,
+        };
+        let job: Arc<dyn DynJob> = Arc::new(activity::Activity);
+        match job.run(&ctx, r#"{"id": 1}"#).await {
+            Err(JobError::Permanent(m)) => assert!(m.starts_with("activity: invalid payload:"), "{m}"),
+            other => panic!("expected a permanent error, got {other:?}"),
+        }
     }
 }

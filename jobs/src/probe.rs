@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::{Job, JobContext, JobError, JobOutput};
 
+/// The job kind.
+pub const KIND: &str = "probe";
+
 /// The probe job.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe;
@@ -25,8 +28,10 @@ struct Instructions {
     panic: bool,
 }
 
+/// What a probe is told to do: an event (or a schedule payload) whose
+/// `data.probe` holds the instructions; anything else is a no-op.
 #[derive(Debug, Default, Deserialize)]
-struct Payload {
+pub struct Payload {
     #[serde(default)]
     data: PayloadData,
 }
@@ -39,14 +44,11 @@ struct PayloadData {
 
 #[async_trait]
 impl Job for Probe {
-    fn kind(&self) -> &'static str {
-        "probe"
-    }
+    const KIND: &'static str = KIND;
+    type Payload = Payload;
 
-    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
-        let p: Payload =
-            serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("probe: bad payload: {e}")))?;
-        let ins = p.data.probe;
+    async fn run(&self, ctx: &JobContext, payload: Payload) -> Result<JobOutput, JobError> {
+        let ins = payload.data.probe;
         if ins.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(ins.sleep_ms)).await;
         }

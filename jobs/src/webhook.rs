@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use kairos_core::sentiment::Webhooks;
+use kairos_core::config::KeyError;
+use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::{Job, JobContext, JobError, JobOutput};
@@ -32,6 +33,48 @@ pub const TIMESTAMP_HEADER: &str = "x-kairos-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-kairos-signature";
 /// Header with the delivery (job) id.
 pub const DELIVERY_HEADER: &str = "x-kairos-delivery";
+
+/// Where a tenant's alerts are delivered.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://...` (or `http://` for local receivers).
+    pub url: String,
+    /// Environment variable holding the HMAC-SHA256 key; never the key itself,
+    /// so secrets stay out of config files and repos.
+    pub secret_env: String,
+    /// Per-request timeout.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[webhooks.TENANT]`, by tenant name or id.
+pub type Webhooks = BTreeMap<String, WebhookConfig>;
+
+/// Checks one webhook; errors name the key under `webhooks.TENANT.`.
+pub fn validate_webhook(w: &WebhookConfig) -> Result<(), KeyError> {
+    let url = url::Url::parse(&w.url).map_err(|e| ("url".to_string(), format!("`{}` is not a URL: {e}", w.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err((
+            "url".into(),
+            format!("scheme `{}` not supported (use https)", url.scheme()),
+        ));
+    }
+    if w.secret_env.trim().is_empty() {
+        return Err((
+            "secret_env".into(),
+            "must name the environment variable holding the key".into(),
+        ));
+    }
+    if w.timeout.is_zero() {
+        return Err(("timeout".into(), "must be longer than 0s".into()));
+    }
+    Ok(())
+}
 
 /// Why webhooks could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -118,23 +161,15 @@ impl Webhook {
             .map_err(|e| WebhookSetupError::Client(e.to_string()))?;
         Ok(Self { targets, client })
     }
-
-    /// A job with no endpoints (alerts are only stored).
-    pub fn none() -> Self {
-        Self {
-            targets: BTreeMap::new(),
-            client: reqwest::Client::new(),
-        }
-    }
 }
 
 #[async_trait]
 impl Job for Webhook {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
+    /// The alert as JSON: checked to be JSON, then posted unchanged.
+    type Payload = Box<serde_json::value::RawValue>;
 
-    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
+    async fn run(&self, ctx: &JobContext, payload: Self::Payload) -> Result<JobOutput, JobError> {
         let tenant = ctx
             .store
             .find_tenant(&ctx.tenant_id)
@@ -151,7 +186,7 @@ impl Job for Webhook {
                 ))
             })?;
         let timestamp = kairos_core::time::now_ms() / 1000;
-        let body = payload.as_bytes().to_vec();
+        let body = payload.get().as_bytes().to_vec();
         let signature = sign(&target.secret, timestamp, &body)
             .map_err(|e| JobError::Permanent(format!("webhook: signing key for tenant {}: {e}", tenant.name)))?;
         let response = self
@@ -200,7 +235,7 @@ mod tests {
         let mut hooks = Webhooks::new();
         hooks.insert(
             "acme".into(),
-            kairos_core::sentiment::WebhookConfig {
+            WebhookConfig {
                 url: "https://x".into(),
                 secret_env: "NOPE_SECRET".into(),
                 timeout: Duration::from_secs(1),
@@ -208,5 +243,15 @@ mod tests {
         );
         let err = Webhook::from_config_with(&hooks, |_| None).unwrap_err().to_string();
         assert!(err.contains("NOPE_SECRET") && err.contains("webhooks.acme"), "{err}");
+    }
+
+    #[test]
+    fn webhook_url_must_be_http() {
+        let w = WebhookConfig {
+            url: "ftp://x".into(),
+            secret_env: "S".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(validate_webhook(&w).unwrap_err().0, "url");
     }
 }

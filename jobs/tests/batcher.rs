@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kairos_jobs::sentiment::batcher::{BatchConfig, Batcher, TextModel};
+use kairos_jobs::sentiment::SentimentConfig;
 use kairos_models::text::{Encoder, EncoderConfig, SentimentHead};
 
 fn repo(p: &str) -> PathBuf {
@@ -16,15 +17,17 @@ fn repo(p: &str) -> PathBuf {
 
 fn model() -> (Arc<Encoder>, Arc<SentimentHead>) {
     // The model the shipped config uses.
-    let config = kairos_core::Config::load(&repo("config/default.toml"), kairos_jobs::KNOWN_KINDS).expect("config");
-    let dir = repo(config.sentiment.encoder.to_str().unwrap());
+    let text = std::fs::read_to_string(repo("config/default.toml")).expect("config");
+    let file: toml::Table = toml::from_str(&text).expect("config is TOML");
+    let config: SentimentConfig = file["sentiment"].clone().try_into().expect("[sentiment]");
+    let dir = repo(config.encoder.to_str().unwrap());
     assert!(
         dir.join("model.onnx").is_file(),
         "{} missing: run scripts/fetch-models and scripts/fetch-e5",
         dir.display()
     );
     let encoder = Encoder::new(EncoderConfig::from_dir(&dir).sessions(2)).expect("encoder loads");
-    let head = SentimentHead::load(&repo(config.sentiment.head.unwrap().to_str().unwrap())).expect("head loads");
+    let head = SentimentHead::load(&repo(config.head.unwrap().to_str().unwrap())).expect("head loads");
     head.check_encoder(encoder.fingerprint())
         .expect("head fits the encoder");
     (Arc::new(encoder), Arc::new(head))

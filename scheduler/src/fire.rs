@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kairos_core::config::Config;
 use kairos_core::enqueue::{enqueue_recorded, NewJob};
 use kairos_core::schedule::FanOut;
 use kairos_core::store::Tenant;
@@ -12,6 +11,7 @@ use kairos_core::{Queue, Store, StoreError};
 use serde_json::{json, Value};
 
 use crate::plan::{Planned, Targets};
+use crate::Settings;
 
 /// Tenant id recorded on jobs of schedules without fan-out.
 pub const SYSTEM_TENANT: &str = "_system";
@@ -60,7 +60,7 @@ impl Firer {
     /// `None` when the tick had already been recorded (by anyone).
     pub async fn fire(
         &self,
-        config: &Config,
+        config: &Settings,
         plan: &Planned,
         tenants: &[Tenant],
         tick_ms: i64,
@@ -91,13 +91,13 @@ impl Firer {
 
     async fn jobs(
         &self,
-        config: &Config,
+        config: &Settings,
         plan: &Planned,
         tenants: &[Tenant],
         tick_ms: i64,
     ) -> Result<Vec<NewJob>, StoreError> {
         let s = &plan.config;
-        let max_attempts = kairos_core::enqueue::max_attempts(&config.jobs, &s.job);
+        let max_attempts = config.jobs.get(&s.job).max_attempts;
         let tick = kairos_core::time::to_rfc3339(tick_ms);
         let base = |extra: Value| -> String {
             let mut payload = s.payload.clone();

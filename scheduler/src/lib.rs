@@ -19,9 +19,28 @@ pub use dispatcher::Dispatcher;
 pub use fire::{Firer, Outcome};
 pub use ticker::Ticker;
 
-use kairos_core::config::Config;
+use kairos_core::config::{JobPolicies, JobPolicy, SchedulerConfig};
+use kairos_core::schedule::ScheduleConfig;
 use kairos_core::time::now_ms;
 use kairos_core::StoreError;
+
+/// What the scheduler role reads from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `[scheduler]`.
+    pub scheduler: SchedulerConfig,
+    /// `[[schedules]]`.
+    pub schedules: Vec<ScheduleConfig>,
+    /// `[jobs.KIND]`: the attempts of the jobs a tick creates.
+    pub jobs: JobPolicies,
+}
+
+impl Settings {
+    /// The policy for `kind`.
+    pub fn policy(&self, kind: &str) -> JobPolicy {
+        self.jobs.get(kind)
+    }
+}
 
 /// Why a manual run failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +55,7 @@ pub enum RunError {
 
 /// Fires schedule `name` now (its base and every tenant override), as
 /// `kairos schedules run` and the admin API do. Returns jobs created per key.
-pub async fn run_now(firer: &Firer, config: &Config, name: &str) -> Result<Vec<(String, usize)>, RunError> {
+pub async fn run_now(firer: &Firer, config: &Settings, name: &str) -> Result<Vec<(String, usize)>, RunError> {
     if !config.schedules.iter().any(|s| s.name == name) {
         return Err(RunError::Unknown(name.to_owned()));
     }

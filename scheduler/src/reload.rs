@@ -3,21 +3,24 @@
 //! is rejected with the error (file, line, key) and the running schedules
 //! stay as they were.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kairos_core::config::Config;
+use kairos_core::config::ConfigError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Watches `path` and publishes each valid new config on `tx`.
-pub async fn watch_config(
-    path: PathBuf,
-    known_kinds: Vec<&'static str>,
-    tx: watch::Sender<Arc<Config>>,
-    shutdown: CancellationToken,
-) {
+use crate::Settings;
+
+/// Watches `path` and publishes the scheduler's settings of each valid new
+/// config on `tx`. `load` reads and validates the whole file (every
+/// section, not only the scheduler's: a file the other roles would refuse
+/// is refused here too).
+pub async fn watch_config<F>(path: PathBuf, load: F, tx: watch::Sender<Arc<Settings>>, shutdown: CancellationToken)
+where
+    F: Fn(&Path) -> Result<Settings, ConfigError> + Send + 'static,
+{
     let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
         let m = std::fs::metadata(p).ok()?;
         Some((m.modified().ok()?, m.len()))
@@ -51,7 +54,7 @@ pub async fn watch_config(
         }
         let first = last.is_none();
         last = now;
-        match Config::load(&path, &known_kinds) {
+        match load(&path) {
             Ok(new) => {
                 if !first {
                     tracing::info!(file = %path.display(), schedules = new.schedules.len(), "config reloaded");

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kairos_core::config::Config;
 use kairos_core::schedule::Misfire;
 use kairos_core::store::Tenant;
 use kairos_core::time::now_ms;
@@ -21,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fire::{Firer, Outcome};
 use crate::plan::{plan, Planned};
+use crate::Settings;
 
 /// Longest pause between looks at the schedules.
 const MAX_NAP: Duration = Duration::from_millis(250);
@@ -31,7 +31,7 @@ const MAX_WALK: usize = 100_000;
 /// The cron loop of one scheduler replica.
 pub struct Ticker {
     firer: Firer,
-    config: watch::Receiver<Arc<Config>>,
+    config: watch::Receiver<Arc<Settings>>,
     /// Last tick handled per schedule key (epoch ms).
     cursors: HashMap<String, i64>,
     /// Tenants, re-read at most every [`TENANTS_TTL`]: the loop runs four
@@ -47,7 +47,7 @@ const TENANTS_TTL: Duration = Duration::from_secs(5);
 
 impl Ticker {
     /// A ticker that reads schedules from `config` (updated on reload).
-    pub fn new(firer: Firer, config: watch::Receiver<Arc<Config>>) -> Self {
+    pub fn new(firer: Firer, config: watch::Receiver<Arc<Settings>>) -> Self {
         Self {
             firer,
             config,
@@ -112,7 +112,12 @@ impl Ticker {
         Ok(())
     }
 
-    async fn tick(&mut self, config: &Config, p: &Planned, tenants: &[Tenant]) -> Result<(), kairos_core::StoreError> {
+    async fn tick(
+        &mut self,
+        config: &Settings,
+        p: &Planned,
+        tenants: &[Tenant],
+    ) -> Result<(), kairos_core::StoreError> {
         let now = now_ms();
         let cursor = match self.cursors.get(&p.key) {
             Some(c) => *c,

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Config;
 use anyhow::Context;
-use kairos_core::Config;
 use serde_json::json;
 
 use super::stats::percentile;

@@ -4,7 +4,9 @@
 use anyhow::Context;
 use kairos_core::store::{JobFilter, JobRun, JobState};
 use kairos_core::time::to_rfc3339;
-use kairos_core::{Config, Store};
+use kairos_core::Store;
+
+use crate::Config;
 
 use super::table::{left, right, Table};
 
@@ -159,7 +161,7 @@ pub async fn run(config: Config, action: JobsCmd) -> anyhow::Result<()> {
             let extra = match attempts {
                 Some(0) => anyhow::bail!("--attempts must be at least 1"),
                 Some(n) => n,
-                None => kairos_core::enqueue::max_attempts(&config.jobs, &kind_of(&store, &id).await?),
+                None => config.jobs.get(&kind_of(&store, &id).await?).max_attempts,
             };
             let queue = kairos_core::queue::connect(&config.queue).await?;
             let job = match kairos_core::enqueue::retry_dead(&store, queue.as_ref(), &id, extra).await {

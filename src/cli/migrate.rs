@@ -1,7 +1,9 @@
 //! `kairos migrate`: apply the database migrations and exit.
 
 use anyhow::Context;
-use kairos_core::{Config, Store};
+use kairos_core::Store;
+
+use crate::Config;
 
 use crate::redact;
 

@@ -20,7 +20,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kairos_core::{Config, Store};
+use kairos_core::Store;
+
+use crate::Config;
 
 use crate::load_config;
 

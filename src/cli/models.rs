@@ -2,7 +2,9 @@
 //! and sentiment heads) and which version scores each tenant.
 
 use kairos_core::time::to_rfc3339;
-use kairos_core::{Config, Store};
+use kairos_core::Store;
+
+use crate::Config;
 use kairos_jobs::churn::registry;
 
 use super::table::{left, right, Table};

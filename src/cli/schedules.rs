@@ -1,8 +1,8 @@
 //! `kairos schedules [list] | run NAME`: every cron schedule with its next
 //! fire times and last run, or fire one now.
 
+use crate::Config;
 use kairos_core::time::to_rfc3339;
-use kairos_core::Config;
 
 /// `kairos schedules ...` (no action: `list`).
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -65,7 +65,7 @@ pub async fn run(config: Config, action: SchedulesCmd) -> anyhow::Result<()> {
                 queue,
                 replica: format!("cli-{}", kairos_worker::worker_id()),
             };
-            for (key, jobs) in kairos_scheduler::run_now(&firer, &config, &name).await? {
+            for (key, jobs) in kairos_scheduler::run_now(&firer, &config.scheduling(), &name).await? {
                 println!("{key}: fired now, {jobs} jobs created");
             }
         }

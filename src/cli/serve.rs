@@ -1,7 +1,7 @@
 //! `kairos serve | api | worker | scheduler`: run roles until SIGINT/SIGTERM,
 //! then finish in-flight work and exit.
 
-use kairos_core::Config;
+use crate::Config;
 
 use crate::{shutdown_signal, start, Roles, Runtime};
 

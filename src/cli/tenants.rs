@@ -1,7 +1,7 @@
 //! `kairos tenants create | list | rotate-key`.
 
+use crate::Config;
 use kairos_core::time::to_rfc3339;
-use kairos_core::Config;
 
 use super::table::{left, right, Table};
 

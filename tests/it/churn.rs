@@ -343,7 +343,7 @@ async fn scoring_scenario(deployment: Deployment) {
         queue: kairos_core::queue::connect(&app.config.queue).await.unwrap(),
         replica: "test".into(),
     };
-    let fired = kairos_scheduler::run_now(&firer, &app.config, "daily-churn")
+    let fired = kairos_scheduler::run_now(&firer, &app.config.scheduling(), "daily-churn")
         .await
         .unwrap();
     assert_eq!(

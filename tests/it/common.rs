@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use kairos::Config;
 use kairos::{start, Roles, Running, Runtime};
 use kairos_core::store::{JobRun, JobState};
-use kairos_core::{Config, Store};
+use kairos_core::Store;
 use serde_json::{json, Value};
 
 pub fn pg_admin_url() -> String {
@@ -121,8 +122,7 @@ dispatch_after = "1s"
     }
 
     pub fn config(&self, extra: &str) -> Config {
-        Config::from_toml(&self.config_toml(extra), "test.toml", &[], kairos_jobs::KNOWN_KINDS)
-            .expect("valid test config")
+        Config::from_toml(&self.config_toml(extra), "test.toml", &[]).expect("valid test config")
     }
 
     /// Writes the config to a file for child processes.

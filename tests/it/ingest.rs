@@ -134,7 +134,7 @@ async fn activity_job_is_idempotent_when_redelivered() {
         store: app.store.clone(),
         queue: app.queue.clone(),
     };
-    let activity = kairos_jobs::Registry::standard().get("activity").unwrap();
+    let activity: &dyn kairos_jobs::DynJob = &kairos_jobs::activity::Activity;
     activity.run(&ctx, &job.payload).await.unwrap();
     let after = kairos_jobs::activity::read_all(&app.store, &app.tenant_id)
         .await

@@ -14,7 +14,9 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn marking_starting_and_finishing_the_same_jobs_concurrently_never_deadlocks() {
     let env = Env::new(Deployment::Distributed).await;
-    let rt = Runtime::open(env.config("[store]\nmax_connections = 8\n")).await.unwrap();
+    let rt = Runtime::open(env.config(""))
+        .await
+        .unwrap();
     let store = rt.store.clone();
     const ROUNDS: usize = 15;
     const JOBS: usize = 200;
@@ -68,7 +70,9 @@ async fn marking_starting_and_finishing_the_same_jobs_concurrently_never_deadloc
         }
         let states = store.jobs_by_ids(&ids).await.unwrap();
         assert!(
-            states.iter().all(|j| j.state == JobState::Succeeded || j.state == JobState::Running),
+            states
+                .iter()
+                .all(|j| j.state == JobState::Succeeded || j.state == JobState::Running),
             "round {round}"
         );
     }

@@ -34,7 +34,7 @@ async fn misfire_after_downtime(policy: &str) -> (Vec<kairos_core::store::TickRe
         queue: rt.queue.clone(),
         replica: "r1".into(),
     };
-    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config.scheduling()));
     Ticker::new(firer.clone(), rx.clone()).round().await.unwrap();
     // A restarted replica re-reads the last tick and fires nothing again.
     Ticker::new(firer, rx).round().await.unwrap();
@@ -112,18 +112,24 @@ chunk_size = 2
         queue: Arc::clone(&Runtime::open(app.config.clone()).await.unwrap().queue),
         replica: "test".into(),
     };
-    let fired = kairos_scheduler::run_now(&firer, &app.config, "weekly").await.unwrap();
+    let fired = kairos_scheduler::run_now(&firer, &app.config.scheduling(), "weekly")
+        .await
+        .unwrap();
     assert_eq!(
         fired,
         vec![("weekly".to_string(), 1), ("weekly@tenant-b".to_string(), 1)]
     );
-    let fired = kairos_scheduler::run_now(&firer, &app.config, "churn").await.unwrap();
+    let fired = kairos_scheduler::run_now(&firer, &app.config.scheduling(), "churn")
+        .await
+        .unwrap();
     assert_eq!(
         fired,
         vec![("churn".to_string(), 3)],
         "5 accounts of tenant-a in chunks of 2; tenant-b has none"
     );
-    assert!(kairos_scheduler::run_now(&firer, &app.config, "nope").await.is_err());
+    assert!(kairos_scheduler::run_now(&firer, &app.config.scheduling(), "nope")
+        .await
+        .is_err());
 
     let probe = |tenant: &str| JobFilter {
         tenant_id: Some(tenant.to_string()),
@@ -214,8 +220,7 @@ async fn hot_reload_applies_good_files_and_rejects_bad_ones() {
         std::fs::write(&path, text).unwrap();
     };
     write("");
-    let kinds = kairos_jobs::KNOWN_KINDS.to_vec();
-    let config = kairos_core::Config::load(&path, &kinds).unwrap();
+    let config = kairos::Config::load(&path).unwrap();
     let rt = Runtime::open(config).await.unwrap();
     let store = rt.store.clone();
     let running = start(

@@ -26,7 +26,7 @@ fn repo(path: &str) -> PathBuf {
 /// The encoder directory and head the shipped config uses (so these tests
 /// exercise what ships), checked to be there: a clear failure, not a skip.
 fn shipped_model() -> (PathBuf, PathBuf) {
-    let config = kairos_core::Config::load(&repo("config/default.toml"), kairos_jobs::KNOWN_KINDS).unwrap();
+    let config = kairos::Config::load(&repo("config/default.toml")).unwrap();
     let dir = repo(config.sentiment.encoder.to_str().unwrap());
     assert!(
         dir.join("model.onnx").is_file() && dir.join("tokenizer.json").is_file(),
@@ -363,8 +363,7 @@ async fn a_wrong_model_or_head_path_stops_the_worker_at_start_naming_the_path() 
 #[test]
 fn the_shipped_config_files_are_valid() {
     for file in ["config/default.toml", "config/distributed.example.toml"] {
-        let config =
-            kairos_core::Config::load(&repo(file), kairos_jobs::KNOWN_KINDS).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let config = kairos::Config::load(&repo(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(config.sentiment.enabled, "{file}: sentiment is on");
         let head = config.sentiment.head.expect("a default head");
         assert!(

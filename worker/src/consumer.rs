@@ -146,7 +146,7 @@ pub(crate) async fn run(
 }
 
 fn spawn_attempt(
-    job: Arc<dyn kairos_jobs::Job>,
+    job: Arc<dyn kairos_jobs::DynJob>,
     ctx: JobContext,
     delivery: Delivery,
     policy: JobPolicy,
@@ -189,7 +189,7 @@ fn spawn_attempt(
 /// Runs one attempt in a task of its own so that a panic is caught and
 /// reported as a failed attempt, and the timeout really stops the work.
 async fn execute(
-    job: Arc<dyn kairos_jobs::Job>,
+    job: Arc<dyn kairos_jobs::DynJob>,
     ctx: JobContext,
     payload: &str,
     policy: &JobPolicy,

@@ -18,7 +18,8 @@ mod supervisor;
 
 use std::sync::Arc;
 
-use kairos_core::{Config, Queue, Store};
+use kairos_core::config::{JobPolicies, JobPolicy, QueueConfig, WorkerConfig};
+use kairos_core::{Queue, Store};
 use kairos_jobs::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,24 @@ pub fn worker_id() -> String {
     format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
+/// What the worker role reads from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `[worker]`: kinds run here, shutdown grace.
+    pub worker: WorkerConfig,
+    /// `[queue]`: lease margin, fetch batch.
+    pub queue: QueueConfig,
+    /// `[jobs.KIND]`: concurrency, timeout, retries.
+    pub jobs: JobPolicies,
+}
+
+impl Settings {
+    /// The policy for `kind`.
+    pub fn policy(&self, kind: &str) -> JobPolicy {
+        self.jobs.get(kind)
+    }
+}
+
 /// Everything the parts of a worker share.
 #[derive(Clone)]
 pub(crate) struct Shared {
@@ -43,7 +62,7 @@ pub(crate) struct Shared {
     pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub registry: Registry,
-    pub config: Arc<Config>,
+    pub config: Arc<Settings>,
 }
 
 /// A worker: runs every configured kind until shut down.
@@ -53,7 +72,7 @@ pub struct Worker {
 
 impl Worker {
     /// Builds a worker over an opened store and queue.
-    pub fn new(store: Store, queue: Arc<dyn Queue>, registry: Registry, config: Arc<Config>) -> Self {
+    pub fn new(store: Store, queue: Arc<dyn Queue>, registry: Registry, config: Arc<Settings>) -> Self {
         Self {
             shared: Shared {
                 id: worker_id(),

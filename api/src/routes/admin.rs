@@ -76,7 +76,7 @@ pub async fn run_schedule(
         queue: state.queue.clone(),
         replica: format!("api-{}", std::process::id()),
     };
-    match kairos_scheduler::run_now(&firer, &state.config, &name).await {
+    match kairos_scheduler::run_now(&firer, &state.config.scheduling, &name).await {
         Ok(fired) => Ok(Json(RunResponse {
             schedule: name,
             fired: fired.into_iter().map(|(key, jobs)| FiredKey { key, jobs }).collect(),

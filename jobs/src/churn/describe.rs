@@ -2,7 +2,7 @@
 //! language (en / es), and the retention actions the config table
 //! recommends for the factors that push an account towards churn.
 
-use kairos_core::churn::{ChurnAction, ChurnConfig, PRIORITIES};
+use super::config::{ChurnAction, ChurnConfig, PRIORITIES};
 use kairos_models::churn::Factor;
 use serde_json::{json, Value};
 
@@ -164,13 +164,5 @@ mod tests {
             .map(|x| x["action"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["executive escalation", "re-engagement campaign"]);
-    }
-
-    #[test]
-    fn core_factor_names_match_the_models_crate() {
-        assert_eq!(
-            kairos_core::churn::FACTORS,
-            kairos_models::churn::AccountFeatures::FEATURE_NAMES
-        );
     }
 }

@@ -222,7 +222,11 @@ async fn data_features(
         let account: String = r.try_get("account_id")?;
         let kind: String = r.try_get("type")?;
         let data: String = r.try_get("data")?;
-        let data: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+        // Ingest stores valid JSON, so unreadable data is a store fault:
+        // an error (retried), never features computed as if it were empty.
+        let data: serde_json::Value = serde_json::from_str(&data).map_err(|e| {
+            sqlx::Error::Decode(format!("events.data of an event of account {account}: not JSON: {e}").into())
+        })?;
         let f = out.entry(account).or_default();
         if PAYMENT_TYPES.contains(&kind.as_str()) {
             f.total_spent = Some(f.total_spent.unwrap_or(0.0) + amount(&data));

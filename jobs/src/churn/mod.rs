@@ -12,22 +12,25 @@
 //! With no active model the job fails permanently with a message saying
 //! how to train one. Scoring (CPU) runs on the blocking pool.
 
+pub mod config;
 pub mod describe;
 pub mod features;
 pub mod registry;
 pub mod scores;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use kairos_core::churn::ChurnConfig;
 use kairos_core::Event;
 use kairos_models::churn::{AccountFeatures, ChurnError, ChurnModel, RiskThresholds};
 use serde_json::{json, Value};
 
+use crate::active_model::ActiveModelCache;
 use crate::{Job, JobContext, JobError, JobOutput};
+pub use config::ChurnConfig;
+
+/// The job kind.
+pub const KIND: &str = "churn_score";
 
 /// The message of a job that finds no model to use.
 pub const NO_MODEL: &str = "no active churn model; train one with `kairos train churn`";
@@ -50,6 +53,9 @@ pub enum ChurnStoreError {
     /// No such row.
     #[error("{0} not found")]
     NotFound(String),
+    /// A registered model does not score Kairos accounts.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl From<crate::model_registry::RegistryError> for ChurnStoreError {
@@ -66,8 +72,8 @@ impl From<crate::model_registry::RegistryError> for ChurnStoreError {
 impl From<ChurnStoreError> for JobError {
     fn from(e: ChurnStoreError) -> Self {
         match e {
-            ChurnStoreError::Store(e) => JobError::Retryable(format!("churn_score: store: {e}")),
-            other => JobError::Permanent(format!("churn_score: {other}")),
+            ChurnStoreError::Store(e) => JobError::Retryable(format!("{KIND}: store: {e}")),
+            other => JobError::Permanent(format!("{KIND}: {other}")),
         }
     }
 }
@@ -90,18 +96,10 @@ pub fn check_account_schema(model: &ChurnModel) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Default)]
-struct Cache {
-    /// tenant → (active version, when checked).
-    active: HashMap<String, (Option<String>, Instant)>,
-    /// version → model.
-    models: HashMap<String, Arc<ChurnModel>>,
-}
-
 /// The churn scoring job, with its config and model cache.
 pub struct ChurnScore {
     config: ChurnConfig,
-    cache: Mutex<Cache>,
+    models: ActiveModelCache<ChurnModel>,
 }
 
 impl std::fmt::Debug for ChurnScore {
@@ -111,54 +109,44 @@ impl std::fmt::Debug for ChurnScore {
 }
 
 impl ChurnScore {
-    /// A job using `config` (thresholds, languages, actions).
+    /// A job using `config` (thresholds, languages, actions, model refresh).
     pub fn new(config: ChurnConfig) -> Self {
-        Self {
-            config,
-            cache: Mutex::new(Cache::default()),
-        }
-    }
-
-    fn cached_active(&self, tenant_id: &str) -> Option<Option<String>> {
-        let cache = self.cache.lock().ok()?;
-        let (version, at) = cache.active.get(tenant_id)?;
-        (at.elapsed() < self.config.model_refresh).then(|| version.clone())
+        let models = ActiveModelCache::new(config.model_refresh);
+        Self { config, models }
     }
 
     /// The model a tenant's job uses now.
     async fn model(&self, ctx: &JobContext) -> Result<Arc<ChurnModel>, JobError> {
-        let version = match self.cached_active(&ctx.tenant_id) {
-            Some(v) => v,
-            None => {
-                let v = registry::active_version(&ctx.store, &ctx.tenant_id).await?;
-                if let Ok(mut c) = self.cache.lock() {
-                    c.active.insert(ctx.tenant_id.clone(), (v.clone(), Instant::now()));
-                }
-                v
-            }
-        };
-        let version = version.ok_or_else(|| JobError::Permanent(NO_MODEL.into()))?;
-        if let Some(m) = self.cache.lock().ok().and_then(|c| c.models.get(&version).cloned()) {
-            return Ok(m);
-        }
-        let model = registry::load(&ctx.store, &version).await?;
-        check_account_schema(&model).map_err(JobError::Permanent)?;
-        let model = Arc::new(model);
-        if let Ok(mut c) = self.cache.lock() {
-            c.models.insert(version, model.clone());
-        }
+        let store = &ctx.store;
+        let found = self
+            .models
+            .get(
+                &ctx.tenant_id,
+                registry::active_version(store, &ctx.tenant_id),
+                |version| async move {
+                    let model = registry::load(store, &version).await?;
+                    check_account_schema(&model).map_err(ChurnStoreError::Schema)?;
+                    Ok::<_, ChurnStoreError>(model)
+                },
+            )
+            .await?;
+        let (_, model) = found.ok_or_else(|| JobError::Permanent(NO_MODEL.into()))?;
         Ok(model)
     }
 
-    async fn language(&self, ctx: &JobContext) -> String {
+    /// The tenant's language; the tenant is read only when languages are
+    /// configured per tenant (a store failure is retried, never read as
+    /// "no tenant name").
+    async fn language(&self, ctx: &JobContext) -> Result<String, JobError> {
         if self.config.tenant_languages.is_empty() {
-            return self.config.language.clone();
+            return Ok(self.config.language.clone());
         }
-        let name = match ctx.store.find_tenant(&ctx.tenant_id).await {
-            Ok(t) => t.name,
-            Err(_) => String::new(),
-        };
-        self.config.language_for(&name, &ctx.tenant_id).to_owned()
+        let tenant = ctx
+            .store
+            .find_tenant(&ctx.tenant_id)
+            .await
+            .map_err(|e| JobError::Retryable(format!("{KIND}: reading tenant: {e}")))?;
+        Ok(self.config.language_for(&tenant.name, &ctx.tenant_id).to_owned())
     }
 }
 
@@ -173,41 +161,45 @@ pub struct Trigger {
     pub reference: String,
 }
 
-/// Reads a payload: a schedule payload with `account_ids`, or an event.
-pub fn parse_payload(payload: &str) -> Result<Trigger, String> {
-    let value: Value = serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
-    if let Some(ids) = value.get("account_ids") {
-        let account_ids: Vec<String> =
-            serde_json::from_value(ids.clone()).map_err(|e| format!("`account_ids` must be a list of strings: {e}"))?;
-        let schedule = value.get("schedule").and_then(Value::as_str).unwrap_or("manual");
-        let tick = value.get("tick").and_then(Value::as_str).unwrap_or("");
-        return Ok(Trigger {
-            account_ids,
-            kind: "schedule",
-            reference: format!("{schedule}@{tick}"),
-        });
+/// A payload is a schedule payload with `account_ids`, or an event.
+impl<'de> serde::Deserialize<'de> for Trigger {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = Value::deserialize(d)?;
+        if let Some(ids) = value.get("account_ids") {
+            let account_ids: Vec<String> = serde_json::from_value(ids.clone())
+                .map_err(|e| D::Error::custom(format!("`account_ids` must be a list of strings: {e}")))?;
+            let schedule = value.get("schedule").and_then(Value::as_str).unwrap_or("manual");
+            let tick = value.get("tick").and_then(Value::as_str).unwrap_or("");
+            return Ok(Trigger {
+                account_ids,
+                kind: "schedule",
+                reference: format!("{schedule}@{tick}"),
+            });
+        }
+        let event: Event = serde_json::from_value(value).map_err(|e| {
+            D::Error::custom(format!(
+                "neither an event nor a schedule payload with `account_ids`: {e}"
+            ))
+        })?;
+        Ok(Trigger {
+            account_ids: vec![event.account_id],
+            kind: "event",
+            reference: event.id,
+        })
     }
-    let event: Event = serde_json::from_value(value)
-        .map_err(|e| format!("payload is neither an event nor a schedule payload with `account_ids`: {e}"))?;
-    Ok(Trigger {
-        account_ids: vec![event.account_id],
-        kind: "event",
-        reference: event.id,
-    })
 }
 
 #[async_trait]
 impl Job for ChurnScore {
-    fn kind(&self) -> &'static str {
-        "churn_score"
-    }
+    const KIND: &'static str = KIND;
+    type Payload = Trigger;
 
-    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
-        let trigger = parse_payload(payload).map_err(|e| JobError::Permanent(format!("churn_score: {e}")))?;
+    async fn run(&self, ctx: &JobContext, trigger: Trigger) -> Result<JobOutput, JobError> {
         let model = self.model(ctx).await?;
         let now = kairos_core::time::now_ms();
         let features = features::account_features(&ctx.store, &ctx.tenant_id, &trigger.account_ids, now).await?;
-        let language = self.language(ctx).await;
+        let language = self.language(ctx).await?;
         let t = self.config.thresholds;
         let thresholds = RiskThresholds::new(t.medium, t.high, t.critical)
             .map_err(|e| JobError::Permanent(format!("churn_score: {e}")))?;
@@ -308,18 +300,18 @@ fn uuid_like(dedup: &str, job_id: &str) -> String {
 mod tests {
     use super::*;
 
+    fn parse(payload: &str) -> Result<Trigger, String> {
+        serde_json::from_str(payload).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn payloads() {
-        let t = parse_payload(r#"{"account_ids":["a","b"],"schedule":"daily-churn","tick":"2026-01-01T09:00:00Z"}"#)
-            .unwrap();
+        let t = parse(r#"{"account_ids":["a","b"],"schedule":"daily-churn","tick":"2026-01-01T09:00:00Z"}"#).unwrap();
         assert_eq!(t.account_ids, ["a", "b"]);
         assert_eq!(t.reference, "daily-churn@2026-01-01T09:00:00Z");
-        let t =
-            parse_payload(r#"{"id":"e1","type":"payment.failed","account_id":"acct-1","occurred_at_ms":1}"#).unwrap();
+        let t = parse(r#"{"id":"e1","type":"payment.failed","account_id":"acct-1","occurred_at_ms":1}"#).unwrap();
         assert_eq!((t.kind, t.reference.as_str()), ("event", "e1"));
-        assert!(parse_payload(r#"{"foo":1}"#).unwrap_err().contains("neither"));
-        assert!(parse_payload(r#"{"account_ids":[1]}"#)
-            .unwrap_err()
-            .contains("account_ids"));
+        assert!(parse(r#"{"foo":1}"#).unwrap_err().contains("neither"));
+        assert!(parse(r#"{"account_ids":[1]}"#).unwrap_err().contains("account_ids"));
     }
 }

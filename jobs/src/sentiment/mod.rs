@@ -18,27 +18,27 @@
 //! jobs are queued after commit (or by the dispatcher if the queue is down).
 
 pub mod batcher;
+pub mod config;
 pub mod registry;
 pub mod scores;
 pub mod urgency;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use kairos_core::config::Config;
 use kairos_core::enqueue::NewJob;
-use kairos_core::sentiment::SentimentConfig;
 use kairos_core::Event;
 use kairos_models::text::{
     self, ClassifierModel, Encoder, EncoderConfig, SentimentAnalyzer, SentimentHead, SentimentResult,
 };
 use serde_json::{json, Value};
 
-use crate::{Job, JobContext, JobError, JobOutput};
+use crate::active_model::ActiveModelCache;
+use crate::{Job, JobContext, JobError, JobOutput, JobsConfig};
 use batcher::{BatchConfig, Batcher, InferenceError, TextModel};
+pub use config::{ClassifierConfig, SentimentConfig};
 
 /// The job kind.
 pub const KIND: &str = "sentiment";
@@ -70,6 +70,9 @@ pub enum SetupError {
     /// Registering the default head failed.
     #[error("sentiment head registry: {0}")]
     Registry(#[from] registry::HeadStoreError),
+    /// The loading task died (a panic in the model runtime).
+    #[error("loading the sentiment model: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The model a process serves, as loaded at start-up.
@@ -144,14 +147,6 @@ pub fn load_head_for(encoder: &Encoder, path: &Path) -> Result<SentimentHead, Se
     Ok(head)
 }
 
-#[derive(Default)]
-struct Cache {
-    /// tenant → (active version, when checked).
-    active: HashMap<String, (Option<String>, Instant)>,
-    /// version → head (checked against this process's encoder).
-    heads: HashMap<String, Arc<SentimentHead>>,
-}
-
 /// The sentiment job, with its model, batcher and head cache.
 pub struct Sentiment {
     config: SentimentConfig,
@@ -162,7 +157,8 @@ pub struct Sentiment {
     webhook_tenants: Vec<String>,
     /// Attempts of the notification kinds (webhook + follow-ups), from their policies.
     max_attempts: HashMap<String, u32>,
-    cache: Mutex<Cache>,
+    /// Tenant → active head version → head (checked against this process's encoder).
+    heads: ActiveModelCache<SentimentHead>,
 }
 
 impl std::fmt::Debug for Sentiment {
@@ -175,9 +171,29 @@ impl std::fmt::Debug for Sentiment {
 }
 
 impl Sentiment {
-    /// A job serving `loaded` with the `[sentiment]` and `[webhooks]` config
-    /// of `config`. Starts the batcher: call inside a tokio runtime.
-    pub fn new(config: &Config, loaded: LoadedModel) -> Self {
+    /// Loads the `[sentiment]` model (off the async runtime: it reads and
+    /// initialises ONNX files), registers the configured default head when
+    /// no head is active yet, and starts the job.
+    pub async fn start(config: &JobsConfig, store: &kairos_core::Store) -> Result<Self, SetupError> {
+        let s = config.sentiment.clone();
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || load_model(&s)).await??;
+        if let (Some(head), Some(path)) = (&loaded.default_head, &config.sentiment.head) {
+            let source = format!("file {}", path.display());
+            let active = registry::ensure_default(store, head, &source).await?;
+            tracing::info!(head = %head.version(), active = %active, "sentiment head ready");
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            encoder = %config.sentiment.encoder.display(),
+            "sentiment model loaded"
+        );
+        Ok(Self::new(config, loaded))
+    }
+
+    /// A job serving `loaded` with the `[sentiment]` and `[webhooks]`
+    /// sections of `config`. Starts the batcher: call inside a tokio runtime.
+    pub fn new(config: &JobsConfig, loaded: LoadedModel) -> Self {
         let s = &config.sentiment;
         let batcher = Batcher::start(
             loaded.model.clone(),
@@ -190,7 +206,7 @@ impl Sentiment {
         );
         let mut max_attempts = HashMap::new();
         for kind in s.follow_up.iter().map(String::as_str).chain([crate::webhook::KIND]) {
-            max_attempts.insert(kind.to_owned(), config.policy(kind).max_attempts);
+            max_attempts.insert(kind.to_owned(), config.policies.get(kind).max_attempts);
         }
         Self {
             config: s.clone(),
@@ -199,7 +215,7 @@ impl Sentiment {
             batcher,
             webhook_tenants: config.webhooks.keys().cloned().collect(),
             max_attempts,
-            cache: Mutex::new(Cache::default()),
+            heads: ActiveModelCache::new(s.model_refresh),
         }
     }
 
@@ -208,49 +224,37 @@ impl Sentiment {
         &self.batcher
     }
 
-    fn cached_active(&self, tenant_id: &str) -> Option<Option<String>> {
-        let cache = self.cache.lock().ok()?;
-        let (version, at) = cache.active.get(tenant_id)?;
-        (at.elapsed() < self.config.model_refresh).then(|| version.clone())
-    }
-
     /// The head a tenant's job uses now (encoder models), with its version.
     async fn head(&self, ctx: &JobContext) -> Result<(Option<Arc<SentimentHead>>, String), JobError> {
         let encoder = match &self.model {
             TextModel::Classifier(_) => return Ok((None, self.classifier_version.clone().unwrap_or_default())),
             TextModel::Encoder(e) => e,
         };
-        let version = match self.cached_active(&ctx.tenant_id) {
-            Some(v) => v,
-            None => {
-                let v = registry::active_version(&ctx.store, &ctx.tenant_id)
-                    .await
-                    .map_err(|e| JobError::Retryable(format!("sentiment: {e}")))?;
-                if let Ok(mut c) = self.cache.lock() {
-                    c.active.insert(ctx.tenant_id.clone(), (v.clone(), Instant::now()));
-                }
-                v
-            }
+        let store = &ctx.store;
+        let active = async {
+            registry::active_version(store, &ctx.tenant_id)
+                .await
+                .map_err(|e| JobError::Retryable(format!("{KIND}: {e}")))
         };
-        let version = version.ok_or_else(|| JobError::Permanent(NO_MODEL.into()))?;
-        if let Some(h) = self.cache.lock().ok().and_then(|c| c.heads.get(&version).cloned()) {
-            return Ok((Some(h), version));
-        }
-        let head = registry::load(&ctx.store, &version).await.map_err(|e| match e {
-            registry::HeadStoreError::Registry(crate::model_registry::RegistryError::Store(e)) => {
-                JobError::Retryable(format!("sentiment: store: {e}"))
-            }
-            other => JobError::Permanent(format!("sentiment: {other}")),
-        })?;
-        head.check_encoder(encoder.fingerprint()).map_err(|e| {
-            JobError::Permanent(format!(
-                "sentiment: active head {version} does not fit this worker's encoder: {e}"
-            ))
-        })?;
-        let head = Arc::new(head);
-        if let Ok(mut c) = self.cache.lock() {
-            c.heads.insert(version.clone(), head.clone());
-        }
+        let load = |version: String| async move {
+            let head = registry::load(store, &version).await.map_err(|e| match e {
+                registry::HeadStoreError::Registry(crate::model_registry::RegistryError::Store(e)) => {
+                    JobError::Retryable(format!("{KIND}: store: {e}"))
+                }
+                other => JobError::Permanent(format!("{KIND}: {other}")),
+            })?;
+            head.check_encoder(encoder.fingerprint()).map_err(|e| {
+                JobError::Permanent(format!(
+                    "{KIND}: active head {version} does not fit this worker's encoder: {e}"
+                ))
+            })?;
+            Ok::<_, JobError>(head)
+        };
+        let (version, head) = self
+            .heads
+            .get(&ctx.tenant_id, active, load)
+            .await?
+            .ok_or_else(|| JobError::Permanent(NO_MODEL.into()))?;
         Ok((Some(head), version))
     }
 
@@ -391,13 +395,10 @@ fn alert_json(tenant_id: &str, row: &scores::ScoreRow, alert: &scores::NewAlert)
 
 #[async_trait]
 impl Job for Sentiment {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+    const KIND: &'static str = KIND;
+    type Payload = Event;
 
-    async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError> {
-        let event: Event = serde_json::from_str(payload)
-            .map_err(|e| JobError::Permanent(format!("sentiment: payload is not an event: {e}")))?;
+    async fn run(&self, ctx: &JobContext, event: Event) -> Result<JobOutput, JobError> {
         let text = self
             .text_of(&event)
             .map_err(|e| JobError::Permanent(format!("sentiment: {e}")))?;
@@ -411,9 +412,14 @@ impl Job for Sentiment {
         let mut jobs = Vec::new();
         if let Some(alert) = &scored.alert {
             let body = alert_json(&ctx.tenant_id, &scored.row, alert).to_string();
-            let tenant = ctx.store.find_tenant(&ctx.tenant_id).await.ok();
+            // A store failure here is retried: read as "no tenant", it would drop the webhook.
+            let tenant = ctx
+                .store
+                .find_tenant(&ctx.tenant_id)
+                .await
+                .map_err(|e| JobError::Retryable(format!("{KIND}: reading tenant: {e}")))?;
             let mut kinds: Vec<&str> = Vec::new();
-            if tenant.as_ref().is_some_and(|t| self.has_webhook(t)) {
+            if self.has_webhook(&tenant) {
                 kinds.push(crate::webhook::KIND);
             }
             kinds.extend(self.config.follow_up.iter().map(String::as_str));

@@ -3,8 +3,71 @@
 //! "blocking", ...). Ops sort alerts by it, so a calm complaint ranks below
 //! "¡URGENTE! el sistema está caído".
 
-use kairos_core::sentiment::UrgencyConfig;
 use kairos_models::text::{Sentiment, SentimentResult};
+use serde::Deserialize;
+
+/// How urgent a negative text is, 0–100: the negative confidence plus
+/// points for urgency keywords.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrgencyConfig {
+    /// Words and phrases (Spanish and English) that make a text more urgent;
+    /// matched case- and accent-insensitively on word boundaries.
+    pub keywords: Vec<String>,
+    /// Points the negative confidence contributes at most (confidence × this).
+    pub negative_weight: f64,
+    /// Points per keyword found.
+    pub keyword_points: f64,
+    /// Cap on the keyword points.
+    pub keyword_max: f64,
+}
+
+impl Default for UrgencyConfig {
+    fn default() -> Self {
+        Self {
+            keywords: default_keywords(),
+            negative_weight: 70.0,
+            keyword_points: 15.0,
+            keyword_max: 30.0,
+        }
+    }
+}
+
+/// The built-in bilingual urgency keywords.
+pub fn default_keywords() -> Vec<String> {
+    [
+        "urgente",
+        "urgencia",
+        "bloqueado",
+        "bloqueada",
+        "bloqueante",
+        "no funciona",
+        "caído",
+        "caída",
+        "roto",
+        "inaceptable",
+        "cancelar",
+        "reembolso",
+        "ya mismo",
+        "urgent",
+        "urgently",
+        "asap",
+        "critical",
+        "blocking",
+        "blocked",
+        "broken",
+        "down",
+        "not working",
+        "doesn't work",
+        "unacceptable",
+        "cancel",
+        "refund",
+        "outage",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
 
 /// A text's urgency and the keywords that raised it.
 #[derive(Debug, Clone, PartialEq)]

@@ -36,10 +36,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::Config;
 use anyhow::{bail, Context};
 use kairos_core::config::{QueueBackendKind, QueueConfig};
 use kairos_core::queue::{Message, Queue};
-use kairos_core::Config;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Config;
 use anyhow::Context;
 use kairos_core::config::QueueBackendKind;
 use kairos_core::queue::Queue;
-use kairos_core::Config;
 use redis::aio::MultiplexedConnection;
 
 use super::{micros, naive, redis_conn, LEASE};

@@ -11,9 +11,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Config;
 use anyhow::Context;
 use kairos_core::store::{StoredEvent, Tenant};
-use kairos_core::{Config, Event, Store};
+use kairos_core::{Event, Store};
 use kairos_jobs::churn::features::{self, DAY_MS};
 use kairos_jobs::churn::scores::{self, ScoreRow};
 use kairos_models::churn::synthetic::{self, SyntheticAccount, SyntheticConfig};
@@ -237,7 +238,7 @@ pub async fn score_and_report(
     };
     let started = Instant::now();
     let t0 = kairos_core::time::now_ms();
-    kairos_scheduler::run_now(&firer, &config, "daily-churn").await?;
+    kairos_scheduler::run_now(&firer, &config.scheduling(), "daily-churn").await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut latest: Vec<(String, Vec<ScoreRow>)> = Vec::new();
     loop {

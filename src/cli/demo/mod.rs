@@ -7,9 +7,9 @@ pub mod churn;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::Config;
 use anyhow::Context;
 use kairos_core::store::{JobRun, JobState};
-use kairos_core::Config;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

@@ -7,10 +7,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::Config;
 use anyhow::Context;
 use kairos_core::store::Tenant;
 use kairos_core::time::to_rfc3339;
-use kairos_core::{Config, Store};
+use kairos_core::Store;
 use kairos_jobs::churn::{features, registry};
 use kairos_models::churn::{self, ChurnModel, CsvOptions, Dataset, TrainConfig, TrainEvent};
 

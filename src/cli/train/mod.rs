@@ -4,7 +4,7 @@
 pub mod churn;
 mod sentiment;
 
-use kairos_core::Config;
+use crate::Config;
 
 /// `kairos train ...`.
 #[derive(Debug, Clone, clap::Subcommand)]

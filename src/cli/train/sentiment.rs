@@ -7,8 +7,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::Config;
 use anyhow::Context;
-use kairos_core::Config;
 use kairos_jobs::sentiment::registry;
 use kairos_models::text::{self, Encoder, EncoderConfig, LabeledDataset, TrainConfig, TrainEvent};
 

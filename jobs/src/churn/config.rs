@@ -14,36 +14,22 @@
 //! impact = 0.15
 //! ```
 //!
-//! Kept in core (not in the job) so `kairos check-config` validates it with
-//! everything else, with the key named in the error.
+//! `kairos check-config` validates it with the rest of the file
+//! ([`ChurnConfig::validate`] names the key under `churn.`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kairos_core::config::KeyError;
+use kairos_models::churn::AccountFeatures;
 use serde::Deserialize;
 
 /// Languages a factor description can be written in.
 pub const LANGUAGES: &[&str] = &["en", "es"];
 
-/// Factor names an action can be keyed by: the `AccountFeatures` fields of
-/// `kairos-models` (a test in `kairos-jobs` keeps the two lists equal).
-pub const FACTORS: &[&str] = &[
-    "logins_30d",
-    "days_since_last_login",
-    "tickets_30d",
-    "comments_30d",
-    "avg_sentiment",
-    "negative_interactions",
-    "support_escalations",
-    "project_delays",
-    "missed_deadlines",
-    "budget_overruns",
-    "payment_delays",
-    "days_since_last_payment",
-    "total_spent",
-    "account_age_days",
-    "days_to_renewal",
-];
+/// Factor names an action can be keyed by: the `AccountFeatures` fields
+/// the models score.
+pub const FACTORS: &[&str] = &AccountFeatures::FEATURE_NAMES;
 
 /// Priorities a recommended action can have, lowest first.
 pub const PRIORITIES: &[&str] = &["low", "medium", "high", "critical"];
@@ -152,8 +138,8 @@ impl ChurnConfig {
             .unwrap_or(&self.language)
     }
 
-    /// Checks values serde cannot; errors are `(key under churn., reason)`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks values serde cannot; errors name the key under `churn.`.
+    pub fn validate(&self) -> Result<(), KeyError> {
         let t = &self.thresholds;
         for (k, v) in [("medium", t.medium), ("high", t.high), ("critical", t.critical)] {
             if !(0.0..=1.0).contains(&v) {

@@ -1,12 +1,13 @@
-//! The `[sentiment]` and `[webhooks]` config sections: which text model
-//! scores comments and tickets, how inference is batched, when a score
-//! becomes an alert, and where each tenant's alerts are delivered.
+//! The `[sentiment]` config section: which text model scores comments and
+//! tickets, how inference is batched, when a score becomes an alert and
+//! which jobs it queues. (`[sentiment.urgency]` is [`super::urgency`]'s,
+//! `[webhooks]` the `webhook` kind's.)
 //!
 //! ```toml
 //! [sentiment]
 //! enabled = true
-//! encoder = ".cache/models/all-MiniLM-L6-v2-int8"  # model.onnx + tokenizer.json
-//! head = "models/heads/sentiment-minilm-1.json"    # registered at start-up if the registry has no sentiment model
+//! encoder = ".cache/models/multilingual-e5-small-int8"  # model.onnx + tokenizer.json
+//! head = "models/heads/sentiment-e5-int8-1.json"       # registered at start-up if no sentiment head is active
 //! alert_threshold = 0.75                            # negative with confidence >= this raises an alert
 //! batch_max = 32                                    # texts per inference batch
 //! batch_wait = "5ms"                                # longest a text waits for others to join its batch
@@ -14,22 +15,20 @@
 //! follow_up = []                                    # job kinds queued for every alert (nudges, ...)
 //! [sentiment.urgency]
 //! keywords = ["urgente", "bloqueado", "no funciona", "critical", "blocking", "broken"]
-//!
-//! [webhooks.acme]                                   # by tenant name or id
-//! url = "https://ops.acme.example/kairos"
-//! secret_env = "KAIROS_WEBHOOK_SECRET_ACME"         # the HMAC key, read from the environment
 //! ```
 //!
-//! Kept in core so `kairos check-config` validates it with everything else
-//! and names the key at fault; file paths are checked when a worker starts
-//! (the model is loaded then), not here, so config can be checked on a
-//! machine without the model files.
+//! `kairos check-config` validates it with the rest of the file and names
+//! the key at fault; file paths are checked when a worker starts (the model
+//! is loaded then), not here, so config can be checked on a machine
+//! without the model files.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kairos_core::config::KeyError;
 use serde::Deserialize;
+
+use super::urgency::UrgencyConfig;
 
 /// A model that is itself a classifier (ONNX output = logits), e.g. an
 /// exported Hugging Face sequence-classification model, used instead of
@@ -44,69 +43,6 @@ pub struct ClassifierConfig {
     /// Label of each logit, in output order; sentiment needs `negative`
     /// among them (`neutral` and `positive` optional).
     pub labels: Vec<String>,
-}
-
-/// How urgent a negative text is, 0–100: the negative confidence plus
-/// points for urgency keywords.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UrgencyConfig {
-    /// Words and phrases (Spanish and English) that make a text more urgent;
-    /// matched case- and accent-insensitively on word boundaries.
-    pub keywords: Vec<String>,
-    /// Points the negative confidence contributes at most (confidence × this).
-    pub negative_weight: f64,
-    /// Points per keyword found.
-    pub keyword_points: f64,
-    /// Cap on the keyword points.
-    pub keyword_max: f64,
-}
-
-impl Default for UrgencyConfig {
-    fn default() -> Self {
-        Self {
-            keywords: default_keywords(),
-            negative_weight: 70.0,
-            keyword_points: 15.0,
-            keyword_max: 30.0,
-        }
-    }
-}
-
-/// The built-in bilingual urgency keywords.
-pub fn default_keywords() -> Vec<String> {
-    [
-        "urgente",
-        "urgencia",
-        "bloqueado",
-        "bloqueada",
-        "bloqueante",
-        "no funciona",
-        "caído",
-        "caída",
-        "roto",
-        "inaceptable",
-        "cancelar",
-        "reembolso",
-        "ya mismo",
-        "urgent",
-        "urgently",
-        "asap",
-        "critical",
-        "blocking",
-        "blocked",
-        "broken",
-        "down",
-        "not working",
-        "doesn't work",
-        "unacceptable",
-        "cancel",
-        "refund",
-        "outage",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
 }
 
 /// `[sentiment]`: the model, batching, alerting and follow-ups.
@@ -159,7 +95,8 @@ impl Default for SentimentConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            encoder: PathBuf::from(".cache/models/all-MiniLM-L6-v2-int8"),
+            // The shipped default (config/default.toml, scripts/fetch-e5).
+            encoder: PathBuf::from(".cache/models/multilingual-e5-small-int8"),
             head: None,
             classifier: None,
             runtime_library: None,
@@ -191,8 +128,8 @@ impl Default for SentimentConfig {
 }
 
 impl SentimentConfig {
-    /// Checks values serde cannot; errors are `(key under sentiment., reason)`.
-    pub fn validate(&self, known_kinds: &[&str]) -> Result<(), (String, String)> {
+    /// Checks values serde cannot; errors name the key under `sentiment.`.
+    pub fn validate(&self, known_kinds: &[&str]) -> Result<(), KeyError> {
         if !(0.0..=1.0).contains(&self.alert_threshold) {
             return Err((
                 "alert_threshold".into(),
@@ -261,48 +198,6 @@ impl SentimentConfig {
     }
 }
 
-/// Where a tenant's alerts are delivered.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `https://...` (or `http://` for local receivers).
-    pub url: String,
-    /// Environment variable holding the HMAC-SHA256 key; never the key itself,
-    /// so secrets stay out of config files and repos.
-    pub secret_env: String,
-    /// Per-request timeout.
-    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-fn default_webhook_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-/// `[webhooks.TENANT]`, by tenant name or id.
-pub type Webhooks = BTreeMap<String, WebhookConfig>;
-
-/// Checks one webhook; errors are `(key under webhooks.TENANT., reason)`.
-pub fn validate_webhook(w: &WebhookConfig) -> Result<(), (String, String)> {
-    let url = url::Url::parse(&w.url).map_err(|e| ("url".to_string(), format!("`{}` is not a URL: {e}", w.url)))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err((
-            "url".into(),
-            format!("scheme `{}` not supported (use https)", url.scheme()),
-        ));
-    }
-    if w.secret_env.trim().is_empty() {
-        return Err((
-            "secret_env".into(),
-            "must name the environment variable holding the key".into(),
-        ));
-    }
-    if w.timeout.is_zero() {
-        return Err(("timeout".into(), "must be longer than 0s".into()));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,15 +213,5 @@ mod tests {
         let (key, reason) = c.validate(&["sentiment", "webhook"]).unwrap_err();
         assert_eq!(key, "follow_up[0]");
         assert!(reason.contains("nudge"), "{reason}");
-    }
-
-    #[test]
-    fn webhook_url_must_be_http() {
-        let w = WebhookConfig {
-            url: "ftp://x".into(),
-            secret_env: "S".into(),
-            timeout: Duration::from_secs(1),
-        };
-        assert_eq!(validate_webhook(&w).unwrap_err().0, "url");
     }
 }
