@@ -77,6 +77,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         keys.push(key);
     }
     println!("Tenants: {} (keys issued, stored hashed)", TENANTS.join(", "));
+    crate::demo_profiles::run(&base, &keys, args.accounts).await?;
 
     let nonce = kairos_core::time::now_ms();
     // Churn: import a synthetic history and train + activate a model first,

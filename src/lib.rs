@@ -5,8 +5,11 @@
 
 pub mod bench;
 pub mod bench_sentiment;
+pub mod cli_accounts;
+pub mod cli_audit;
 pub mod demo;
 pub mod demo_churn;
+pub mod demo_profiles;
 pub mod train;
 pub mod train_sentiment;
 

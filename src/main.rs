@@ -60,6 +60,13 @@ enum Command {
         #[command(subcommand)]
         action: kairos::train::ModelsCmd,
     },
+    /// Account and person profiles: list and show.
+    Accounts {
+        #[command(subcommand)]
+        action: kairos::cli_accounts::AccountsCmd,
+    },
+    /// The audit log of admin-side changes, newest first.
+    Audit(kairos::cli_audit::AuditArgs),
     /// Check the config file and exit (non-zero with the reason if invalid).
     CheckConfig,
     /// Measure queue throughput and latency per backend; prints a table.
@@ -210,6 +217,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => kairos::demo::run(config, args).await,
         Command::Train { action } => kairos::train::train(config, action).await,
         Command::Models { action } => kairos::train::models(config, action).await,
+        Command::Accounts { action } => kairos::cli_accounts::run(config, action).await,
+        Command::Audit(args) => kairos::cli_audit::run(config, args).await,
         Command::Bench(args) => kairos::bench::run(config, args).await,
         Command::BenchWorker(args) => kairos::bench::worker(config, args).await,
         Command::BenchSentiment(args) => kairos::bench_sentiment::run(config, args).await,
@@ -251,6 +260,8 @@ async fn tenants(config: kairos_core::Config, action: TenantsCmd) -> anyhow::Res
     match action {
         TenantsCmd::Create { name, rate } => {
             let key = store.create_tenant(&name, rate).await?;
+            let details = serde_json::json!({ "rate_per_second": rate });
+            kairos::cli_audit::record(&store, Some(&key.tenant.id), "tenant.created", &name, details).await?;
             println!("tenant {} created (id {})", key.tenant.name, key.tenant.id);
             println!("API key (shown once, store it now): {}", key.secret);
         }
@@ -266,6 +277,8 @@ async fn tenants(config: kairos_core::Config, action: TenantsCmd) -> anyhow::Res
         }
         TenantsCmd::RotateKey { tenant } => {
             let key = store.rotate_key(&tenant).await?;
+            let details = serde_json::json!({ "prefix": &key.secret[..14] });
+            kairos::cli_audit::record(&store, Some(&key.tenant.id), "key.rotated", &key.tenant.name, details).await?;
             println!("old keys of {} revoked", key.tenant.name);
             println!("new API key (shown once, store it now): {}", key.secret);
         }
@@ -410,6 +423,8 @@ async fn jobs(config: kairos_core::Config, action: JobsCmd) -> anyhow::Result<()
             let job = store
                 .requeue_dead(&id, config.policy(&kind_of(&store, &id).await?).max_attempts)
                 .await?;
+            let details = serde_json::json!({ "kind": job.kind, "attempts": job.attempts });
+            kairos::cli_audit::record(&store, Some(&job.tenant_id), "job.retried", &id, details).await?;
             let queue = kairos_core::queue::connect(&config.queue).await?;
             if let Err(e) = queue.push(&[job.message()]).await {
                 store.unclaim(std::slice::from_ref(&job.id)).await?;

@@ -103,6 +103,10 @@ pub struct Config {
     /// Where each tenant's alerts are delivered (by tenant name or id).
     #[serde(default)]
     pub webhooks: crate::sentiment::Webhooks,
+    /// Profile defaults: the language and time zone people and accounts
+    /// fall back to.
+    #[serde(default)]
+    pub profiles: crate::profile::ProfilesConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -475,6 +479,9 @@ impl Config {
             crate::sentiment::validate_webhook(w)
                 .map_err(|(key, reason)| self.invalid(format!("webhooks.{tenant}.{key}"), reason))?;
         }
+        self.profiles
+            .validate()
+            .map_err(|(key, reason)| self.invalid(format!("profiles.{key}"), reason))?;
         Ok(())
     }
 }

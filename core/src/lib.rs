@@ -9,6 +9,7 @@
 pub mod churn;
 pub mod config;
 pub mod event;
+pub mod profile;
 pub mod queue;
 pub mod rules;
 pub mod schedule;

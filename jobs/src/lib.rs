@@ -10,6 +10,7 @@ pub mod activity;
 pub mod churn;
 pub mod model_registry;
 pub mod probe;
+pub mod profile;
 pub mod sentiment;
 pub mod webhook;
 
@@ -92,7 +93,14 @@ pub struct Registry {
 /// Every job kind a config may name: the standard ones plus those that
 /// need config or model files to run (`sentiment`, `webhook`), which the
 /// process registers when it starts a worker.
-pub const KNOWN_KINDS: &[&str] = &["activity", "churn_score", "probe", sentiment::KIND, webhook::KIND];
+pub const KNOWN_KINDS: &[&str] = &[
+    "activity",
+    "churn_score",
+    "probe",
+    profile::KIND,
+    sentiment::KIND,
+    webhook::KIND,
+];
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,6 +116,7 @@ impl Registry {
         // Default `[churn]` config; `kairos::Runtime::open` re-registers it with the file's.
         r.register(Arc::new(churn::ChurnScore::new(Default::default())));
         r.register(Arc::new(probe::Probe));
+        r.register(Arc::new(profile::Profile));
         // No endpoints until `kairos::start` registers it with `[webhooks]`.
         r.register(Arc::new(webhook::Webhook::none()));
         r

@@ -9,6 +9,7 @@ mod common;
 mod errors;
 mod failures;
 mod ingest;
+mod people;
 mod processes;
 mod scheduler;
 mod sentiment;
