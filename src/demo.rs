@@ -155,7 +155,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         .map(|j| j.id.clone())
         .unwrap_or_default();
     println!("\nWhere things are:");
-    println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily, sentiment_scores, churn_scores, alerts, models)");
+    println!("  store:   {store_url} (tables events, job_runs, accounts, people, account_activity, account_activity_daily, sentiment_scores, churn_scores, alerts, models, audit_log)");
     println!(
         "  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}",
         keys[0].secret
