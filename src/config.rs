@@ -62,6 +62,10 @@ pub struct Config {
     /// Where each tenant's alerts are delivered (by tenant name or id).
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// Profile defaults: the language and time zone people and accounts
+    /// fall back to.
+    #[serde(default)]
+    pub profiles: kairos_core::profile::ProfilesConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -103,6 +107,7 @@ impl Config {
         for (tenant, w) in &self.webhooks {
             kairos_jobs::webhook::validate_webhook(w).map_err(|e| self.invalid_at(&format!("webhooks.{tenant}"), e))?;
         }
+        self.profiles.validate().map_err(at("profiles"))?;
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -143,6 +148,8 @@ impl Config {
             rules: self.rules.clone(),
             jobs: self.jobs.clone(),
             scheduling: self.scheduling(),
+            profiles: self.profiles.clone(),
+            text_fields: self.sentiment.text_fields.clone(),
         }
     }
 

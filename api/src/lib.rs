@@ -38,6 +38,11 @@ pub struct Settings {
     pub jobs: JobPolicies,
     /// The schedules, for the admin API's "run now".
     pub scheduling: kairos_scheduler::Settings,
+    /// `[profiles]`: language and time-zone defaults of profiles.
+    pub profiles: kairos_core::profile::ProfilesConfig,
+    /// The event `data` fields that hold a person's free text
+    /// (`[sentiment] text_fields`): what an erasure redacts.
+    pub text_fields: Vec<String>,
 }
 
 impl Settings {
@@ -90,6 +95,23 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(routes::events::ingest))
         .route("/v1/jobs/{id}", get(routes::jobs::get_job))
+        .route("/v1/accounts", get(routes::accounts::list_accounts))
+        .route("/v1/accounts:batch", post(routes::accounts::batch_accounts))
+        .route(
+            "/v1/accounts/{id}",
+            get(routes::accounts::get_account)
+                .put(routes::accounts::put_account)
+                .patch(routes::accounts::patch_account)
+                .delete(routes::accounts::delete_account),
+        )
+        .route("/v1/accounts/{id}/people", get(routes::accounts::list_people))
+        .route(
+            "/v1/accounts/{id}/people/{person_id}",
+            get(routes::accounts::get_person)
+                .put(routes::accounts::put_person)
+                .patch(routes::accounts::patch_person)
+                .delete(routes::accounts::delete_person),
+        )
         .route("/v1/accounts/{id}/churn", get(routes::churn::account_churn))
         .route("/v1/churn", get(routes::churn::churn_overview))
         .route("/v1/accounts/{id}/sentiment", get(routes::sentiment::account_sentiment))

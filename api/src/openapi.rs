@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, alerts, churn, events, health, jobs, sentiment};
+use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentiment};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -13,6 +13,17 @@ use crate::routes::{admin, alerts, churn, events, health, jobs, sentiment};
     paths(
         events::ingest,
         jobs::get_job,
+        accounts::list_accounts,
+        accounts::batch_accounts,
+        accounts::get_account,
+        accounts::put_account,
+        accounts::patch_account,
+        accounts::delete_account,
+        accounts::list_people,
+        accounts::get_person,
+        accounts::put_person,
+        accounts::patch_person,
+        accounts::delete_person,
         alerts::list_alerts,
         churn::account_churn,
         churn::churn_overview,
@@ -23,6 +34,18 @@ use crate::routes::{admin, alerts, churn, events, health, jobs, sentiment};
     ),
     components(schemas(
         alerts::AlertView,
+        accounts::AccountInput,
+        accounts::PersonInput,
+        accounts::AccountBatch,
+        accounts::AccountView,
+        accounts::PersonView,
+        accounts::ConsentView,
+        accounts::Resolved,
+        accounts::AccountPage,
+        accounts::PersonPage,
+        accounts::BatchItemResult,
+        accounts::BatchResponse,
+        accounts::ErasureView,
         events::EventIn,
         events::EventBatch,
         events::EventResult,

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod enqueue;
 pub mod event;
+pub mod profile;
 pub mod queue;
 pub mod rules;
 pub mod schedule;

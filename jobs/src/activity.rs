@@ -68,6 +68,15 @@ impl Job for Activity {
     type Payload = Event;
 
     async fn run(&self, ctx: &JobContext, event: Event) -> Result<JobOutput, JobError> {
+        // A backend syncing profiles is not the customer being active.
+        if matches!(
+            event.event_type.as_str(),
+            kairos_core::profile::ACCOUNT_EVENT | kairos_core::profile::PERSON_EVENT
+        ) {
+            return Ok(JobOutput {
+                result_ref: Some("none (profile events are not activity)".into()),
+            });
+        }
         let c = counters_for(&event.event_type);
         let amount = if c.payments > 0 { amount_cents(&event) } else { 0 };
         let at = event.occurred_at_ms;

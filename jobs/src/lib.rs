@@ -12,6 +12,7 @@ pub mod activity;
 pub mod churn;
 pub mod model_registry;
 pub mod probe;
+pub mod profile;
 pub mod sentiment;
 pub mod webhook;
 
@@ -123,6 +124,7 @@ pub const KINDS: &[&str] = &[
     activity::Activity::KIND,
     churn::ChurnScore::KIND,
     probe::Probe::KIND,
+    profile::Profile::KIND,
     sentiment::Sentiment::KIND,
     webhook::Webhook::KIND,
 ];
@@ -181,6 +183,9 @@ impl Registry {
         }
         if wanted(probe::Probe::KIND) {
             r.register(probe::Probe);
+        }
+        if wanted(profile::Profile::KIND) {
+            r.register(profile::Profile);
         }
         if wanted(webhook::Webhook::KIND) {
             r.register(webhook::Webhook::from_config(&config.webhooks)?);

@@ -173,6 +173,8 @@ pub async fn run(config: Config, action: JobsCmd) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let details = serde_json::json!({ "kind": job.kind, "attempts": job.attempts, "granted": extra });
+            super::audit::record(&store, Some(&job.tenant_id), "job.retried", &id, details).await?;
             println!(
                 "job {id} re-queued: {} attempts so far, {extra} more allowed (up to {} in all)",
                 job.attempts, job.max_attempts

@@ -3,6 +3,8 @@
 //! (`Runtime`, `start`, ...) lives in the crate root and is shared with the
 //! integration tests.
 
+mod accounts;
+mod audit;
 mod bench;
 mod bench_sentiment;
 pub mod demo;
@@ -74,6 +76,13 @@ enum Command {
         #[command(subcommand)]
         action: train::TrainCmd,
     },
+    /// Account and person profiles: list and show.
+    Accounts {
+        #[command(subcommand)]
+        action: accounts::AccountsCmd,
+    },
+    /// The audit log of admin-side changes, newest first.
+    Audit(audit::AuditArgs),
     /// The model registry: list, show and activate versions.
     Models {
         #[command(subcommand)]
@@ -121,6 +130,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, args).await,
         Command::Train { action } => train::run(config, action).await,
         Command::Models { action } => models::run(config, action).await,
+        Command::Accounts { action } => accounts::run(config, action).await,
+        Command::Audit(args) => audit::run(config, args).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchWorker(args) => bench::worker::run(config, args).await,
         Command::BenchSentiment(args) => bench_sentiment::run(config, args).await,

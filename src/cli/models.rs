@@ -80,6 +80,14 @@ pub async fn run(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
             let info = kairos_jobs::model_registry::find(&store, &version).await?;
             let scope = tenant.as_ref().map(|t| t.id.clone()).or(info.scope);
             kairos_jobs::sentiment::registry::activate(&store, &version, scope.as_deref()).await?;
+            super::audit::record(
+                &store,
+                scope.as_deref(),
+                "model.activated",
+                &version,
+                serde_json::json!({"kind": "sentiment"}),
+            )
+            .await?;
             println!(
                 "sentiment head {version} is now active for {}",
                 tenant
@@ -115,6 +123,14 @@ pub async fn run(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
             // A tenant-trained model activates for its tenant unless told otherwise.
             let scope = tenant.as_ref().map(|t| t.id.clone()).or(info.scope);
             registry::activate(&store, &version, scope.as_deref()).await?;
+            super::audit::record(
+                &store,
+                scope.as_deref(),
+                "model.activated",
+                &version,
+                serde_json::json!({"kind": "churn"}),
+            )
+            .await?;
             println!(
                 "model {version} is now active for {}",
                 tenant

@@ -31,6 +31,8 @@ pub async fn run(config: Config, action: TenantsCmd) -> anyhow::Result<()> {
     match action {
         TenantsCmd::Create { name, rate } => {
             let key = store.create_tenant(&name, rate).await?;
+            let details = serde_json::json!({ "rate_per_second": rate });
+            super::audit::record(&store, Some(&key.tenant.id), "tenant.created", &name, details).await?;
             println!("tenant {} created (id {})", key.tenant.name, key.tenant.id);
             println!("API key (shown once, store it now): {}", key.secret);
         }
@@ -47,6 +49,8 @@ pub async fn run(config: Config, action: TenantsCmd) -> anyhow::Result<()> {
         }
         TenantsCmd::RotateKey { tenant } => {
             let key = store.rotate_key(&tenant).await?;
+            let details = serde_json::json!({ "prefix": &key.secret[..14] });
+            super::audit::record(&store, Some(&key.tenant.id), "key.rotated", &key.tenant.name, details).await?;
             println!("old keys of {} revoked", key.tenant.name);
             println!("new API key (shown once, store it now): {}", key.secret);
         }

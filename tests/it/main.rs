@@ -10,6 +10,7 @@ mod errors;
 mod failures;
 mod ingest;
 mod lock_order;
+mod people;
 mod processes;
 mod scheduler;
 mod sentiment;

@@ -241,7 +241,13 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
                 };
                 ApiError::field(at(&path), reason)
             })?;
-            validate(raw).map_err(|(field, reason)| ApiError::field(at(field), reason))
+            let event = validate(raw).map_err(|(field, reason)| ApiError::field(at(field), reason))?;
+            // Profile events are checked now with the validator the `profile`
+            // job uses, so a bad email is a 400 here rather than a dead job.
+            if let Some(Err(e)) = kairos_core::profile::parse_profile_event(&event) {
+                return Err(ApiError::field(at(&e.field), e.reason));
+            }
+            Ok(event)
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource. Handlers stay thin: extract,
 //! call the store or queue, map the outcome.
 
+pub mod accounts;
 pub mod admin;
 pub mod alerts;
 pub mod churn;

@@ -6,7 +6,9 @@
 //! Timestamps are epoch milliseconds and JSON is stored as text, which keeps
 //! the schema identical on both engines.
 
+mod accounts;
 mod alerts;
+mod audit;
 mod ingest;
 mod job_runs;
 mod schedules;
@@ -18,7 +20,12 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use accounts::{
+    decode_cursor, guard_subject, is_erased, AccountFilter, EraseRequest, Erasure, Page, PersonFilter, Upserted,
+    WriteMode, WriteSource, ERASURE_TABLES,
+};
 pub use alerts::{Alert, AlertFilter};
+pub use audit::{record_audit_in, AuditEntry, NewAudit};
 pub use ingest::{Debounce, IngestOutcome, PlannedJob, StoredEvent};
 pub(crate) use job_runs::insert_job_rows;
 pub use job_runs::{Attempt, Finish, Finished, JobFilter, JobRun, JobState, Started};

@@ -439,7 +439,15 @@ impl Job for Sentiment {
                 });
             }
         }
-        scores::store(&ctx.store, &ctx.tenant_id, &scored.row, scored.alert.as_ref(), &jobs).await?;
+        scores::store(
+            &ctx.store,
+            &ctx.tenant_id,
+            event.user_id.as_deref(),
+            &scored.row,
+            scored.alert.as_ref(),
+            &mut jobs,
+        )
+        .await?;
         if !jobs.is_empty() {
             queue_after_commit(ctx, &jobs).await;
         }

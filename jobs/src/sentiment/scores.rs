@@ -3,6 +3,8 @@
 //! written together in one transaction by the job, read by the API.
 
 use kairos_core::enqueue::{insert_jobs, NewJob};
+use kairos_core::profile::redact_alert_payload;
+use kairos_core::store::{guard_subject, is_erased};
 use kairos_core::Store;
 use sqlx::Row;
 
@@ -60,14 +62,23 @@ const COLUMNS: &str = "id, account_id, event_id, event_type, label, score, polar
 /// Stores a score, and the alert and its notification jobs if any, in one
 /// transaction (a re-run of the same job rewrites its row; the alert and
 /// jobs are created once).
+///
+/// `user_id` is the author of the scored text. If they (or their account)
+/// were erased — possibly while this job was running — the alert's text
+/// excerpt is redacted before it is written, here and in `jobs`' payloads
+/// (which the caller queues after commit), so personal data never comes
+/// back. The check runs under the erasure lock (`guard_subject`), after the
+/// first write.
 pub async fn store(
     store: &Store,
     tenant_id: &str,
+    user_id: Option<&str>,
     row: &ScoreRow,
     alert: Option<&NewAlert>,
-    jobs: &[NewJob],
+    jobs: &mut [NewJob],
 ) -> Result<(), sqlx::Error> {
     let mut tx = store.pool().begin().await?;
+    guard_subject(&mut tx, store.engine(), tenant_id, &row.account_id).await?;
     sqlx::query(
         "INSERT INTO sentiment_scores (id, tenant_id, account_id, event_id, event_type, label, score, polarity, \
          probabilities, language, urgency, keywords, model_version, job_id, scored_at) \
@@ -94,7 +105,19 @@ pub async fn store(
     .bind(row.scored_at)
     .execute(&mut *tx)
     .await?;
+    let erased = is_erased(&mut tx, tenant_id, &row.account_id, user_id).await?;
     if let Some(a) = alert {
+        let mut payload = a.payload.clone();
+        if erased {
+            redact_alert_payload(&mut payload);
+            for job in jobs.iter_mut() {
+                if let Ok(mut p) = serde_json::from_str::<serde_json::Value>(&job.payload) {
+                    if p.get_mut("details").is_some_and(redact_alert_payload) {
+                        job.payload = p.to_string();
+                    }
+                }
+            }
+        }
         sqlx::query(
             "INSERT INTO alerts (id, tenant_id, account_id, kind, severity, reason, payload, dedup_key, created_at, \
              event_id, urgency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -106,7 +129,7 @@ pub async fn store(
         .bind(&a.kind)
         .bind(&a.severity)
         .bind(&a.reason)
-        .bind(a.payload.to_string())
+        .bind(payload.to_string())
         .bind(&a.dedup_key)
         .bind(row.scored_at)
         .bind(&row.event_id)

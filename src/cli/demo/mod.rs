@@ -3,6 +3,7 @@
 //! (history, training, a scoring run) is in [`churn`].
 
 pub mod churn;
+mod profiles;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -82,6 +83,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         keys.push(key);
     }
     println!("Tenants: {} (keys issued, stored hashed)", TENANTS.join(", "));
+    profiles::run(&base, &keys, args.accounts).await?;
 
     let nonce = kairos_core::time::now_ms();
     // Churn: import a synthetic history and train + activate a model first,
@@ -159,7 +161,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         .map(|j| j.id.clone())
         .unwrap_or_default();
     println!("\nWhere things are:");
-    println!("  store:   {store_url} (tables events, job_runs, account_activity, account_activity_daily, sentiment_scores, churn_scores, alerts, models)");
+    println!("  store:   {store_url} (tables events, job_runs, accounts, people, account_activity, account_activity_daily, sentiment_scores, churn_scores, alerts, models, audit_log)");
     println!(
         "  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}",
         keys[0].secret
