@@ -1,21 +1,30 @@
 //! `GET /v1/alerts`: tenant-scoped, filtered, newest first.
 
+use kairos_core::store::{raise_alert, NewAlert};
 use kairos_core::time::now_ms;
 
 use crate::common::*;
 
 async fn insert_alert(app: &TestApp, tenant: &str, id: &str, kind: &str, at: i64) {
-    sqlx::query(
-        "INSERT INTO alerts (id, tenant_id, account_id, kind, severity, reason, payload, dedup_key, created_at) \
-         VALUES ($1, $2, 'acct-1', $3, 'critical', 'churn risk 0.91', '{\"probability\":0.91}', $1, $4)",
-    )
-    .bind(id)
-    .bind(tenant)
-    .bind(kind)
-    .bind(at)
-    .execute(app.store.pool())
-    .await
-    .unwrap();
+    let alert = NewAlert {
+        id: id.into(),
+        account_id: "acct-1".into(),
+        kind: kind.into(),
+        severity: "critical".into(),
+        reason: "churn risk 0.91".into(),
+        payload: serde_json::json!({"probability": 0.91}),
+        dedup_key: id.into(),
+        event_id: None,
+        urgency: None,
+        created_at: at,
+    };
+    let mut tx = app.store.pool().begin().await.unwrap();
+    assert!(raise_alert(&mut tx, tenant, &alert).await.unwrap());
+    assert!(
+        !raise_alert(&mut tx, tenant, &alert).await.unwrap(),
+        "raised once per dedup key"
+    );
+    tx.commit().await.unwrap();
 }
 
 async fn alerts_are_listed_per_tenant(deployment: Deployment) {

@@ -319,7 +319,17 @@ async fn scoring_scenario(deployment: Deployment) {
     );
     assert!(!latest.actions.as_array().unwrap().is_empty());
     // Five CRITICAL scores today, one alert.
-    let alerts = scores::alerts(&app.store, &app.tenant_id).await.unwrap();
+    let alerts = app
+        .store
+        .alerts(
+            &app.tenant_id,
+            &kairos_core::store::AlertFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(
         (alerts[0].account_id.as_str(), alerts[0].kind.as_str()),

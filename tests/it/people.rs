@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use kairos_core::enqueue::NewJob;
 use kairos_core::profile::REDACTED;
-use kairos_jobs::sentiment::scores::{self, NewAlert, ScoreRow};
+use kairos_core::store::NewAlert;
+use kairos_jobs::sentiment::scores::{self, ScoreRow};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -579,6 +580,10 @@ async fn store_alert(app: &TestApp, event_id: &str, account: &str, user: &str, t
         reason: format!("negative comment.created from account {account}"),
         payload: details.clone(),
         dedup_key: format!("client_dissatisfaction|{event_id}"),
+        account_id: account.into(),
+        event_id: Some(event_id.into()),
+        urgency: Some(row.urgency),
+        created_at: row.scored_at,
     };
     let mut jobs = vec![NewJob {
         id: uuid::Uuid::now_v7().to_string(),

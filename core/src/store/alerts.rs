@@ -1,5 +1,7 @@
-//! Reading alerts. Jobs raise them (churn CRITICAL today, sentiment next)
-//! in their own transactions; ops and product backends read them here.
+//! Alerts: the one writer ([`raise_alert`], called by whichever job raises
+//! one, inside its own transaction so the alert commits with the result
+//! that caused it) and the one reader ([`Store::alerts`]) for ops, product
+//! backends and the CLI.
 
 use sqlx::Row;
 
@@ -26,6 +28,60 @@ pub struct Alert {
     pub urgency: Option<i64>,
     /// Raised at (epoch ms).
     pub created_at: i64,
+}
+
+/// An alert to raise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    /// Alert id.
+    pub id: String,
+    /// The account it is about.
+    pub account_id: String,
+    /// What raised it, e.g. `churn_critical`.
+    pub kind: String,
+    /// `critical`, `high`, `medium`.
+    pub severity: String,
+    /// Why, in one line for humans.
+    pub reason: String,
+    /// Details (JSON).
+    pub payload: serde_json::Value,
+    /// Raising twice with the same key (per tenant) is a no-op, so a
+    /// re-run job does not raise its alert again.
+    pub dedup_key: String,
+    /// The event that raised it, when one did.
+    pub event_id: Option<String>,
+    /// How urgent, 0–100, when the kind measures it.
+    pub urgency: Option<i64>,
+    /// Raised at (epoch ms).
+    pub created_at: i64,
+}
+
+/// Raises `alert` for `tenant_id` inside the caller's transaction. Returns
+/// false when an alert with its dedup key exists already.
+pub async fn raise_alert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant_id: &str,
+    alert: &NewAlert,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO alerts (id, tenant_id, account_id, kind, severity, reason, payload, dedup_key, created_at, \
+         event_id, urgency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (tenant_id, dedup_key) DO NOTHING",
+    )
+    .bind(&alert.id)
+    .bind(tenant_id)
+    .bind(&alert.account_id)
+    .bind(&alert.kind)
+    .bind(&alert.severity)
+    .bind(&alert.reason)
+    .bind(alert.payload.to_string())
+    .bind(&alert.dedup_key)
+    .bind(alert.created_at)
+    .bind(alert.event_id.as_deref())
+    .bind(alert.urgency)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// Which of a tenant's alerts to read.

@@ -24,7 +24,7 @@ pub use accounts::{
     decode_cursor, guard_subject, is_erased, AccountFilter, EraseRequest, Erasure, Page, PersonFilter, Upserted,
     WriteMode, WriteSource, ERASURE_TABLES,
 };
-pub use alerts::{Alert, AlertFilter};
+pub use alerts::{raise_alert, Alert, AlertFilter, NewAlert};
 pub use audit::{record_audit_in, AuditEntry, NewAudit};
 pub use ingest::{Debounce, IngestOutcome, PlannedJob, StoredEvent};
 pub(crate) use job_runs::insert_job_rows;

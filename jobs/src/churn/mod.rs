@@ -232,8 +232,8 @@ impl Job for ChurnScore {
     }
 }
 
-/// Score rows, and alerts with their dedup keys.
-type Scored = (Vec<scores::ScoreRow>, Vec<(scores::Alert, String)>);
+/// Score rows, and the alerts they raise.
+type Scored = (Vec<scores::ScoreRow>, Vec<kairos_core::store::NewAlert>);
 
 /// Scores and explains each account; builds the rows and CRITICAL alerts.
 #[allow(clippy::too_many_arguments)]
@@ -257,22 +257,22 @@ fn score_rows(
         let actions = describe::actions_json(&e.factors, config);
         if level == kairos_models::churn::RiskLevel::Critical {
             let dedup = format!("churn_critical|{account_id}|{day}");
-            alerts.push((
-                scores::Alert {
-                    id: uuid_like(&dedup, job_id),
-                    account_id: account_id.clone(),
-                    kind: "churn_critical".into(),
-                    severity: "critical".into(),
-                    reason: format!(
-                        "churn probability {:.0}% (CRITICAL) for account {account_id}",
-                        e.probability * 100.0
-                    ),
-                    payload: json!({ "probability": e.probability, "model_version": model.version(),
-                                     "factors": factors, "actions": actions }),
-                    created_at: now,
-                },
-                dedup,
-            ));
+            alerts.push(kairos_core::store::NewAlert {
+                id: uuid_like(&dedup, job_id),
+                account_id: account_id.clone(),
+                kind: "churn_critical".into(),
+                severity: "critical".into(),
+                reason: format!(
+                    "churn probability {:.0}% (CRITICAL) for account {account_id}",
+                    e.probability * 100.0
+                ),
+                payload: json!({ "probability": e.probability, "model_version": model.version(),
+                                 "factors": factors, "actions": actions }),
+                dedup_key: dedup,
+                event_id: None,
+                urgency: None,
+                created_at: now,
+            });
         }
         rows.push(scores::ScoreRow {
             account_id: account_id.clone(),

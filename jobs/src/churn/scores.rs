@@ -1,7 +1,7 @@
-//! `churn_scores` (every scoring of an account, history kept) and `alerts`
-//! (generic: churn today, sentiment later): writes from the job, reads for
-//! the API, the CLI and the demo.
+//! `churn_scores` (every scoring of an account, history kept), written with
+//! the CRITICAL alerts they raise; reads for the API, the CLI and the demo.
 
+use kairos_core::store::{raise_alert, NewAlert};
 use kairos_core::Store;
 use sqlx::Row;
 
@@ -34,25 +34,6 @@ pub struct ScoreRow {
     pub scored_at: i64,
 }
 
-/// An alert raised for people.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Alert {
-    /// Alert id.
-    pub id: String,
-    /// Account id.
-    pub account_id: String,
-    /// e.g. `churn_critical`.
-    pub kind: String,
-    /// e.g. `critical`.
-    pub severity: String,
-    /// One line for humans.
-    pub reason: String,
-    /// Details (JSON).
-    pub payload: serde_json::Value,
-    /// Epoch ms.
-    pub created_at: i64,
-}
-
 const COLUMNS: &str = "account_id, probability, risk_level, factors, actions, features, model_version, \
                        trigger_kind, trigger_ref, job_id, scored_at";
 
@@ -83,7 +64,7 @@ pub async fn store_scores(
     store: &Store,
     tenant_id: &str,
     scores: &[ScoreRow],
-    alerts: &[(Alert, String)],
+    alerts: &[NewAlert],
 ) -> Result<(), ChurnStoreError> {
     let mut tx = store.pool().begin().await?;
     for s in scores {
@@ -111,22 +92,8 @@ pub async fn store_scores(
         .execute(&mut *tx)
         .await?;
     }
-    for (a, dedup_key) in alerts {
-        sqlx::query(
-            "INSERT INTO alerts (id, tenant_id, account_id, kind, severity, reason, payload, dedup_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, dedup_key) DO NOTHING",
-        )
-        .bind(&a.id)
-        .bind(tenant_id)
-        .bind(&a.account_id)
-        .bind(&a.kind)
-        .bind(&a.severity)
-        .bind(&a.reason)
-        .bind(a.payload.to_string())
-        .bind(dedup_key)
-        .bind(a.created_at)
-        .execute(&mut *tx)
-        .await?;
+    for a in alerts {
+        raise_alert(&mut tx, tenant_id, a).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -178,29 +145,4 @@ pub async fn latest(store: &Store, tenant_id: &str) -> Result<Vec<ScoreRow>, Chu
         out.push(s);
     }
     Ok(out)
-}
-
-/// A tenant's alerts, newest first.
-pub async fn alerts(store: &Store, tenant_id: &str) -> Result<Vec<Alert>, ChurnStoreError> {
-    let rows = sqlx::query(
-        "SELECT id, account_id, kind, severity, reason, payload, created_at FROM alerts \
-         WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC",
-    )
-    .bind(tenant_id)
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let payload: String = r.try_get("payload")?;
-            Ok(Alert {
-                id: r.try_get("id")?,
-                account_id: r.try_get("account_id")?,
-                kind: r.try_get("kind")?,
-                severity: r.try_get("severity")?,
-                reason: r.try_get("reason")?,
-                payload: serde_json::from_str(&payload)?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
 }

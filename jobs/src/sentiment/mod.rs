@@ -292,7 +292,7 @@ impl Sentiment {
 /// A score and what it raises.
 struct Scored {
     row: scores::ScoreRow,
-    alert: Option<scores::NewAlert>,
+    alert: Option<kairos_core::store::NewAlert>,
 }
 
 fn excerpt(text: &str) -> String {
@@ -351,8 +351,12 @@ fn build(
         } else {
             format!("; keywords: {}", urgency.keywords.join(", "))
         };
-        scores::NewAlert {
+        kairos_core::store::NewAlert {
             id: format!("{}|{dedup_key}", ctx.job_id),
+            account_id: event.account_id.clone(),
+            event_id: Some(event.id.clone()),
+            urgency: Some(i64::from(urgency.score)),
+            created_at: now,
             kind: ALERT_KIND.into(),
             severity: severity(urgency.score).into(),
             reason: format!(
@@ -378,7 +382,7 @@ fn build(
 }
 
 /// The alert as notifications carry it (webhook body, follow-up payload).
-fn alert_json(tenant_id: &str, row: &scores::ScoreRow, alert: &scores::NewAlert) -> Value {
+fn alert_json(tenant_id: &str, row: &scores::ScoreRow, alert: &kairos_core::store::NewAlert) -> Value {
     json!({
         "id": alert.id,
         "tenant_id": tenant_id,

@@ -4,7 +4,7 @@
 
 use kairos_core::enqueue::{insert_jobs, NewJob};
 use kairos_core::profile::redact_alert_payload;
-use kairos_core::store::{guard_subject, is_erased};
+use kairos_core::store::{guard_subject, is_erased, raise_alert, NewAlert};
 use kairos_core::Store;
 use sqlx::Row;
 
@@ -37,23 +37,6 @@ pub struct ScoreRow {
     pub model_version: String,
     /// Epoch ms.
     pub scored_at: i64,
-}
-
-/// An alert to raise with the score.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewAlert {
-    /// Alert id.
-    pub id: String,
-    /// `client_dissatisfaction`.
-    pub kind: String,
-    /// `critical`, `high` or `medium`.
-    pub severity: String,
-    /// One line for humans.
-    pub reason: String,
-    /// Details (JSON).
-    pub payload: serde_json::Value,
-    /// Makes raising idempotent per (tenant, key).
-    pub dedup_key: String,
 }
 
 const COLUMNS: &str = "id, account_id, event_id, event_type, label, score, polarity, probabilities, language, \
@@ -107,9 +90,9 @@ pub async fn store(
     .await?;
     let erased = is_erased(&mut tx, tenant_id, &row.account_id, user_id).await?;
     if let Some(a) = alert {
-        let mut payload = a.payload.clone();
+        let mut a = a.clone();
         if erased {
-            redact_alert_payload(&mut payload);
+            redact_alert_payload(&mut a.payload);
             for job in jobs.iter_mut() {
                 if let Ok(mut p) = serde_json::from_str::<serde_json::Value>(&job.payload) {
                     if p.get_mut("details").is_some_and(redact_alert_payload) {
@@ -118,24 +101,7 @@ pub async fn store(
                 }
             }
         }
-        sqlx::query(
-            "INSERT INTO alerts (id, tenant_id, account_id, kind, severity, reason, payload, dedup_key, created_at, \
-             event_id, urgency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (tenant_id, dedup_key) DO NOTHING",
-        )
-        .bind(&a.id)
-        .bind(tenant_id)
-        .bind(&row.account_id)
-        .bind(&a.kind)
-        .bind(&a.severity)
-        .bind(&a.reason)
-        .bind(payload.to_string())
-        .bind(&a.dedup_key)
-        .bind(row.scored_at)
-        .bind(&row.event_id)
-        .bind(row.urgency)
-        .execute(&mut *tx)
-        .await?;
+        raise_alert(&mut tx, tenant_id, &a).await?;
         insert_jobs(&mut tx, jobs, row.scored_at).await?;
     }
     tx.commit().await
