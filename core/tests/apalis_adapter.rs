@@ -7,6 +7,7 @@
 //! apalis's `WorkerBuilder` over `ApalisQueue`, waits for a condition (with
 //! a timeout, woken by the handler), stops the worker gracefully and checks
 //! what was handled and that the Kairos queue is empty.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;

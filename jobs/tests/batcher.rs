@@ -1,6 +1,7 @@
 //! Micro-batching with the real model (MiniLM int8 + the shipped head,
 //! fetched by `scripts/fetch-models`): texts scored together in batches
 //! across concurrent callers get the same results as texts scored alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

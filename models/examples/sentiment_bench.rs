@@ -8,6 +8,7 @@
 //!
 //! Batches are taken in input order (as Python does), each timed pass embeds all `n` texts, and passes repeat until
 //! `--min-seconds` have elapsed. `--dump` writes the embeddings of the first 64 texts for a numerical comparison.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -17,6 +17,7 @@
 //! encoder instead; give it its own `--out`. `--extra-seeds` re-fits on other splits from the same embeddings (the
 //! texts are embedded once) and prints one line of held-out accuracy per seed, to see how much a figure moves with
 //! the split; only the `--seed` head is written.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

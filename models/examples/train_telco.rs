@@ -6,6 +6,7 @@
 //! cargo run --release -p kairos-models --example train_telco -- .cache/data/telco/Customer_Churn.csv \
 //!     [--out .cache/churn/telco] [--seed 42] [--label Churn]
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::error::Error;
 use std::fs::File;

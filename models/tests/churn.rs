@@ -1,4 +1,5 @@
 //! Churn pipeline tests: loading errors, encoding rules, metrics, split, artifact round trip, synthetic recovery.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 

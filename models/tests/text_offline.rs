@@ -1,5 +1,6 @@
 //! Text-model tests that need no ONNX Runtime and no network: tokenisation, pooling, language detection, data
 //! files, metrics, and training / saving / loading a sentiment head on synthetic embeddings.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //!
 //! The ONNX Runtime library comes from `$ORT_DYLIB_PATH` (set by `.cargo/config.toml` to the library
 //! `scripts/fetch-models` fetches). Without it, or without the fetched model, the tests here print why and skip.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 

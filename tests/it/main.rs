@@ -2,6 +2,7 @@
 //! Postgres (127.0.0.1:5432, database `test`). Each test gets its own SQLite
 //! file, Postgres database and Redis key prefix, so they run in parallel.
 //! Override the servers with KAIROS_TEST_PG and KAIROS_TEST_REDIS.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 mod alerts;
 mod churn;

