@@ -13,3 +13,4 @@ mod lock_order;
 mod processes;
 mod scheduler;
 mod sentiment;
+mod startup;
