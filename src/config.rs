@@ -1,5 +1,5 @@
 //! The whole configuration file, composed of each crate's sections: core's
-//! (`server`, `store`, `queue`, `api`, `worker`, `scheduler`, `jobs`,
+//! (`server`, `store`, `queue`, `startup`, `api`, `worker`, `scheduler`, `jobs`,
 //! `rules`, `schedules`) and the job kinds' (`churn`, `sentiment`,
 //! `webhooks`, from `kairos-jobs`). Only this crate sees them all: it
 //! validates each section (naming the file and the full dotted key), checks
@@ -11,7 +11,7 @@ use std::path::Path;
 
 use kairos_core::config::{
     self, ApiConfig, ConfigError, JobPolicies, JobPolicy, KeyError, QueueConfig, SchedulerConfig, ServerConfig,
-    StoreConfig, WorkerConfig,
+    StartupConfig, StoreConfig, WorkerConfig,
 };
 use kairos_core::rules::RuleConfig;
 use kairos_core::schedule::ScheduleConfig;
@@ -35,6 +35,9 @@ pub struct Config {
     /// Where queued jobs wait for workers.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// How long a role waits for the store and queue when it starts.
+    #[serde(default)]
+    pub startup: StartupConfig,
     /// Ingest limits.
     #[serde(default)]
     pub api: ApiConfig,
@@ -97,6 +100,7 @@ impl Config {
         self.server.validate().map_err(at("server"))?;
         self.store.validate().map_err(at("store"))?;
         self.queue.validate().map_err(at("queue"))?;
+        self.startup.validate().map_err(at("startup"))?;
         self.api.validate().map_err(at("api"))?;
         self.worker.validate(kinds).map_err(at("worker"))?;
         self.jobs.validate(kinds).map_err(at("jobs"))?;

@@ -48,27 +48,84 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Connects to the store and queue; applies migrations when
+    /// Connects to the store and queue, waiting for them as `[startup]`
+    /// says (a role started during a database restart comes up once it is
+    /// back, instead of exiting); applies migrations when
     /// `store.migrate_on_start` is set.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.store.url, config.store.max_connections)
-            .await
-            .with_context(|| format!("connecting to the store at {}", redact(&config.store.url)))?;
+        let deadline = tokio::time::Instant::now() + config.startup.wait;
+        let store_url = redact(&config.store.url);
+        let store = retry_until(
+            &config.startup,
+            deadline,
+            &format!("the store at {store_url}"),
+            || Store::connect(&config.store.url, config.store.max_connections),
+            |e| !matches!(e, kairos_core::StoreError::Url { .. }),
+        )
+        .await
+        .with_context(|| format!("connecting to the store at {store_url}"))?;
         if config.store.migrate_on_start {
             store.migrate().await.context("applying migrations")?;
         }
-        let queue = kairos_core::queue::connect(&config.queue).await.with_context(|| {
-            format!(
-                "connecting to the {:?} queue at {}",
-                config.queue.backend,
-                redact(&config.queue.url)
-            )
-        })?;
+        let queue_name = format!("the {:?} queue at {}", config.queue.backend, redact(&config.queue.url));
+        let queue = retry_until(
+            &config.startup,
+            deadline,
+            &queue_name,
+            || kairos_core::queue::connect(&config.queue),
+            |_| true,
+        )
+        .await
+        .with_context(|| format!("connecting to {queue_name}"))?;
         Ok(Self {
             config: Arc::new(config),
             store,
             queue,
         })
+    }
+}
+
+/// Runs `attempt` until it succeeds, it fails in a way `transient` says
+/// will not pass, or `deadline` is reached; logs each failure with the
+/// delay before the next try.
+async fn retry_until<T, E, F, Fut>(
+    startup: &kairos_core::config::StartupConfig,
+    deadline: tokio::time::Instant,
+    what: &str,
+    mut attempt: F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        match attempt().await {
+            Ok(v) => {
+                if n > 1 {
+                    tracing::info!(attempts = n, "connected to {what}");
+                }
+                return Ok(v);
+            }
+            Err(e) => {
+                let delay = startup.delay(n);
+                let now = tokio::time::Instant::now();
+                if !transient(&e) || now + delay > deadline {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    attempt = n,
+                    retry_in = ?delay,
+                    gives_up_in = ?deadline.saturating_duration_since(now),
+                    error = %e,
+                    "{what} is not reachable yet; waiting for it ([startup] wait)"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
     }
 }
 

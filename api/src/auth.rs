@@ -16,11 +16,13 @@ pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .headers
         .get(AUTHORIZATION)
         .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <token> header"))?;
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is `Bearer`.
     header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|h| h.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|k| !k.is_empty())
         .ok_or(ApiError::Unauthorized("Authorization header must be `Bearer <token>`"))
 }

@@ -22,7 +22,6 @@ use kairos_core::rules::Rules;
 use kairos_core::{Queue, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use utoipa::OpenApi;
 
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
@@ -92,6 +91,8 @@ impl AppState {
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.api.max_body_bytes;
+    // Built once: the document states this process's own limits.
+    let doc = Arc::new(openapi::document(&state.config.api));
     Router::new()
         .route("/v1/events", post(routes::events::ingest))
         .route("/v1/jobs/{id}", get(routes::jobs::get_job))
@@ -119,15 +120,65 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/schedules/{name}/run", post(routes::admin::run_schedule))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/openapi.json", get(|| async { Json(openapi::ApiDoc::openapi()) }))
+        .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
 /// Serves on `listener` until `shutdown`, then finishes in-flight requests.
+///
+/// HTTP/1 by hyper directly rather than `axum::serve`, which has no header
+/// read timeout: a client that opens a connection and stalls in its headers
+/// is dropped after `api.header_read_timeout` (the body has its own
+/// deadline, `api.body_read_timeout`, in the handlers that read one).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let header_timeout = state.config.api.header_read_timeout;
+    let app = router(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of
+                    // spinning; the listener itself is still good.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Reap finished connections so the set does not grow for ever.
+        while connections.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = shutdown.cancelled() => {}
+            }
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }

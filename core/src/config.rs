@@ -6,7 +6,7 @@
 //! own in `kairos-jobs`); this module gives it the pieces: [`parse`] (TOML
 //! with `toml`'s line, column and key in errors, then the overrides),
 //! [`ConfigError`], and the core sections (`server`, `store`, `queue`,
-//! `api`, `worker`, `scheduler`, `jobs`), each with a `validate` for what
+//! `startup`, `api`, `worker`, `scheduler`, `jobs`), each with a `validate` for what
 //! serde cannot check, returning the key within the section ([`KeyError`]).
 //!
 //! Why hand-rolled on top of `toml` rather than a layered-config crate: admins
@@ -243,6 +243,14 @@ pub struct ApiConfig {
     /// endpoints are off when it is unset). The token itself never goes in
     /// a file.
     pub admin_token_env: String,
+    /// A connection whose request line and headers have not all arrived
+    /// this long after it opened (or after its previous response) is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request body not fully received this long after the handler starts
+    /// reading it gets 408 and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -253,7 +261,57 @@ impl Default for ApiConfig {
             rate_per_second: 2000,
             rate_burst: 4000,
             admin_token_env: "KAIROS_ADMIN_TOKEN".into(),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// How a role waits, when it starts, for a store or queue that does not
+/// answer yet (a database restarting, services started in any order):
+/// retries with exponential backoff, a log line each time, up to `wait`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StartupConfig {
+    /// Longest wait for the store and the queue together; `0s` fails at the
+    /// first refused connection.
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// First delay between attempts; doubles each time.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Cap on the delay between attempts.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for StartupConfig {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(120),
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl StartupConfig {
+    /// Checks the backoff.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        if self.backoff_initial.is_zero() {
+            return Err(key_err("backoff_initial", "must be longer than 0s"));
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(key_err("backoff_max", "must not be below backoff_initial"));
+        }
+        Ok(())
+    }
+
+    /// The delay after failed attempt `attempt` (1-based): doubling from
+    /// `backoff_initial`, capped at `backoff_max`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.backoff_initial.saturating_mul(factor).min(self.backoff_max)
     }
 }
 
@@ -416,6 +474,14 @@ impl ApiConfig {
         }
         if self.rate_per_second == 0 {
             return Err(key_err("rate_per_second", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                return Err(key_err(key, "must be between 100ms and 1h"));
+            }
         }
         Ok(())
     }
@@ -602,5 +668,64 @@ mod tests {
         let bad = vec![("KAIROS__API__MAX_BATCH".to_string(), "lots".to_string())];
         let err = sample("", &bad).unwrap_err().to_string();
         assert!(err.contains("KAIROS__API__MAX_BATCH"), "{err}");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn keys() -> impl Strategy<Value = String> {
+            "[a-z_]{1,16}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Any text: a config or an error, never a panic.
+            #[test]
+            fn arbitrary_text_never_panics(text in "(?s).{0,200}", env_val in ".{0,20}") {
+                let _ = sample(&text, &[]);
+                let _ = sample("", &[("KAIROS__API__MAX_BATCH".into(), env_val)]);
+            }
+
+            /// An unknown key in a section is refused with its name and line.
+            #[test]
+            fn unknown_keys_are_named(section in prop_oneof![Just("api"), Just("queue")], key in keys(), line in 0usize..4) {
+                let known = ["max_batch", "max_body_bytes", "rate_per_second", "rate_burst", "admin_token_env",
+                    "header_read_timeout", "body_read_timeout", "backend", "url", "prefix", "lease_margin",
+                    "reclaim_interval", "fetch_batch", "fetch_wait", "response_timeout"];
+                prop_assume!(!known.contains(&key.as_str()));
+                let text = format!("{}[{section}]\n{key} = 1\n", "\n".repeat(line));
+                let err = sample(&text, &[]).unwrap_err().to_string();
+                prop_assert!(err.contains(&key), "{}", err);
+                let line_no = format!("line {}", line + 2);
+                prop_assert!(err.contains(&line_no), "{}", err);
+            }
+
+            /// Values written to a file come back as written, and the
+            /// section's checks name the key at fault.
+            #[test]
+            fn api_values_round_trip(max_batch in 0usize..100_000, body in 0usize..10_000_000,
+                                     rate in 0u32..100_000, header_ms in 1u64..7_200_000) {
+                let text = format!(
+                    "[api]\nmax_batch = {max_batch}\nmax_body_bytes = {body}\nrate_per_second = {rate}\nheader_read_timeout = \"{header_ms}ms\"\n"
+                );
+                let api = sample(&text, &[]).unwrap().api;
+                prop_assert_eq!(api.max_batch, max_batch);
+                prop_assert_eq!(api.max_body_bytes, body);
+                prop_assert_eq!(api.rate_per_second, rate);
+                prop_assert_eq!(api.header_read_timeout, Duration::from_millis(header_ms));
+                match api.validate() {
+                    Ok(()) => {
+                        prop_assert!(max_batch > 0 && body >= 1024 && rate > 0);
+                        prop_assert!((100..=3_600_000).contains(&header_ms));
+                    }
+                    Err((key, reason)) => {
+                        prop_assert!(["max_batch", "max_body_bytes", "rate_per_second", "header_read_timeout"]
+                            .contains(&key.as_str()), "{} {}", key, reason);
+                    }
+                }
+            }
+        }
     }
 }

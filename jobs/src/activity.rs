@@ -48,18 +48,18 @@ pub fn counters_for(event_type: &str) -> Counters {
     c
 }
 
-/// Amount of a successful payment in cents: `data.amount_cents` (integer)
-/// or `data.amount` (currency units).
-fn amount_cents(event: &Event) -> i64 {
-    if let Some(c) = event.data.get("amount_cents").and_then(|v| v.as_i64()) {
-        return c;
-    }
-    event
-        .data
-        .get("amount")
-        .and_then(|v| v.as_f64())
-        .map(|a| (a * 100.0).round() as i64)
-        .unwrap_or(0)
+/// Why an event's payment cannot be added to its account's total: the sum
+/// would not fit the `BIGINT` column. Ingest bounds each amount
+/// ([`kairos_core::event::MAX_AMOUNT_CENTS`]), so this takes more than a
+/// thousand maximal payments on one account: bad data, not a type too narrow,
+/// and failing permanently (naming the values) beats a silent float or
+/// retries that end the same way.
+fn total_overflow(account: &str, total: Option<i64>, amount: i64) -> JobError {
+    let total = total.map_or_else(|| "the running total".to_owned(), |t| t.to_string());
+    JobError::Permanent(format!(
+        "activity: account_activity.amount_paid_cents for account {account} would overflow: \
+         {total} + payment data.amount_cents {amount} does not fit a 64-bit integer"
+    ))
 }
 
 #[async_trait]
@@ -78,7 +78,11 @@ impl Job for Activity {
             });
         }
         let c = counters_for(&event.event_type);
-        let amount = if c.payments > 0 { amount_cents(&event) } else { 0 };
+        let amount = if c.payments > 0 {
+            kairos_core::event::amount_cents(&event.data)
+        } else {
+            0
+        };
         let at = event.occurred_at_ms;
         let day = chrono::DateTime::from_timestamp_millis(at)
             .map(|t| t.format("%Y-%m-%d").to_string())
@@ -95,6 +99,21 @@ impl Job for Activity {
         .await?;
         if fresh.rows_affected() == 0 {
             return Ok(JobOutput { result_ref });
+        }
+        if amount != 0 {
+            // Checked in Rust, in the transaction that holds the write lock
+            // (SQLite would otherwise turn an overflowing sum into a float).
+            let total: Option<i64> = sqlx::query_scalar(
+                "SELECT amount_paid_cents FROM account_activity WHERE tenant_id = $1 AND account_id = $2",
+            )
+            .bind(&ctx.tenant_id)
+            .bind(&event.account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let total = total.unwrap_or(0);
+            if total.checked_add(amount).is_none() {
+                return Err(total_overflow(&event.account_id, Some(total), amount));
+            }
         }
         sqlx::query(
             "INSERT INTO account_activity (tenant_id, account_id, first_seen, last_seen, last_login_at, last_payment_at, \
@@ -129,7 +148,15 @@ impl Job for Activity {
         .bind(amount)
         .bind(kairos_core::time::now_ms())
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            // A concurrent payment on Postgres got in between the check and
+            // the update: the store refuses the sum (numeric_value_out_of_range).
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("22003") => {
+                total_overflow(&event.account_id, None, amount)
+            }
+            _ => e.into(),
+        })?;
         sqlx::query(
             "INSERT INTO account_activity_daily (tenant_id, account_id, day, events, logins, comments, tickets, payments, failed_payments) \
              VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8) \

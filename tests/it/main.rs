@@ -15,3 +15,4 @@ mod people;
 mod processes;
 mod scheduler;
 mod sentiment;
+mod startup;

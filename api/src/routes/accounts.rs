@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use kairos_core::profile::{
     self, parse_account, parse_person, resolve_language, resolve_time_zone, validate_id, Account, Person,
@@ -355,23 +355,8 @@ fn erasure_view(e: Erasure) -> ErasureView {
 /// The JSON body as an object, with the same content-type and size
 /// answers as event ingest.
 fn json_body(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::TooLarge(format!("request body over {} bytes", state.config.api.max_body_bytes))
-        }
-        _ => ApiError::MalformedJson(e.body_text()),
-    })?;
+    super::events::require_json(headers)?;
+    let body = body.map_err(|e| super::events::body_error(e, state.config.api.max_body_bytes))?;
     serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 

@@ -62,7 +62,8 @@ pub struct RunResponse {
         (status = 200, description = "Fired", body = RunResponse),
         (status = 401, description = "Missing or invalid admin token", body = ErrorBody),
         (status = 404, description = "No such schedule", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]

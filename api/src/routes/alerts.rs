@@ -16,16 +16,25 @@ use crate::AppState;
 
 /// Filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     /// Only alerts raised at or after this RFC 3339 time (default: 7 days ago).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only this kind, e.g. `churn_critical` or `client_dissatisfaction`.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub kind: Option<String>,
     /// Only alerts at least this urgent (0-100); alerts without an urgency
     /// (churn) are left out when set.
+    #[param(minimum = 0, maximum = 100)]
     pub min_urgency: Option<i64>,
     /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -63,6 +72,8 @@ pub struct AlertView {
         (status = 200, description = "Alerts", body = [AlertView]),
         (status = 400, description = "Bad filter", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -78,6 +89,9 @@ pub async fn list_alerts(
             .timestamp_millis(),
         None => now_ms() - 7 * 24 * 3600 * 1000,
     };
+    if let Some(kind) = &q.kind {
+        ApiError::check_ident("kind", kind)?;
+    }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));

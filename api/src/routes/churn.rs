@@ -1,6 +1,7 @@
 //! Churn scores of the calling tenant: one account's latest score and
 //! history, and every scored account grouped by risk level.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use kairos_core::time::to_rfc3339;
@@ -91,9 +92,27 @@ pub struct ChurnOverview {
 
 /// Query of `GET /v1/churn`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChurnQuery {
-    /// Lowest risk level to include: `low` (default), `medium`, `high` or `critical` (any case).
+    /// Lowest risk level to include: `low` (default), `medium`, `high` or
+    /// `critical` (the upper-case forms are accepted too).
+    #[param(inline, value_type = Option<MinRisk>)]
     pub min_risk: Option<String>,
+}
+
+/// The values of `min_risk`, for the OpenAPI document.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum MinRisk {
+    /// Every scored account.
+    Low,
+    /// MEDIUM and above.
+    Medium,
+    /// HIGH and above.
+    High,
+    /// CRITICAL only.
+    Critical,
 }
 
 /// One account's latest churn score and history.
@@ -101,11 +120,15 @@ pub struct ChurnQuery {
     get,
     path = "/v1/accounts/{id}/churn",
     tag = "churn",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = String, Path, description = "Account id", min_length = 1, max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "Latest score and history", body = AccountChurn),
+        (status = 400, description = "Not a valid account id (control characters, too long)", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 404, description = "The account has no churn score for this tenant", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -114,6 +137,7 @@ pub async fn account_churn(
     AuthTenant(tenant): AuthTenant,
     Path(id): Path<String>,
 ) -> Result<Json<AccountChurn>, ApiError> {
+    ApiError::check_ident("id", &id)?;
     let history = scores::history(&state.store, &tenant.id, &id, HISTORY_LIMIT)
         .await
         .map_err(unavailable)?;
@@ -139,14 +163,17 @@ pub async fn account_churn(
         (status = 200, description = "Accounts grouped by risk level", body = ChurnOverview),
         (status = 400, description = "Bad min_risk", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
 pub async fn churn_overview(
     State(state): State<AppState>,
     AuthTenant(tenant): AuthTenant,
-    Query(query): Query<ChurnQuery>,
+    query: Result<Query<ChurnQuery>, QueryRejection>,
 ) -> Result<Json<ChurnOverview>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
     let min = query.min_risk.as_deref().unwrap_or("low").to_ascii_uppercase();
     let min_rank = LEVELS.iter().position(|l| *l == min).ok_or_else(|| {
         ApiError::field(

@@ -2,11 +2,11 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use kairos_core::enqueue::{accept_events, Producer};
-use kairos_core::event::{valid_event_type, MAX_IDENT_LEN};
+use kairos_core::event::{check_amounts, check_ident, valid_event_type, MAX_AMOUNT_CENTS};
 use kairos_core::store::IngestOutcome;
 use kairos_core::Event;
 use serde::{Deserialize, Serialize};
@@ -20,36 +20,116 @@ use crate::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventIn {
-    /// Client-chosen id, unique per tenant (1-128 chars). Re-sending an id
-    /// is safe: it is reported as a duplicate and triggers nothing new.
-    #[schema(example = "evt_01HZX3")]
+    /// Client-chosen id, unique per tenant (1-128 characters, no control
+    /// characters, not only spaces). Re-sending an id is safe: it is
+    /// reported as a duplicate and triggers nothing new.
+    // The limits here are literals (utoipa takes no constants); a test checks
+    // them against kairos_core::event's rules.
+    #[schema(
+        example = "evt_01HZX3",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub id: String,
-    /// Dotted event type.
+    /// Dotted event type: dot-separated words of ASCII letters, digits,
+    /// `_` or `-`.
     #[serde(rename = "type")]
-    #[schema(example = "comment.created")]
+    #[schema(
+        example = "comment.created",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )]
     pub event_type: String,
-    /// Your customer account the event is about.
-    #[schema(example = "acct_42")]
+    /// Your customer account the event is about (same rules as `id`).
+    #[schema(
+        example = "acct_42",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub account_id: String,
-    /// The end user, when known.
+    /// The end user, when known (same rules as `id`).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub user_id: Option<String>,
     /// When it happened, RFC 3339 with offset.
-    #[schema(example = "2026-11-21T09:30:00Z")]
+    #[schema(example = "2026-11-21T09:30:00Z", format = DateTime)]
     pub occurred_at: String,
-    /// Free-form JSON object.
+    /// A JSON object (not `null`); see [`EventData`].
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    #[schema(value_type = EventData)]
+    pub data: serde_json::Map<String, serde_json::Value>,
 }
+
+/// `data` of an event: any JSON object. Two keys have a meaning and are
+/// checked: a payment's `amount_cents` (integer cents) and `amount`
+/// (currency units), bounded so that every total stays exact.
+pub struct EventData;
+
+impl utoipa::PartialSchema for EventData {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+        let max_cents = MAX_AMOUNT_CENTS as f64;
+        let max_units = (MAX_AMOUNT_CENTS / 100) as f64;
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Object))
+            .description(Some(
+                "Free-form JSON object. `amount_cents` (integer cents) and `amount` (currency units) are payment amounts, \
+                 checked when present.",
+            ))
+            .property(
+                "amount_cents",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Integer))
+                    .minimum(Some(-max_cents))
+                    .maximum(Some(max_cents))
+                    .description(Some("Payment amount in cents.")),
+            )
+            .property(
+                "amount",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Number))
+                    .minimum(Some(-max_units))
+                    .maximum(Some(max_units))
+                    .description(Some("Payment amount in currency units (used when `amount_cents` is absent).")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .into()
+    }
+}
+
+impl ToSchema for EventData {}
 
 /// A batch: `{"events": [...]}`. A bare array or a single event object is
 /// accepted too.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
-    /// The events, at most the configured batch size.
+    /// The events, at most the configured batch size (`api.max_batch`,
+    /// stated in the served document).
+    #[schema(min_items = 1)]
     pub events: Vec<EventIn>,
+}
+
+/// What `POST /v1/events` takes: a batch, a bare array of events, or one
+/// event. Only for the OpenAPI document (the parser reads raw JSON to name
+/// the field at fault).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum IngestBody {
+    /// `{"events": [...]}`.
+    Batch(EventBatch),
+    /// `[...]`.
+    Events(Vec<EventIn>),
+    /// One event.
+    One(EventIn),
 }
 
 /// What happened to one event.
@@ -81,26 +161,34 @@ pub struct IngestResponse {
     post,
     path = "/v1/events",
     tag = "ingest",
-    request_body(content = EventBatch, description = "A batch `{\"events\": [...]}`, a bare array, or one event object"),
+    request_body(content = IngestBody, description = "A batch `{\"events\": [...]}`, a bare array, or one event object"),
     responses(
         (status = 202, description = "Recorded; jobs triggered", body = IngestResponse),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `api.body_read_timeout`", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 429, description = "Over the tenant's rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Store or queue unavailable; nothing recorded", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a charset other than UTF-8", body = ErrorBody),
+        (status = 429, description = "Over the tenant's rate", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the rate allows the batch"))),
+        (status = 503, description = "Store or queue unavailable; nothing recorded", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
 pub async fn ingest(
     State(state): State<AppState>,
     AuthTenant(tenant): AuthTenant,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    require_json(&headers)?;
-    let body = body.map_err(|e| body_error(e, state.config.api.max_body_bytes))?;
+    require_json(request.headers())?;
+    // The whole body within one deadline: a client trickling bytes must not
+    // hold a connection (and its buffer) open for ever.
+    let timeout = state.config.api.body_read_timeout;
+    let body = tokio::time::timeout(timeout, Bytes::from_request(request, &state))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(format!("request body not received within {timeout:?}")))?
+        .map_err(|e| body_error(e, state.config.api.max_body_bytes))?;
     let events = parse_events(&body, state.config.api.max_batch)?;
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
 
@@ -157,25 +245,40 @@ impl IngestResponse {
     }
 }
 
-/// 415 unless the body is declared JSON (`application/json` or `+json`).
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
+/// 415 unless the body is declared JSON (`application/json` or `+json`)
+/// in UTF-8: JSON is UTF-8 (RFC 8259), and a body declared in another
+/// charset would be misread, so it is refused rather than guessed at.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "content type must be application/json".into(),
+        ));
+    };
+    let mut parts = ct.split(';');
+    let mime = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    if !(mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))) {
+        return Err(ApiError::UnsupportedMediaType(
+            "content type must be application/json".into(),
+        ));
     }
+    for param in parts {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("charset") {
+            let value = value.trim().trim_matches('"');
+            if !(value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")) {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "charset `{value}` not supported: JSON bodies must be UTF-8"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// 413 for a body over the limit, 400 for one that could not be read.
-fn body_error(e: BytesRejection, max_body_bytes: usize) -> ApiError {
+pub(crate) fn body_error(e: BytesRejection, max_body_bytes: usize) -> ApiError {
     match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!("request body over {max_body_bytes} bytes")),
         _ => ApiError::MalformedJson(e.body_text()),
@@ -192,7 +295,7 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
             if obj.len() > 1 {
                 let extra = obj.keys().find(|k| *k != "events").cloned().unwrap_or_default();
                 return Err(ApiError::field(
-                    extra,
+                    key_name(&extra),
                     "unknown field in a batch (expected only `events`)",
                 ));
             }
@@ -234,14 +337,19 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
                 let path = e.path().to_string();
                 let path = if path == "." { String::new() } else { path };
                 let reason = e.into_inner().to_string();
-                // serde reports a missing field at its parent: point at the field.
-                let path = match reason.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-                    Some(name) => join(&path, name),
+                // serde reports a missing or unknown field at its parent:
+                // point at the field itself.
+                let named = reason
+                    .strip_prefix("missing field `")
+                    .or_else(|| reason.strip_prefix("unknown field `"))
+                    .and_then(|r| r.split('`').next());
+                let path = match named {
+                    Some(name) => join(&path, key_name(name)),
                     None => path,
                 };
                 ApiError::field(at(&path), reason)
             })?;
-            let event = validate(raw).map_err(|(field, reason)| ApiError::field(at(field), reason))?;
+            let event = validate(raw).map_err(|(field, reason)| ApiError::field(at(&field), reason))?;
             // Profile events are checked now with the validator the `profile`
             // job uses, so a bad email is a 400 here rather than a dead job.
             if let Some(Err(e)) = kairos_core::profile::parse_profile_event(&event) {
@@ -250,6 +358,16 @@ fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<Event>, ApiError> {
             Ok(event)
         })
         .collect()
+}
+
+/// A key as a field path; the empty key is shown as `""` so that an error
+/// always names something.
+fn key_name(key: &str) -> &str {
+    if key.is_empty() {
+        "\"\""
+    } else {
+        key
+    }
 }
 
 fn join(prefix: &str, field: &str) -> String {
@@ -262,31 +380,26 @@ fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-fn ident(field: &'static str, value: &str) -> Result<(), (&'static str, String)> {
-    if value.trim().is_empty() {
-        return Err((field, "must not be empty".into()));
-    }
-    if value.len() > MAX_IDENT_LEN {
-        return Err((field, format!("must be at most {MAX_IDENT_LEN} bytes")));
-    }
-    Ok(())
+fn ident(field: &'static str, value: &str) -> Result<(), (String, String)> {
+    check_ident(value).map_err(|reason| (field.to_owned(), reason))
 }
 
-fn validate(raw: EventIn) -> Result<Event, (&'static str, String)> {
+fn validate(raw: EventIn) -> Result<Event, (String, String)> {
     ident("id", &raw.id)?;
     ident("account_id", &raw.account_id)?;
     if let Some(u) = &raw.user_id {
         ident("user_id", u)?;
     }
+    check_amounts(&raw.data).map_err(|(field, reason)| (format!("data.{field}"), reason))?;
     if !valid_event_type(&raw.event_type) {
         return Err((
-            "type",
-            "must be dot-separated words of letters, digits, `_` or `-`, e.g. `comment.created`".into(),
+            "type".into(),
+            "must be dot-separated words of letters, digits, `_` or `-`, at most 128 characters, e.g. `comment.created`".into(),
         ));
     }
     let occurred = chrono::DateTime::parse_from_rfc3339(&raw.occurred_at).map_err(|e| {
         (
-            "occurred_at",
+            "occurred_at".into(),
             format!(
                 "`{}` is not an RFC 3339 timestamp like 2026-11-21T09:30:00Z ({e})",
                 raw.occurred_at
@@ -299,7 +412,7 @@ fn validate(raw: EventIn) -> Result<Event, (&'static str, String)> {
         account_id: raw.account_id,
         user_id: raw.user_id,
         occurred_at_ms: occurred.timestamp_millis(),
-        data: raw.data.unwrap_or_default(),
+        data: raw.data,
     })
 }
 
@@ -347,6 +460,158 @@ mod tests {
             err(&format!("[{OK},{}]", OK.replace("}", ",\"data\":[1]}"))).0,
             "[1].data"
         );
+    }
+
+    #[test]
+    fn data_must_be_an_object_not_null() {
+        let (field, _) = err(&OK.replace("}", ",\"data\":null}"));
+        assert_eq!(field, "data");
+        assert_eq!(err(&OK.replace("\"a\"", "\"a\\u0000\"")).0, "account_id");
+        assert_eq!(err(&OK.replace("}", ",\"data\":{\"amount\":1e308}}")).0, "data.amount");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(serde_json::Value::from),
+                ".{0,12}".prop_map(serde_json::Value::from),
+                // Keys and values an event has, so generated objects get
+                // past the first field more often.
+                prop_oneof![
+                    Just("id"),
+                    Just("type"),
+                    Just("account_id"),
+                    Just("user_id"),
+                    Just("occurred_at"),
+                    Just("data"),
+                    Just("events"),
+                    Just("2026-11-21T09:00:00Z"),
+                    Just("payment.succeeded"),
+                    Just("amount"),
+                    Just("amount_cents")
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                let key = prop_oneof![
+                    prop_oneof![
+                        Just("id"),
+                        Just("type"),
+                        Just("account_id"),
+                        Just("user_id"),
+                        Just("occurred_at"),
+                        Just("data"),
+                        Just("events"),
+                        Just("amount"),
+                        Just("amount_cents")
+                    ]
+                    .prop_map(String::from),
+                    ".{0,6}",
+                ];
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(key, inner, 0..7)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn ident() -> impl Strategy<Value = String> {
+            "[^\\p{Cc}]{0,20}[^\\p{Cc}\\s][^\\p{Cc}]{0,20}"
+        }
+
+        fn valid_event() -> impl Strategy<Value = (serde_json::Value, i64)> {
+            (
+                ident(),
+                "[a-z0-9_-]{1,10}(\\.[A-Za-z0-9_-]{1,10}){0,3}",
+                ident(),
+                proptest::option::of(ident()),
+                // Years 1970 to 9999, whole milliseconds.
+                0i64..253_402_300_799_999,
+                -(kairos_core::event::MAX_AMOUNT_CENTS)..=kairos_core::event::MAX_AMOUNT_CENTS,
+                ".{0,16}",
+            )
+                .prop_map(|(id, t, account, user, ms, cents, note)| {
+                    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+                    let mut v = serde_json::json!({
+                        "id": id, "type": t, "account_id": account,
+                        "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        "data": {"amount_cents": cents, "note": note},
+                    });
+                    if let Some(u) = user {
+                        v["user_id"] = u.into();
+                    }
+                    (v, ms)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any bytes: an answer, never a panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = parse_events(&body, 10);
+            }
+
+            /// Any JSON object or non-empty array: accepted, too large, or a
+            /// 400 that names a field.
+            #[test]
+            fn errors_in_json_always_name_a_field(value in json()) {
+                let structured = match &value {
+                    serde_json::Value::Object(_) => true,
+                    serde_json::Value::Array(a) => !a.is_empty(),
+                    _ => false,
+                };
+                let body = serde_json::to_vec(&value).unwrap();
+                match parse_events(&body, 10) {
+                    Ok(events) => prop_assert!(!events.is_empty()),
+                    Err(ApiError::InvalidField { field, reason }) => {
+                        prop_assert!(!reason.is_empty());
+                        if structured {
+                            prop_assert!(!field.is_empty(), "no field for {} ({})", value, reason);
+                        }
+                    }
+                    Err(ApiError::TooLarge(_)) => {}
+                    Err(other) => prop_assert!(false, "unexpected {:?} for {}", other, value),
+                }
+            }
+
+            /// Valid events, in any of the three shapes, come back as sent.
+            #[test]
+            fn valid_events_round_trip(events in prop::collection::vec(valid_event(), 1..5), shape in 0..3u8) {
+                let values: Vec<_> = events.iter().map(|(v, _)| v.clone()).collect();
+                let body = match shape {
+                    0 => serde_json::json!({ "events": values }),
+                    1 => serde_json::Value::from(values.clone()),
+                    _ => values[0].clone(),
+                };
+                let parsed = parse_events(&serde_json::to_vec(&body).unwrap(), 10)
+                    .map_err(|e| TestCaseError::fail(format!("{e:?} for {body}")))?;
+                let sent = if shape == 2 { &events[..1] } else { &events[..] };
+                prop_assert_eq!(parsed.len(), sent.len());
+                for (e, (v, ms)) in parsed.iter().zip(sent) {
+                    prop_assert_eq!(&e.id, v["id"].as_str().unwrap());
+                    prop_assert_eq!(&e.event_type, v["type"].as_str().unwrap());
+                    prop_assert_eq!(&e.account_id, v["account_id"].as_str().unwrap());
+                    prop_assert_eq!(e.user_id.as_deref(), v["user_id"].as_str());
+                    prop_assert_eq!(e.occurred_at_ms, *ms);
+                    prop_assert_eq!(&serde_json::Value::Object(e.data.clone()), &v["data"]);
+                    prop_assert_eq!(
+                        kairos_core::event::amount_cents(&e.data),
+                        v["data"]["amount_cents"].as_i64().unwrap()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -70,11 +70,15 @@ impl From<JobRun> for JobView {
     get,
     path = "/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job run id")),
+    params(("id" = String, Path, description = "Job run id", min_length = 1, max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "An id no job can have (control characters, too long)", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 404, description = "No such job for this tenant", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -83,6 +87,7 @@ pub async fn get_job(
     AuthTenant(tenant): AuthTenant,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
+    ApiError::check_ident("id", &id)?;
     state
         .store
         .job(Some(&tenant.id), &id)

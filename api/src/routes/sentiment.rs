@@ -16,11 +16,14 @@ use crate::AppState;
 
 /// Filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SentimentQuery {
     /// How many recent scores to return (1-100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Days in the rolling window (1-365, default 30).
+    #[param(minimum = 1, maximum = 365)]
     pub window_days: Option<u32>,
 }
 
@@ -103,12 +106,15 @@ pub struct AccountSentiment {
     get,
     path = "/v1/accounts/{id}/sentiment",
     tag = "sentiment",
-    params(("id" = String, Path, description = "Account id"), SentimentQuery),
+    params(("id" = String, Path, description = "Account id", min_length = 1, max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"), SentimentQuery),
     responses(
         (status = 200, description = "Recent scores and averages", body = AccountSentiment),
         (status = 400, description = "Bad filter", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 404, description = "The account has no sentiment score for this tenant", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -118,6 +124,7 @@ pub async fn account_sentiment(
     Path(id): Path<String>,
     query: Result<Query<SentimentQuery>, QueryRejection>,
 ) -> Result<Json<AccountSentiment>, ApiError> {
+    ApiError::check_ident("id", &id)?;
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
