@@ -13,6 +13,7 @@ mod ingest;
 mod lock_order;
 mod people;
 mod processes;
+mod reliability;
 mod scheduler;
 mod sentiment;
 mod startup;
