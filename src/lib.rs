@@ -167,6 +167,12 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         let dispatcher =
             kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
         tasks.spawn(dispatcher.run(shutdown.clone()));
+        let reconciler = kairos_scheduler::Reconciler::new(
+            rt.store.clone(),
+            rt.queue.clone(),
+            rt.config.scheduler.reconcile_interval,
+        );
+        tasks.spawn(reconciler.run(shutdown.clone()));
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(rt.config.scheduling()));
         let path = PathBuf::from(&rt.config.source);
         if path.is_file() {

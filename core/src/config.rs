@@ -191,12 +191,20 @@ pub struct QueueConfig {
     /// Namespace for every Redis key, so several deployments (or tests) can
     /// share one Redis.
     pub prefix: String,
-    /// How much longer than a job's timeout its lease lasts. A job whose
-    /// worker died (SIGKILL, lost host) is re-delivered at most
-    /// `timeout + lease_margin` after it was fetched.
+    /// How long a fetched job stays leased without a heartbeat. A live
+    /// worker renews the leases of the jobs it holds every `lease / 3`, so a
+    /// job may run as long as its timeout allows, while a worker that died
+    /// (SIGKILL, lost host) has its jobs re-delivered within
+    /// `lease + reclaim_interval` — 15 s with the defaults.
     #[serde(with = "humantime_serde")]
-    pub lease_margin: Duration,
-    /// How often a worker looks for orphaned (expired-lease) jobs.
+    pub lease: Duration,
+    /// Deprecated: leases used to be `timeout + lease_margin`; they are now
+    /// renewed by heartbeats (see `lease`). Still accepted so that existing
+    /// files load; ignored, with a warning at start.
+    #[serde(with = "humantime_serde")]
+    pub lease_margin: Option<Duration>,
+    /// How often each worker moves jobs whose lease expired (all of them,
+    /// not only as many as it has free slots) back onto the queue.
     #[serde(with = "humantime_serde")]
     pub reclaim_interval: Duration,
     /// Most jobs fetched (and acknowledged) per round trip.
@@ -217,7 +225,8 @@ impl Default for QueueConfig {
             backend: QueueBackendKind::Sqlite,
             url: "sqlite://data/kairos.db".into(),
             prefix: "kairos".into(),
-            lease_margin: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
+            lease_margin: None,
             reclaim_interval: Duration::from_secs(5),
             fetch_batch: 128,
             fetch_wait: Duration::from_millis(500),
@@ -297,6 +306,12 @@ pub struct SchedulerConfig {
     /// the scheduler (the API normally queues it within milliseconds).
     #[serde(with = "humantime_serde")]
     pub dispatch_after: Duration,
+    /// How often the queue is checked against the store: after the queue
+    /// comes back without its data (a Redis restarted empty), every job
+    /// the store holds `queued` or `retrying` is pushed again within this
+    /// interval (plus the time the push takes).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
     /// How long schedule tick records are kept (each schedule's latest is
     /// always kept). Pruned hourly by every scheduler replica.
     #[serde(with = "humantime_serde")]
@@ -310,6 +325,7 @@ impl Default for SchedulerConfig {
             reload_interval: Duration::from_secs(2),
             dispatch_interval: Duration::from_secs(1),
             dispatch_after: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(5),
             tick_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
@@ -400,6 +416,12 @@ impl QueueConfig {
         }
         if self.fetch_batch == 0 || self.fetch_batch > 10_000 {
             return Err(key_err("fetch_batch", "must be between 1 and 10000"));
+        }
+        if self.lease < Duration::from_millis(300) || self.lease > Duration::from_secs(3600) {
+            return Err(key_err("lease", "must be between 300ms and 1h"));
+        }
+        if self.reclaim_interval < Duration::from_millis(50) || self.reclaim_interval > self.lease {
+            return Err(key_err("reclaim_interval", "must be between 50ms and `lease`"));
         }
         Ok(())
     }
@@ -565,6 +587,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn leases_are_bounded_and_the_old_margin_still_loads() {
+        let q = QueueConfig {
+            lease: Duration::from_millis(100),
+            ..QueueConfig::default()
+        };
+        assert_eq!(q.validate().unwrap_err().0, "lease");
+        let q = QueueConfig {
+            reclaim_interval: Duration::from_secs(20),
+            ..QueueConfig::default()
+        };
+        assert_eq!(q.validate().unwrap_err().0, "reclaim_interval");
+        assert!(QueueConfig::default().validate().is_ok());
+        let s = sample("[queue]\nlease_margin = \"30s\"\nlease = \"5s\"\n", &[]).unwrap();
+        assert_eq!(s.queue.lease_margin, Some(Duration::from_secs(30)));
+        assert_eq!(s.queue.lease, Duration::from_secs(5));
     }
 
     #[test]

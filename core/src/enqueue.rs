@@ -21,12 +21,16 @@
 //!   recorded".
 //! - [`dispatch_pending`] and [`retry_dead`]: the recovery producers, on the
 //!   same push path.
+//! - [`reconcile`]: the store is the truth. When the queue comes back
+//!   without its data (its epoch marker is gone), every job the store holds
+//!   `queued` or `retrying` is pushed again; [`requeue`] does the same on an
+//!   operator's request (`kairos jobs requeue`).
 
 use crate::config::JobPolicies;
 use crate::event::Event;
 use crate::queue::{Message, Queue, QueueError};
 use crate::rules::Rules;
-use crate::store::{Debounce, IngestOutcome, JobRun, PlannedJob, StoredEvent};
+use crate::store::{Debounce, IngestOutcome, JobRun, JobState, PlannedJob, StoredEvent};
 use crate::time::now_ms;
 use crate::{Store, StoreError};
 
@@ -266,4 +270,136 @@ pub async fn retry_dead(
         return Err(e.into());
     }
     Ok(job)
+}
+
+/// Which stored jobs [`requeue`] pushes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequeueFilter {
+    /// Only jobs in these states (`queued`, `retrying`; `pending` ones are
+    /// the dispatcher's and are marked `queued` once pushed).
+    pub states: Vec<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs queued (or, never queued, created) before this (epoch ms).
+    pub before_ms: i64,
+}
+
+/// Pages of re-queued jobs; a full page is followed at once by the next.
+const REQUEUE_PAGE: u32 = 1000;
+
+/// Pushes again every stored job matching `filter` (in pages, in id
+/// order) and returns how many. A job that is on the queue as well is then
+/// delivered twice; the store refuses to start it once it has finished,
+/// so the second delivery is acknowledged, not re-run.
+pub async fn requeue(store: &Store, queue: &dyn Queue, filter: &RequeueFilter) -> Result<u64, EnqueueError> {
+    if let Some(bad) = filter
+        .states
+        .iter()
+        .find(|s| !matches!(s, JobState::Pending | JobState::Queued | JobState::Retrying))
+    {
+        return Err(StoreError::Conflict(format!(
+            "jobs that are {bad} cannot be re-queued (only pending, queued or retrying)"
+        ))
+        .into());
+    }
+    let mut after = String::new();
+    let mut total = 0u64;
+    loop {
+        let page = store
+            .jobs_to_requeue(
+                &filter.states,
+                filter.kind.as_deref(),
+                filter.before_ms,
+                &after,
+                REQUEUE_PAGE,
+            )
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(total);
+        };
+        after = last.id.clone();
+        let full = page.len() as u32 >= REQUEUE_PAGE;
+        let pending: Vec<String> = page
+            .iter()
+            .filter(|j| j.state == JobState::Pending)
+            .map(|j| j.id.clone())
+            .collect();
+        let jobs: Vec<NewJob> = page.into_iter().map(NewJob::from).collect();
+        push(queue, &jobs).await?;
+        if !pending.is_empty() {
+            store.mark_queued(&pending).await?;
+        }
+        total += jobs.len() as u64;
+        if !full {
+            return Ok(total);
+        }
+    }
+}
+
+/// The store's name for the queue epoch a reconciler last saw.
+const EPOCH_META: &str = "queue_epoch";
+/// How long a reconciler's claim to re-queue after a loss lasts: if it dies
+/// half-way, another takes over once the claim expires.
+const RECOVERY_CLAIM: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What one [`reconcile`] round found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reconciled {
+    /// The queue had lost its data (its epoch marker was gone).
+    pub lost: bool,
+    /// Jobs pushed again.
+    pub requeued: u64,
+}
+
+/// One reconciliation of the queue with the store — safe with any number of
+/// schedulers running it at once.
+///
+/// The queue carries an epoch marker that lives and dies with its data (a
+/// Redis key). The store remembers the last epoch seen. A marker that is
+/// missing while the store remembers one means the queue lost its data:
+/// the one reconciler that wins the claim on a new marker pushes again
+/// every job the store holds `queued` or `retrying` (a `retrying` job's
+/// backoff wait is cut short), then makes the marker permanent. With no
+/// remembered epoch (a fresh deployment) the marker is just set. Nothing is
+/// pushed while the marker is there, so jobs genuinely on the queue are
+/// never pushed twice in normal operation.
+pub async fn reconcile(store: &Store, queue: &dyn Queue) -> Result<Reconciled, EnqueueError> {
+    let remembered = store.meta(EPOCH_META).await?;
+    match queue.epoch().await? {
+        // Another reconciler is re-queueing after a loss.
+        Some(current) if current.starts_with("recovering:") => Ok(Reconciled::default()),
+        Some(current) => {
+            if remembered.as_deref() != Some(current.as_str()) {
+                store.set_meta(EPOCH_META, &current).await?;
+            }
+            Ok(Reconciled::default())
+        }
+        None => {
+            let epoch = uuid::Uuid::now_v7().to_string();
+            let claim = format!("recovering:{epoch}");
+            if !queue.claim_epoch(&claim, Some(RECOVERY_CLAIM)).await? {
+                return Ok(Reconciled::default());
+            }
+            let lost = remembered.is_some();
+            let requeued = if lost {
+                tracing::warn!("the queue lost its data (its epoch marker is gone); re-queueing from the store");
+                let filter = RequeueFilter {
+                    states: vec![JobState::Queued, JobState::Retrying],
+                    kind: None,
+                    before_ms: i64::MAX,
+                };
+                requeue(store, queue, &filter).await?
+            } else {
+                0
+            };
+            store.set_meta(EPOCH_META, &epoch).await?;
+            if !queue.confirm_epoch(&claim, &epoch).await? {
+                tracing::warn!("queue recovery outlived its claim; another reconciler may have re-queued as well");
+            }
+            if lost {
+                tracing::warn!(count = requeued, "re-queued jobs the queue had lost");
+            }
+            Ok(Reconciled { lost, requeued })
+        }
+    }
 }

@@ -108,6 +108,12 @@ impl Queue for Counting {
     async fn depth(&self, kind: &str) -> Result<Depth, QueueError> {
         self.inner().depth(kind).await
     }
+    async fn heartbeat(&self, kind: &str, consumer: &str, tags: &[String], lease: Duration) -> Result<(), QueueError> {
+        self.inner().heartbeat(kind, consumer, tags, lease).await
+    }
+    async fn reclaim(&self, kind: &str, consumer: &str, lease: Duration) -> Result<u64, QueueError> {
+        self.inner().reclaim(kind, consumer, lease).await
+    }
 }
 
 /// What the handler saw: job id → (payload, consumer tag) per delivery.

@@ -5,6 +5,8 @@
 //!   once across any number of replicas — see the module doc for how.
 //! - [`dispatcher`]: jobs left `pending` in the store (the API or a replica
 //!   died between commit and queue push, or the queue was down) are queued.
+//! - [`reconciler`]: a queue that lost its data (Redis restarted without
+//!   it) gets the store's `queued` and `retrying` jobs again.
 //! - [`reload`]: hot reload of the config on file change or SIGHUP.
 //! - [`fire`] / [`plan`]: what a tick becomes, shared with the CLI and the
 //!   admin API's "run now".
@@ -12,11 +14,13 @@
 pub mod dispatcher;
 pub mod fire;
 pub mod plan;
+pub mod reconciler;
 pub mod reload;
 pub mod ticker;
 
 pub use dispatcher::Dispatcher;
 pub use fire::{Firer, Outcome};
+pub use reconciler::Reconciler;
 pub use ticker::Ticker;
 
 use kairos_core::config::{JobPolicies, JobPolicy, SchedulerConfig};

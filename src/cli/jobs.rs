@@ -1,5 +1,5 @@
-//! `kairos jobs list | show | dead | retry`: inspect job runs and re-queue
-//! dead ones.
+//! `kairos jobs list | show | dead | retry | requeue`: inspect job runs,
+//! re-queue dead ones, and push again jobs the queue may have lost.
 
 use anyhow::Context;
 use kairos_core::store::{JobFilter, JobRun, JobState};
@@ -47,6 +47,23 @@ pub enum JobsCmd {
         /// Attempts to grant (default: the kind's `max_attempts`).
         #[arg(long)]
         attempts: Option<u32>,
+    },
+    /// Push again jobs the store holds as waiting (the queue lost them, or
+    /// they were never pushed). A job that is on the queue as well is then
+    /// delivered twice, and runs once: the store refuses to start it again
+    /// once it has finished. The scheduler does this by itself when the
+    /// queue comes back without its data.
+    Requeue {
+        /// Only jobs in this state: queued, retrying or pending.
+        #[arg(long, default_value = "queued")]
+        state: String,
+        /// Only jobs waiting at least this long (since queued, or created
+        /// if never queued), e.g. `10m`, `1h`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
     },
 }
 
@@ -176,6 +193,29 @@ pub async fn run(config: Config, action: JobsCmd) -> anyhow::Result<()> {
             println!(
                 "job {id} re-queued: {} attempts so far, {extra} more allowed (up to {} in all)",
                 job.attempts, job.max_attempts
+            );
+        }
+        JobsCmd::Requeue {
+            state,
+            older_than,
+            kind,
+        } => {
+            let state: JobState = state.parse().map_err(anyhow::Error::msg)?;
+            let age = i64::try_from(older_than.as_millis()).context("--older-than is too long")?;
+            let filter = kairos_core::enqueue::RequeueFilter {
+                states: vec![state],
+                kind,
+                before_ms: kairos_core::time::now_ms() - age,
+            };
+            let queue = kairos_core::queue::connect(&config.queue)
+                .await
+                .context("connecting to the queue")?;
+            let n = kairos_core::enqueue::requeue(&store, queue.as_ref(), &filter)
+                .await
+                .context("re-queueing jobs")?;
+            println!(
+                "{n} {state} jobs waiting longer than {} re-queued",
+                humantime::format_duration(older_than)
             );
         }
     }

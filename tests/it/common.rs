@@ -106,7 +106,7 @@ backend = "{backend}"
 url = "{queue}"
 prefix = "{prefix}"
 fetch_wait = "200ms"
-lease_margin = "1s"
+lease = "3s"
 reclaim_interval = "300ms"
 
 [scheduler]

@@ -14,9 +14,7 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn marking_starting_and_finishing_the_same_jobs_concurrently_never_deadlocks() {
     let env = Env::new(Deployment::Distributed).await;
-    let rt = Runtime::open(env.config(""))
-        .await
-        .unwrap();
+    let rt = Runtime::open(env.config("")).await.unwrap();
     let store = rt.store.clone();
     const ROUNDS: usize = 15;
     const JOBS: usize = 200;

@@ -11,5 +11,6 @@ mod failures;
 mod ingest;
 mod lock_order;
 mod processes;
+mod reliability;
 mod scheduler;
 mod sentiment;

@@ -184,7 +184,7 @@ async fn sigterm_finishes_in_flight_jobs_and_exits_zero() {
 }
 
 async fn sigkilled_worker_jobs_are_redelivered(deployment: Deployment) {
-    // Env's config sets queue.lease_margin = 1s and reclaim_interval = 300ms.
+    // Env's config sets queue.lease = 3s and reclaim_interval = 300ms.
     let extra =
         "[jobs.probe]\ntimeout = \"4s\"\nmax_attempts = 3\n[[rules]]\non = \"diagnostic.*\"\nrun = [\"probe\"]\n";
     let env = Env::new(deployment).await;
@@ -240,7 +240,7 @@ async fn sigkilled_worker_jobs_are_redelivered(deployment: Deployment) {
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.attempts, 2, "the killed attempt counts, the second one finishes");
     assert!(!job.worker.unwrap().contains(&victim_tag));
-    // Bound: lease (timeout 4s + margin 1s) + reclaim interval + the 2.5s run.
+    // Bound: lease (3s, renewed while the job ran) + reclaim interval + the 2.5s run.
     assert!(took < Duration::from_secs(15), "re-delivery took {took:?}");
     rescuer.signal("TERM");
     assert!(rescuer.wait(Duration::from_secs(20)).await.success());

@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{backoff, Shared};
 
-const MAX_BATCH: usize = 512;
+/// Outcomes recorded per transaction. Bounded so that outcomes are
+/// recorded promptly and few jobs are started-but-unrecorded at any time
+/// (all re-run if the process dies).
+const MAX_BATCH: usize = 128;
 /// Store write attempts per batch once shutdown has begun.
 const SHUTDOWN_TRIES: u32 = 5;
 
@@ -131,6 +134,7 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
                 if let Err(e) = shared.queue.retry(&o.delivery, *delay).await {
                     tracing::error!(job = %o.delivery.message.id, error = %e, "cannot schedule retry; the lease will expire and re-deliver it");
                 }
+                shared.leases.drop_tags(&o.delivery.message.kind, [&o.delivery.tag]);
             }
         }
     }
@@ -138,6 +142,9 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
         if let Err(e) = shared.queue.ack(kind, &tags).await {
             tracing::error!(kind, count = tags.len(), error = %e, "cannot acknowledge; the jobs will be re-delivered and skipped as finished");
         }
+        // Acknowledged or not, stop renewing: an unacknowledged delivery
+        // must expire so it is re-delivered and skipped as finished.
+        shared.leases.drop_tags(kind, &tags);
     }
 }
 

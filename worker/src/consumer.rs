@@ -13,6 +13,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::completer::Outcome;
+use crate::leases::Leases;
 use crate::Shared;
 
 /// Why a consumer stopped; its supervisor restarts it.
@@ -68,7 +69,8 @@ pub(crate) async fn run(
         .get(&kind)
         .ok_or_else(|| ConsumerError::UnknownKind(kind.clone()))?;
     let policy = shared.config.policy(&kind);
-    let lease = policy.timeout + shared.config.queue.lease_margin;
+    // Short, whatever the timeout: the lease task renews it while held.
+    let lease = shared.config.queue.lease;
     let batch = shared.config.queue.fetch_batch;
     loop {
         let first = tokio::select! {
@@ -92,10 +94,14 @@ pub(crate) async fn run(
         if deliveries.is_empty() {
             continue;
         }
+        shared.leases.hold(&kind, deliveries.iter().map(|d| &d.tag));
         let ids: Vec<String> = deliveries.iter().map(|d| d.message.id.clone()).collect();
         let started = match shared.store.start(&ids, &shared.id).await {
             Ok(s) => s,
             Err(e) => {
+                // Stop renewing first: if the release fails too, the leases
+                // must expire for the jobs to come back.
+                shared.leases.drop_tags(&kind, deliveries.iter().map(|d| &d.tag));
                 shared.queue.release(&deliveries).await?;
                 return Err(e.into());
             }
@@ -113,6 +119,7 @@ pub(crate) async fn run(
             let Some(permit) = permits.pop() else {
                 // Cannot happen (fetch returns at most permits.len()), but a
                 // backend bug must not run jobs beyond the concurrency limit.
+                shared.leases.drop_tags(&kind, [&delivery.tag]);
                 shared.queue.release(std::slice::from_ref(&delivery)).await?;
                 continue;
             };
@@ -131,6 +138,7 @@ pub(crate) async fn run(
                 policy.clone(),
                 permit,
                 in_flight.clone(),
+                shared.leases.clone(),
                 done.clone(),
             );
         }
@@ -140,6 +148,7 @@ pub(crate) async fn run(
                 count = stale.len(),
                 "acknowledging deliveries of jobs already finished or unknown"
             );
+            shared.leases.drop_tags(&kind, &stale);
             shared.queue.ack(&kind, &stale).await?;
         }
     }
@@ -152,6 +161,7 @@ fn spawn_attempt(
     policy: JobPolicy,
     permit: OwnedSemaphorePermit,
     in_flight: InFlight,
+    leases: Leases,
     done: mpsc::Sender<Outcome>,
 ) {
     let tag = delivery.tag.clone();
@@ -175,7 +185,10 @@ fn spawn_attempt(
             result,
             policy,
         };
+        let (kind, tag) = (outcome.delivery.message.kind.clone(), outcome.delivery.tag.clone());
         if done.send(outcome).await.is_err() {
+            // No one will settle it: stop renewing so the lease expires.
+            leases.drop_tags(&kind, [&tag]);
             tracing::error!("completer gone; outcome dropped (the job's lease will expire and it will be re-run)");
         }
         drop(permit);

@@ -9,11 +9,15 @@
 //! - each job attempt runs in its own task, so a panic is a failed attempt,
 //!   not a dead worker;
 //! - one [`completer`] that records outcomes in the store and then
-//!   acknowledges them on the queue, in batches.
+//!   acknowledges them on the queue, in batches;
+//! - one [`leases`] task that renews the leases of every delivery held
+//!   (heartbeat) and moves dead workers' expired deliveries back onto the
+//!   queue.
 
 mod backoff;
 mod completer;
 mod consumer;
+mod leases;
 mod supervisor;
 
 use std::sync::Arc;
@@ -63,7 +67,15 @@ pub(crate) struct Shared {
     pub queue: Arc<dyn Queue>,
     pub registry: Registry,
     pub config: Arc<Settings>,
+    /// Deliveries held (fetched, not yet settled), renewed by heartbeat.
+    pub leases: leases::Leases,
 }
+
+/// Outcomes waiting for the completer. Small on purpose: a finished job
+/// waits here holding its concurrency slot, so the jobs started but not yet
+/// recorded (re-run if the process dies) stay at most the kinds'
+/// concurrency plus this plus one completer batch.
+const OUTCOME_BUFFER: usize = 256;
 
 /// A worker: runs every configured kind until shut down.
 pub struct Worker {
@@ -80,6 +92,7 @@ impl Worker {
                 queue,
                 registry,
                 config,
+                leases: leases::Leases::default(),
             },
         }
     }
@@ -99,8 +112,22 @@ impl Worker {
         } else {
             shared.config.worker.kinds.clone()
         };
-        tracing::info!(worker = %shared.id, kinds = ?kinds, queue = shared.queue.backend(), "worker started");
-        let (done_tx, done_rx) = tokio::sync::mpsc::channel(4096);
+        tracing::info!(worker = %shared.id, kinds = ?kinds, queue = shared.queue.backend(), lease = ?shared.config.queue.lease, "worker started");
+        if shared.config.queue.lease_margin.is_some() {
+            tracing::warn!(
+                "queue.lease_margin is deprecated and ignored: leases are renewed by heartbeats (queue.lease)"
+            );
+        }
+        // Stopped only once the completer has settled the last outcome, so
+        // leases are renewed for as long as anything is held.
+        let stop_leases = CancellationToken::new();
+        let maintenance = tokio::spawn(leases::maintain(
+            shared.clone(),
+            shared.leases.clone(),
+            kinds.clone(),
+            stop_leases.clone(),
+        ));
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel(OUTCOME_BUFFER);
         let completer = tokio::spawn(completer::run(shared.clone(), done_rx, shutdown.clone()));
         let mut supervisors = Vec::new();
         for kind in kinds {
@@ -119,6 +146,17 @@ impl Worker {
         }
         if let Err(e) = completer.await {
             tracing::error!(error = %e, "completer task failed");
+        }
+        stop_leases.cancel();
+        if let Err(e) = maintenance.await {
+            tracing::error!(error = %e, "lease task failed");
+        }
+        let held = shared.leases.len();
+        if held > 0 {
+            tracing::warn!(
+                count = held,
+                "stopping with unsettled deliveries; they come back when their leases expire"
+            );
         }
         tracing::info!(worker = %shared.id, "worker stopped");
     }

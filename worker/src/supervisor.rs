@@ -74,4 +74,6 @@ async fn drain(shared: &Shared, kind: &str, slots: &Arc<Semaphore>, concurrency:
     if let Err(e) = shared.queue.release(&left).await {
         tracing::error!(kind, error = %e, "could not release jobs; they come back when their leases expire");
     }
+    // Released or not, stop renewing them: the next worker gets them.
+    shared.leases.drop_tags(kind, left.iter().map(|d| &d.tag));
 }

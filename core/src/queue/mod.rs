@@ -119,6 +119,42 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Current depth of a kind's queue.
     async fn depth(&self, kind: &str) -> Result<Depth, QueueError>;
+
+    /// Extends the leases of deliveries `consumer` still holds (a running
+    /// job, or an outcome not yet acknowledged) to `lease` from now. A worker
+    /// calls it every `lease / 3`, so leases can be short whatever a job's
+    /// timeout: a dead worker's jobs come back one lease after its last
+    /// heartbeat. A delivery another consumer has taken over meanwhile is
+    /// left to that consumer.
+    async fn heartbeat(&self, kind: &str, consumer: &str, tags: &[String], lease: Duration) -> Result<(), QueueError>;
+
+    /// Makes every delivery of `kind` whose lease expired (its worker died)
+    /// deliverable again, however many there are, and returns how many. A
+    /// backend whose fetch already takes expired leases returns 0.
+    async fn reclaim(&self, kind: &str, consumer: &str, lease: Duration) -> Result<u64, QueueError>;
+
+    /// The marker of the queue's current contents, or `None` when it is
+    /// missing — the queue lost its data (a Redis restarted without it) or
+    /// was never marked. A durable backend that cannot lose messages apart
+    /// from its store answers a constant.
+    async fn epoch(&self) -> Result<Option<String>, QueueError> {
+        Ok(Some(format!("{}:durable", self.backend())))
+    }
+
+    /// Sets the marker to `value` if it is missing (`ttl` bounds how long
+    /// it lives; `None`: for good) and says whether this call set it. Only
+    /// one of several concurrent callers wins, so only one reconciler
+    /// re-queues after a loss.
+    async fn claim_epoch(&self, _value: &str, _ttl: Option<Duration>) -> Result<bool, QueueError> {
+        Ok(false)
+    }
+
+    /// Replaces the marker this process claimed (`claimed`) by `value`, for
+    /// good: its re-queue is done. Says whether the claim was still held
+    /// (false: it expired and another reconciler took over).
+    async fn confirm_epoch(&self, _claimed: &str, _value: &str) -> Result<bool, QueueError> {
+        Ok(true)
+    }
 }
 
 /// Opens the backend named in config.

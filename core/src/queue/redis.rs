@@ -6,9 +6,16 @@
 //! us the pieces directly:
 //! - `XADD` (pipelined) to enqueue, `XREADGROUP ... COUNT n` to fetch a
 //!   batch in one round trip, `XACK` + `XDEL` (pipelined) to acknowledge;
-//! - the consumer group's pending list is the lease: `XAUTOCLAIM` hands
-//!   entries idle longer than the lease to a live consumer, so a SIGKILLed
-//!   worker's jobs come back within `timeout + lease_margin`;
+//! - the consumer group's pending list is the lease: a worker's heartbeat
+//!   resets the idle time of the entries it holds (`XCLAIM ... JUSTID`, by
+//!   their owner only), and every `reclaim_interval` a Lua script takes
+//!   *all* entries idle longer than the lease (`XAUTOCLAIM`, in bulk, not
+//!   limited by anyone's free slots) and puts them back on the stream, so a
+//!   SIGKILLed worker's jobs come back within `lease + reclaim_interval`;
+//! - a marker key (`{prefix}:epoch`) lives and dies with the data: when
+//!   Redis comes back empty, the scheduler's reconciler finds it missing
+//!   and re-queues what the store says is queued; a consumer group that
+//!   vanished (`NOGROUP`) is created again by whoever meets the error;
 //! - retries wait in a sorted set scored by due time and are moved back to
 //!   the stream by a small Lua script, atomically, by whichever worker looks.
 //!
@@ -21,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncCommands, Script};
 
 use super::{Delivery, Depth, Message, Queue, QueueError};
@@ -43,12 +50,79 @@ end
 return #due
 "#;
 
+/// Takes every pending entry idle longer than the lease (ARGV[3] ms) and
+/// puts it back on the stream as a new entry, so whichever consumer has a
+/// free slot gets it. Loops over XAUTOCLAIM's cursor up to ARGV[5] entries.
+/// (Redis 7 drops entries deleted meanwhile from the pending list itself.)
+const RECLAIM_LUA: &str = r#"
+local cursor = '0-0'
+local moved = 0
+local seen = 0
+repeat
+  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', ARGV[4])
+  cursor = r[1]
+  for _, e in ipairs(r[2]) do
+    if type(e) == 'table' then
+      if type(e[2]) == 'table' then
+        redis.call('XADD', KEYS[1], '*', unpack(e[2]))
+        moved = moved + 1
+      end
+      redis.call('XACK', KEYS[1], ARGV[1], e[1])
+      redis.call('XDEL', KEYS[1], e[1])
+    end
+    seen = seen + 1
+  end
+until cursor == '0-0' or seen >= tonumber(ARGV[5])
+return moved
+"#;
+
+/// Resets the idle time of the entries ARGV[3..] of group ARGV[1] that
+/// consumer ARGV[2] still owns; an entry reclaimed by another consumer is
+/// left alone (XCLAIM alone would take it back).
+const HEARTBEAT_LUA: &str = r#"
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// Replaces the epoch marker by ARGV[2] only if it still holds ARGV[1].
+const CONFIRM_EPOCH_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Most expired entries one reclaim round moves back (per kind).
+const RECLAIM_MAX: u64 = 100_000;
+/// Entries asked of XAUTOCLAIM per call within a reclaim round.
+const RECLAIM_COUNT: u64 = 1000;
+
+/// The stream or its consumer group is missing — also when the error comes
+/// from one command of a pipeline.
+fn is_nogroup(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP")
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errs| errs.iter().any(|(_, s)| s.code() == "NOGROUP"))
+}
+
 /// Queue backend on Redis Streams.
 pub struct RedisQueue {
     client: redis::Client,
     conn: ConnectionManager,
     config: QueueConfig,
     promote: Script,
+    reclaim: Script,
+    heartbeat: Script,
+    confirm_epoch: Script,
     /// Dedicated connection per kind for blocking reads.
     readers: tokio::sync::Mutex<HashMap<String, ConnectionManager>>,
     groups: Mutex<HashSet<String>>,
@@ -91,6 +165,9 @@ impl RedisQueue {
             conn,
             config: config.clone(),
             promote: Script::new(PROMOTE_LUA),
+            reclaim: Script::new(RECLAIM_LUA),
+            heartbeat: Script::new(HEARTBEAT_LUA),
+            confirm_epoch: Script::new(CONFIRM_EPOCH_LUA),
             readers: tokio::sync::Mutex::new(HashMap::new()),
             groups: Mutex::new(HashSet::new()),
             last_promote: Mutex::new(HashMap::new()),
@@ -104,6 +181,52 @@ impl RedisQueue {
 
     fn delayed(&self, kind: &str) -> String {
         format!("{}:d:{kind}", self.config.prefix)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.config.prefix)
+    }
+
+    /// Forgets that `kind`'s group exists: Redis answered `NOGROUP` (it
+    /// restarted without its data), so the next [`Self::ensure_group`]
+    /// creates it again.
+    fn lost_group(&self, kind: &str) {
+        let removed = self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(kind);
+        if removed {
+            tracing::warn!(kind, "consumer group missing (redis lost its data?); creating it again");
+        }
+    }
+
+    /// Moves every entry of `kind` idle longer than `lease` back onto the
+    /// stream (see [`RECLAIM_LUA`]).
+    async fn reclaim_expired(&self, kind: &str, consumer: &str, lease: Duration) -> Result<u64, QueueError> {
+        self.ensure_group(kind).await?;
+        let mut conn = self.conn.clone();
+        let moved: Result<u64, redis::RedisError> = self
+            .reclaim
+            .key(self.stream(kind))
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(millis(lease))
+            .arg(RECLAIM_COUNT)
+            .arg(RECLAIM_MAX)
+            .invoke_async(&mut conn)
+            .await;
+        let moved = match moved {
+            Err(e) if is_nogroup(&e) => {
+                self.lost_group(kind);
+                return Ok(0);
+            }
+            other => other?,
+        };
+        if moved > 0 {
+            tracing::warn!(
+                kind,
+                count = moved,
+                "re-queued jobs whose lease expired (their worker died)"
+            );
+        }
+        Ok(moved)
     }
 
     /// Creates the consumer group (from the start of the stream, so nothing
@@ -250,7 +373,6 @@ impl Queue for RedisQueue {
     ) -> Result<Vec<Delivery>, QueueError> {
         self.ensure_group(kind).await?;
         let mut conn = self.conn.clone();
-        let mut out = Vec::new();
         if due(&self.last_promote, kind, PROMOTE_EVERY) {
             let _: i64 = self
                 .promote
@@ -262,26 +384,10 @@ impl Queue for RedisQueue {
                 .await?;
         }
         if due(&self.last_reclaim, kind, self.config.reclaim_interval) {
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(self.stream(kind))
-                .arg(GROUP)
-                .arg(consumer)
-                .arg(millis(lease))
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(max)
-                .query_async(&mut conn)
-                .await?;
-            if !reply.claimed.is_empty() {
-                tracing::warn!(kind, count = reply.claimed.len(), "reclaimed jobs whose lease expired");
-            }
-            self.collect(kind, &reply.claimed, &mut out);
-            if !out.is_empty() {
-                return Ok(out);
-            }
+            self.reclaim_expired(kind, consumer, lease).await?;
         }
         let mut reader = self.reader(kind).await?;
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        let reply: Result<Option<StreamReadReply>, redis::RedisError> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
             .arg(consumer)
@@ -293,7 +399,18 @@ impl Queue for RedisQueue {
             .arg(self.stream(kind))
             .arg(">")
             .query_async(&mut reader)
-            .await?;
+            .await;
+        let reply = match reply {
+            // Redis restarted without its data: create the group again and
+            // carry on (the next fetch reads what was pushed meanwhile).
+            Err(e) if is_nogroup(&e) => {
+                self.lost_group(kind);
+                self.ensure_group(kind).await?;
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
+        let mut out = Vec::new();
         if let Some(reply) = reply {
             for key in &reply.keys {
                 self.collect(kind, &key.ids, &mut out);
@@ -311,8 +428,15 @@ impl Queue for RedisQueue {
         pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(tags).ignore();
         pipe.cmd("XDEL").arg(&stream).arg(tags).ignore();
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(())
+        match pipe.query_async::<()>(&mut conn).await {
+            // The group (and these entries with it) went with Redis's data:
+            // nothing is left to acknowledge.
+            Err(e) if is_nogroup(&e) => {
+                self.lost_group(kind);
+                Ok(())
+            }
+            other => Ok(other?),
+        }
     }
 
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
@@ -373,18 +497,29 @@ impl Queue for RedisQueue {
     }
 
     async fn depth(&self, kind: &str) -> Result<Depth, QueueError> {
-        self.ensure_group(kind).await?;
         let mut conn = self.conn.clone();
-        let (len, pending, delayed): (u64, redis::Value, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(self.stream(kind))
-            .cmd("XPENDING")
-            .arg(self.stream(kind))
-            .arg(GROUP)
-            .cmd("ZCARD")
-            .arg(self.delayed(kind))
-            .query_async(&mut conn)
-            .await?;
+        let mut tries = 0;
+        let (len, pending, delayed): (u64, redis::Value, u64) = loop {
+            self.ensure_group(kind).await?;
+            let got = redis::pipe()
+                .cmd("XLEN")
+                .arg(self.stream(kind))
+                .cmd("XPENDING")
+                .arg(self.stream(kind))
+                .arg(GROUP)
+                .cmd("ZCARD")
+                .arg(self.delayed(kind))
+                .query_async(&mut conn)
+                .await;
+            match got {
+                // The stream went with Redis's data: create it again.
+                Err(e) if is_nogroup(&e) && tries == 0 => {
+                    self.lost_group(kind);
+                    tries += 1;
+                }
+                other => break other?,
+            }
+        };
         // XPENDING's summary starts with the count of pending entries.
         let in_flight = match &pending {
             redis::Value::Array(items) => items
@@ -398,5 +533,67 @@ impl Queue for RedisQueue {
             in_flight,
             delayed,
         })
+    }
+
+    async fn heartbeat(&self, kind: &str, consumer: &str, tags: &[String], lease: Duration) -> Result<(), QueueError> {
+        // Redis keeps no deadline per entry: the lease is the idle time the
+        // reclaimer tolerates, so resetting it to 0 is the renewal.
+        let _ = lease;
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        for chunk in tags.chunks(1000) {
+            let mut call = self.heartbeat.key(self.stream(kind));
+            call.arg(GROUP).arg(consumer);
+            for t in chunk {
+                call.arg(t);
+            }
+            let renewed: Result<u64, redis::RedisError> = call.invoke_async(&mut conn).await;
+            match renewed {
+                Err(e) if is_nogroup(&e) => {
+                    self.lost_group(kind);
+                    return Ok(());
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reclaim(&self, kind: &str, consumer: &str, lease: Duration) -> Result<u64, QueueError> {
+        // Shares fetch's clock, so fetch does not run it again right after.
+        due(&self.last_reclaim, kind, Duration::ZERO);
+        self.reclaim_expired(kind, consumer, lease).await
+    }
+
+    async fn epoch(&self) -> Result<Option<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.epoch_key()).await?)
+    }
+
+    async fn claim_epoch(&self, value: &str, ttl: Option<Duration>) -> Result<bool, QueueError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.epoch_key()).arg(value).arg("NX");
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(millis(ttl).max(1));
+        }
+        let mut conn = self.conn.clone();
+        let set: Option<String> = cmd.query_async(&mut conn).await?;
+        Ok(set.is_some())
+    }
+
+    async fn confirm_epoch(&self, claimed: &str, value: &str) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let done: i64 = self
+            .confirm_epoch
+            .key(self.epoch_key())
+            .arg(claimed)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(done == 1)
     }
 }

@@ -236,4 +236,28 @@ impl Queue for SqliteQueue {
             delayed: get("delayed")?,
         })
     }
+
+    async fn heartbeat(&self, _kind: &str, consumer: &str, tags: &[String], lease: Duration) -> Result<(), QueueError> {
+        let seqs = parse_tags(tags)?;
+        let lease_until = now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        // Only rows this consumer still holds: one whose lease expired and
+        // that another consumer took is left to it.
+        for (sql, chunk) in crate::store::chunked_in(
+            "UPDATE kairos_queue SET lease_until = $1 WHERE consumer = $2 AND seq IN ({ids})",
+            2,
+            &seqs,
+        ) {
+            let mut q = sqlx::query(&sql).bind(lease_until).bind(consumer);
+            for s in chunk {
+                q = q.bind(s);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn reclaim(&self, _kind: &str, _consumer: &str, _lease: Duration) -> Result<u64, QueueError> {
+        // A fetch takes rows whose lease expired like any ready row.
+        Ok(0)
+    }
 }

@@ -496,6 +496,60 @@ impl Store {
             .collect()
     }
 
+    /// Jobs in one of `states` (of `kind`, when given) queued — or, never
+    /// queued, created — before `before_ms`, with ids after `after_id`, in
+    /// id order: one page of a re-queue (reconciler, `kairos jobs requeue`).
+    pub async fn jobs_to_requeue(
+        &self,
+        states: &[JobState],
+        kind: Option<&str>,
+        before_ms: i64,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<JobRun>, StoreError> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 5)).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM job_runs WHERE ($1 IS NULL OR kind = $1) AND COALESCE(queued_at, created_at) < $2 \
+             AND id > $3 AND state IN ({}) ORDER BY id LIMIT $4",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(kind)
+            .bind(before_ms)
+            .bind(after_id)
+            .bind(i64::from(limit.max(1)));
+        for st in states {
+            q = q.bind(st.as_str());
+        }
+        q.fetch_all(&self.pool).await?.iter().map(from_row).collect()
+    }
+
+    /// A remembered fact (`kairos_meta`), if set.
+    pub async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM kairos_meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    /// Remembers a fact (`kairos_meta`), replacing its previous value.
+    pub async fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO kairos_meta (name, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Moves a dead job back to `queued` with `extra_attempts` more
     /// attempts (its attempt count and last error are kept as history) and
     /// returns it, for the caller to put on the queue.
