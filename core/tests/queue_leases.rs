@@ -1,6 +1,7 @@
 //! Leases on both queue backends: a heartbeat keeps a delivery, a dead
 //! consumer's deliveries all come back at once, and (Redis) a queue that
 //! lost its data — consumer group and epoch marker gone — carries on.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -256,7 +256,7 @@ async fn redis_restarted_mid_load(keep_data: bool) {
     println!(
         "redis restarted {}: epoch restored (re-queue done) {:.1}s after redis answered again; \
          {} jobs accepted before the stop ran after it (first {:?} ms after); every job done {:.1}s after; \
-         503s during the outage: {refused}; re-runs: {reruns}",
+         503s after the restart: {refused}; re-runs: {reruns}",
         if keep_data { "with its data" } else { "WITHOUT its data" },
         requeued_in.as_secs_f64(),
         lost.len(),
@@ -282,7 +282,10 @@ async fn redis_restarted_with_its_data_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_requeue_pushes_queued_jobs_the_queue_lost() {
-    let env = Env::new(Deployment::Distributed).await;
+    let mut env = Env::new(Deployment::Distributed).await;
+    // A Redis of its own: other tests kill every client of the shared one.
+    let redis = OwnRedis::start(env.dir.path()).await;
+    env.queue_url = redis.url();
     let extra = "[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
     let config_path = env.config_file(extra);
     let rt = Runtime::open(env.config(extra)).await.unwrap();

@@ -137,9 +137,11 @@ pub(crate) async fn run(
                 delivery,
                 policy.clone(),
                 permit,
-                in_flight.clone(),
-                shared.leases.clone(),
-                done.clone(),
+                Handoff {
+                    in_flight: in_flight.clone(),
+                    leases: shared.leases.clone(),
+                    done: done.clone(),
+                },
             );
         }
         if !stale.is_empty() {
@@ -154,15 +156,25 @@ pub(crate) async fn run(
     }
 }
 
+/// Where an attempt reports: the map shutdown aborts from, the leases kept
+/// alive until the outcome is settled, and the completer.
+struct Handoff {
+    in_flight: InFlight,
+    leases: Leases,
+    done: mpsc::Sender<Outcome>,
+}
+
 fn spawn_attempt(
     job: Arc<dyn kairos_jobs::DynJob>,
     ctx: JobContext,
     delivery: Delivery,
     policy: JobPolicy,
     permit: OwnedSemaphorePermit,
-    in_flight: InFlight,
-    leases: Leases,
-    done: mpsc::Sender<Outcome>,
+    Handoff {
+        in_flight,
+        leases,
+        done,
+    }: Handoff,
 ) {
     let tag = delivery.tag.clone();
     let tracker = in_flight.clone();
@@ -185,10 +197,10 @@ fn spawn_attempt(
             result,
             policy,
         };
-        let (kind, tag) = (outcome.delivery.message.kind.clone(), outcome.delivery.tag.clone());
-        if done.send(outcome).await.is_err() {
+        if let Err(lost) = done.send(outcome).await {
             // No one will settle it: stop renewing so the lease expires.
-            leases.drop_tags(&kind, [&tag]);
+            let d = &lost.0.delivery;
+            leases.drop_tags(&d.message.kind, [&d.tag]);
             tracing::error!("completer gone; outcome dropped (the job's lease will expire and it will be re-run)");
         }
         drop(permit);
