@@ -474,6 +474,22 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        /// Keys an event has, so generated objects get past the first field
+        /// more often.
+        const EVENT_KEYS: &[&str] = &[
+            "id",
+            "type",
+            "account_id",
+            "user_id",
+            "occurred_at",
+            "data",
+            "events",
+            "amount",
+            "amount_cents",
+        ];
+        /// A few values an event has, as leaf strings.
+        const EVENT_VALUES: &[&str] = &["2026-11-21T09:00:00Z", "payment.succeeded"];
+
         fn json() -> impl Strategy<Value = serde_json::Value> {
             let leaf = prop_oneof![
                 Just(serde_json::Value::Null),
@@ -483,39 +499,11 @@ mod tests {
                     .prop_filter("finite", |f| f.is_finite())
                     .prop_map(serde_json::Value::from),
                 ".{0,12}".prop_map(serde_json::Value::from),
-                // Keys and values an event has, so generated objects get
-                // past the first field more often.
-                prop_oneof![
-                    Just("id"),
-                    Just("type"),
-                    Just("account_id"),
-                    Just("user_id"),
-                    Just("occurred_at"),
-                    Just("data"),
-                    Just("events"),
-                    Just("2026-11-21T09:00:00Z"),
-                    Just("payment.succeeded"),
-                    Just("amount"),
-                    Just("amount_cents")
-                ]
-                .prop_map(serde_json::Value::from),
+                prop_oneof![prop::sample::select(EVENT_KEYS), prop::sample::select(EVENT_VALUES)]
+                    .prop_map(serde_json::Value::from),
             ];
             leaf.prop_recursive(4, 48, 6, |inner| {
-                let key = prop_oneof![
-                    prop_oneof![
-                        Just("id"),
-                        Just("type"),
-                        Just("account_id"),
-                        Just("user_id"),
-                        Just("occurred_at"),
-                        Just("data"),
-                        Just("events"),
-                        Just("amount"),
-                        Just("amount_cents")
-                    ]
-                    .prop_map(String::from),
-                    ".{0,6}",
-                ];
+                let key = prop_oneof![prop::sample::select(EVENT_KEYS).prop_map(String::from), ".{0,6}",];
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
                     prop::collection::btree_map(key, inner, 0..7)
