@@ -228,7 +228,11 @@ const DEFAULT_EXPLAIN: usize = 3;
 pub struct ChurnScoreRequest {
     /// Model version; default: the model active for the calling tenant.
     /// A version trained for another tenant is not found.
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub model: Option<String>,
     /// Rows keyed by the model's input column names (`kairos models show`
     /// lists them). A value is a number, a string (a categorical level, or a
@@ -236,9 +240,10 @@ pub struct ChurnScoreRequest {
     /// level). An absent column counts as missing; an unknown one is a 400.
     #[schema(min_items = 1, max_items = 1000, value_type = Vec<Object>)]
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
-    /// Factors explained per row (0–10, default 3).
-    #[schema(minimum = 0, maximum = 10)]
-    pub explain: Option<usize>,
+    /// Factors explained per row (0–10, default 3). Read as a number so that
+    /// `5.0`, an integer in JSON Schema's sense, is accepted as 5.
+    #[schema(value_type = Option<u8>, minimum = 0, maximum = 10)]
+    pub explain: Option<f64>,
 }
 
 /// One feature's push towards (positive) or away from churn.
@@ -321,10 +326,16 @@ pub async fn score(
             request.rows.len()
         )));
     }
-    let explain = request.explain.unwrap_or(DEFAULT_EXPLAIN);
-    if explain > MAX_EXPLAIN {
-        return Err(ApiError::field("explain", format!("at most {MAX_EXPLAIN}")));
-    }
+    let explain = match request.explain {
+        None => DEFAULT_EXPLAIN,
+        Some(n) if n.fract() == 0.0 && (0.0..=MAX_EXPLAIN as f64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ApiError::field(
+                "explain",
+                format!("{n} is not a whole number from 0 to {MAX_EXPLAIN}"),
+            ))
+        }
+    };
     // Scoring is cheap, but a row is work: it costs what an event costs.
     if let Err(wait) = state
         .limiter
