@@ -326,7 +326,8 @@ fn build(
         .iter()
         .map(|(s, p)| (s.as_str().to_owned(), json!(p)))
         .collect();
-    let language = result.language.map(|l| l.code().to_owned());
+    // `und` (neither Spanish nor English, or no evidence) is recorded too: the text is still scored.
+    let language = Some(result.language.map_or("und", |l| l.code()).to_owned());
     let row = scores::ScoreRow {
         job_id: ctx.job_id.clone(),
         account_id: event.account_id.clone(),

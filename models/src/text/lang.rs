@@ -1,4 +1,5 @@
-//! Spanish / English language identification, by function words and spelling.
+//! Spanish / English language identification: whatlang for "neither" (`und`), function words and spelling
+//! between the two.
 //!
 //! The product's users write in Spanish and English; the language decides which metrics a text counts towards, and
 //! later which model or keyword list applies. Function words ("de", "que", "the", "and") are the most reliable cue
@@ -70,9 +71,33 @@ impl LanguageScores {
     }
 }
 
-/// Detects whether `text` is Spanish or English; `None` when there is no evidence either way.
+/// Detects whether `text` is Spanish or English; `None` when it is neither (`und`).
+///
+/// Two detectors, each where it is strong (measured by `examples/lang_eval.rs`, figures in
+/// `models/MODELS.md`): whatlang (trigram profiles of ~70 languages) decides whether a text is in a
+/// third language at all — the heuristic below only knows two, so it called French Spanish — and the
+/// function-word heuristic decides between Spanish and English, where it is more accurate on short,
+/// noisy texts. When the heuristic has no evidence, whatlang's Spanish or English stands.
 pub fn detect_language(text: &str) -> Option<Language> {
-    language_scores(text).best()
+    let guess = whatlang::detect(text);
+    let third = guess.as_ref().is_some_and(|info| {
+        info.confidence() >= 0.5 && !matches!(info.lang(), whatlang::Lang::Spa | whatlang::Lang::Eng)
+    });
+    if third {
+        return None;
+    }
+    language_scores(text).best().or_else(|| match guess.map(|i| i.lang()) {
+        Some(whatlang::Lang::Spa) => Some(Language::Spanish),
+        Some(whatlang::Lang::Eng) => Some(Language::English),
+        _ => None,
+    })
+}
+
+/// [`detect_language`] as the code stored with a score: `es`, `en`, or `und` (BCP 47's
+/// "undetermined") for a text in neither language or without evidence. Such texts are still scored: the
+/// encoder is multilingual.
+pub fn language_code(text: &str) -> &'static str {
+    detect_language(text).map_or("und", Language::code)
 }
 
 const ENGLISH: &[&str] = &[
@@ -437,4 +462,24 @@ pub fn language_scores(text: &str) -> LanguageScores {
         }
     }
     scores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_third_language_is_und_and_spanish_and_english_stay_themselves() {
+        for text in [
+            "Bonjour, je n'arrive pas à me connecter à mon compte depuis ce matin.",
+            "Olá, não consigo acessar a minha conta desde ontem.",
+            "Hallo, ich kann mich seit heute Morgen nicht mehr anmelden.",
+        ] {
+            assert_eq!(detect_language(text), None, "{text}");
+            assert_eq!(language_code(text), "und", "{text}");
+        }
+        assert_eq!(language_code("El panel no carga desde ayer, ¿pueden revisarlo?"), "es");
+        assert_eq!(language_code("The dashboard has not loaded since yesterday."), "en");
+        assert_eq!(language_code("🙂 https://t.co/x"), "und");
+    }
 }

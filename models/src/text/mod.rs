@@ -98,7 +98,7 @@ pub use head::{
     AlphaScore, DatasetSummary, HeadMetrics, Sentiment, SentimentHead, SentimentPrediction, TrainingInfo, HEAD_FORMAT,
     HEAD_FORMAT_VERSION,
 };
-pub use lang::{detect_language, language_scores, Language, LanguageScores};
+pub use lang::{detect_language, language_code, language_scores, Language, LanguageScores};
 pub use metrics::{evaluate, ClassScores, EvalMetrics};
 pub use pooling::{l2_normalize, mean_pool, Embeddings};
 pub use runtime::{init_runtime, runtime, Runtime, ORT_DYLIB_ENV};
