@@ -571,6 +571,7 @@ async fn store_alert(app: &TestApp, event_id: &str, account: &str, user: &str, t
         keywords: json!(["no funciona"]),
         model_version: "test-head".into(),
         scored_at: kairos_core::time::now_ms(),
+        chunks: 1,
     };
     let details = json!({"event_type": "comment.created", "text": text, "label": "negative"});
     let alert = NewAlert {

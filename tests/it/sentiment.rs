@@ -398,3 +398,49 @@ fn the_shipped_config_files_are_valid() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_text_is_scored_in_chunks_and_its_angry_ending_raises_the_alert() {
+    let app = spawn_app(Deployment::Embedded, &sentiment_config("")).await;
+    // ~330 words of praise (well past the encoder's 256-token window), then the complaint that truncation
+    // used to cut off.
+    let praise = [
+        "I have used this product for two years and it has been wonderful for our whole team.",
+        "The onboarding was smooth, the documentation is clear and the support staff were friendly.",
+        "Every release brought features we actually needed, and the dashboards look great.",
+        "Our managers love the weekly summaries and the mobile app is fast and pleasant to use.",
+        "Honestly it is one of the best tools we pay for, and I recommended it to three other companies.",
+    ]
+    .join(" ");
+    let complaint = "UPDATE: since yesterday the whole system is broken, nothing works, support ignores my \
+                     tickets and I want a full refund. This is unacceptable and I am furious.";
+    let text = format!("{} {complaint}", vec![praise.as_str(); 4].join(" "));
+    assert!(text.split_whitespace().count() > 300);
+    let (status, body) = app
+        .post_events(&json!([event(
+            "long-1",
+            "comment.created",
+            "acct-long",
+            json!({"text": text})
+        )]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let jobs = app.wait_settled(&job_ids(&body), Duration::from_secs(90)).await;
+    assert_eq!(
+        jobs[0].state,
+        kairos_core::store::JobState::Succeeded,
+        "{:?}",
+        jobs[0].last_error
+    );
+    let (chunks, label): (i64, String) =
+        sqlx::query_as("SELECT chunks, label FROM sentiment_scores WHERE event_id = 'long-1'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert!(chunks >= 3, "scored in {chunks} chunk(s)");
+    let reason: String = sqlx::query_scalar("SELECT reason FROM alerts WHERE account_id = 'acct-long'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("no alert for the angry ending (stored label {label}): {e}"));
+    assert!(reason.contains("most negative part"), "{reason}");
+}

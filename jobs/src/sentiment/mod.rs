@@ -18,6 +18,7 @@
 //! jobs are queued after commit (or by the dispatcher if the queue is down).
 
 pub mod batcher;
+pub mod chunks;
 pub mod config;
 pub mod registry;
 pub mod scores;
@@ -311,16 +312,22 @@ fn severity(urgency: u8) -> &'static str {
 }
 
 /// Builds the stored row and, if the text is clearly negative, the alert.
+#[allow(clippy::too_many_arguments)]
 fn build(
     config: &SentimentConfig,
     ctx: &JobContext,
     event: &Event,
     text: &str,
-    result: &SentimentResult,
+    combined: &chunks::Combined,
+    chunks: usize,
     version: &str,
     now: i64,
 ) -> Scored {
-    let urgency = urgency::urgency(text, result, &config.urgency);
+    // Stored: the whole text's tone. Alert and urgency: its most negative chunk (the text itself when
+    // it fits the window).
+    let result = &combined.overall;
+    let alerting = &combined.most_negative;
+    let urgency = urgency::urgency(text, alerting, &config.urgency);
     let probabilities: serde_json::Map<String, Value> = result
         .probabilities
         .iter()
@@ -342,8 +349,9 @@ fn build(
         keywords: json!(urgency.keywords),
         model_version: version.into(),
         scored_at: now,
+        chunks: i64::try_from(chunks).unwrap_or(i64::MAX),
     };
-    let upset = result.label == text::Sentiment::Negative && f64::from(result.score) >= config.alert_threshold;
+    let upset = alerting.label == text::Sentiment::Negative && f64::from(alerting.score) >= config.alert_threshold;
     let alert = upset.then(|| {
         let dedup_key = format!("{ALERT_KIND}|{}", event.id);
         let keywords = if urgency.keywords.is_empty() {
@@ -360,17 +368,23 @@ fn build(
             kind: ALERT_KIND.into(),
             severity: severity(urgency.score).into(),
             reason: format!(
-                "negative {} ({:.0}% confident) from account {}: urgency {}{keywords}",
+                "negative {} ({:.0}% confident{}) from account {}: urgency {}{keywords}",
                 event.event_type,
-                result.score * 100.0,
+                alerting.score * 100.0,
+                if chunks > 1 {
+                    format!(", its most negative part of {chunks}")
+                } else {
+                    String::new()
+                },
                 event.account_id,
                 urgency.score
             ),
             payload: json!({
                 "event_type": event.event_type,
                 "text": excerpt(text),
-                "label": result.label.as_str(),
-                "score": result.score,
+                "label": alerting.label.as_str(),
+                "score": alerting.score,
+                "chunks": chunks,
                 "language": language,
                 "keywords": urgency.keywords,
                 "model_version": version,
@@ -419,12 +433,31 @@ impl Job for Sentiment {
             });
         };
         let (head, version) = self.head(ctx).await?;
-        let result = self.batcher.analyze(text.clone(), head).await.map_err(|e| match e {
-            InferenceError::Model(m) => JobError::Permanent(format!("sentiment: {m}")),
-            InferenceError::Unavailable(m) => JobError::Retryable(format!("sentiment: {m}")),
-        })?;
+        let pieces = chunks::split(&text, chunks::MAX_CHUNK_WORDS);
+        // The chunks go to the batcher together, so they share inference batches.
+        let results = futures::future::join_all(pieces.iter().map(|p| self.batcher.analyze(p.clone(), head.clone())))
+            .await
+            .into_iter()
+            .map(|r| {
+                r.map_err(|e| match e {
+                    InferenceError::Model(m) => JobError::Permanent(format!("sentiment: {m}")),
+                    InferenceError::Unavailable(m) => JobError::Retryable(format!("sentiment: {m}")),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let parts: Vec<(SentimentResult, usize)> = results
+            .into_iter()
+            .zip(&pieces)
+            .map(|(r, p)| (r, p.split_whitespace().count()))
+            .collect();
+        let mut combined =
+            chunks::combine(&parts).ok_or_else(|| JobError::Permanent(format!("{KIND}: nothing to score")))?;
+        // The language is the whole text's, not its first chunk's.
+        let language = kairos_models::text::detect_language(&text);
+        combined.overall.language = language;
+        combined.most_negative.language = language;
         let now = kairos_core::time::now_ms();
-        let scored = build(&self.config, ctx, &event, &text, &result, &version, now);
+        let scored = build(&self.config, ctx, &event, &text, &combined, pieces.len(), &version, now);
         let mut jobs = Vec::new();
         if let Some(alert) = &scored.alert {
             let body = alert_json(&ctx.tenant_id, &scored.row, alert).to_string();

@@ -37,10 +37,13 @@ pub struct ScoreRow {
     pub model_version: String,
     /// Epoch ms.
     pub scored_at: i64,
+    /// Windows the text was scored in (1 unless it was longer than the encoder's window; then the
+    /// probabilities are their word-weighted mean and alerting used the most negative one).
+    pub chunks: i64,
 }
 
 const COLUMNS: &str = "id, account_id, event_id, event_type, label, score, polarity, probabilities, language, \
-                       urgency, keywords, model_version, scored_at";
+                       urgency, keywords, model_version, scored_at, chunks";
 
 /// Stores a score, and the alert and its notification jobs if any, in one
 /// transaction (a re-run of the same job rewrites its row; the alert and
@@ -64,12 +67,12 @@ pub async fn store(
     guard_subject(&mut tx, store.engine(), tenant_id, &row.account_id).await?;
     sqlx::query(
         "INSERT INTO sentiment_scores (id, tenant_id, account_id, event_id, event_type, label, score, polarity, \
-         probabilities, language, urgency, keywords, model_version, job_id, scored_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         probabilities, language, urgency, keywords, model_version, job_id, scored_at, chunks) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (id) DO UPDATE SET label = excluded.label, score = excluded.score, \
          polarity = excluded.polarity, probabilities = excluded.probabilities, language = excluded.language, \
          urgency = excluded.urgency, keywords = excluded.keywords, model_version = excluded.model_version, \
-         scored_at = excluded.scored_at",
+         scored_at = excluded.scored_at, chunks = excluded.chunks",
     )
     .bind(&row.job_id)
     .bind(tenant_id)
@@ -86,6 +89,7 @@ pub async fn store(
     .bind(&row.model_version)
     .bind(&row.job_id)
     .bind(row.scored_at)
+    .bind(row.chunks)
     .execute(&mut *tx)
     .await?;
     let erased = is_erased(&mut tx, tenant_id, &row.account_id, user_id).await?;
@@ -126,6 +130,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<ScoreRow, sqlx::Error> {
         keywords: json("keywords")?,
         model_version: r.try_get("model_version")?,
         scored_at: r.try_get("scored_at")?,
+        chunks: r.try_get("chunks")?,
     })
 }
 
