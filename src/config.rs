@@ -65,6 +65,9 @@ pub struct Config {
     /// Where each tenant's alerts are delivered (by tenant name or id).
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// Executive reports: period, metrics, branding and delivery per tenant.
+    #[serde(default)]
+    pub reports: kairos_jobs::report::ReportsConfig,
     /// Profile defaults: the language and time zone people and accounts
     /// fall back to.
     #[serde(default)]
@@ -112,6 +115,7 @@ impl Config {
             kairos_jobs::webhook::validate_webhook(w).map_err(|e| self.invalid_at(&format!("webhooks.{tenant}"), e))?;
         }
         self.profiles.validate().map_err(at("profiles"))?;
+        self.reports.validate().map_err(at("reports"))?;
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -181,6 +185,8 @@ impl Config {
             churn: self.churn.clone(),
             sentiment: self.sentiment.clone(),
             webhooks: self.webhooks.clone(),
+            reports: self.reports.clone(),
+            profiles: self.profiles.clone(),
             policies: self.jobs.clone(),
         }
     }

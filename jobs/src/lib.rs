@@ -13,6 +13,7 @@ pub mod churn;
 pub mod model_registry;
 pub mod probe;
 pub mod profile;
+pub mod report;
 pub mod sentiment;
 pub mod webhook;
 
@@ -125,6 +126,7 @@ pub const KINDS: &[&str] = &[
     churn::ChurnScore::KIND,
     probe::Probe::KIND,
     profile::Profile::KIND,
+    report::Report::KIND,
     sentiment::Sentiment::KIND,
     webhook::Webhook::KIND,
 ];
@@ -139,6 +141,10 @@ pub struct JobsConfig {
     pub sentiment: sentiment::SentimentConfig,
     /// `[webhooks.TENANT]`.
     pub webhooks: webhook::Webhooks,
+    /// `[reports]`.
+    pub reports: report::ReportsConfig,
+    /// `[profiles]`: the language and zone reports are written and timed in.
+    pub profiles: kairos_core::profile::ProfilesConfig,
     /// `[jobs.KIND]` (sentiment records its notification jobs with their attempts).
     pub policies: JobPolicies,
 }
@@ -189,6 +195,11 @@ impl Registry {
         }
         if wanted(webhook::Webhook::KIND) {
             r.register(webhook::Webhook::from_config(&config.webhooks)?);
+        }
+        if wanted(report::Report::KIND) {
+            r.register(report::Report::new(Arc::new(report::Reporter::from_jobs_config(
+                config,
+            )?)));
         }
         if wanted(sentiment::Sentiment::KIND) && config.sentiment.enabled {
             r.register(sentiment::Sentiment::start(config, store).await?);

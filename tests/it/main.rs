@@ -14,6 +14,7 @@ mod lock_order;
 mod people;
 mod processes;
 mod reliability;
+mod reports;
 mod scheduler;
 mod sentiment;
 mod startup;
