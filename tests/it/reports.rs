@@ -314,7 +314,7 @@ async fn facts_are_computed_from_a_known_history(deployment: Deployment) {
     let reporter = Reporter::from_jobs_config(&app.config.kinds()).unwrap();
     let tenant = app.store.find_tenant(&app.tenant_id).await.unwrap();
     let account = app.store.account(&app.tenant_id, "acme-1").await.unwrap().unwrap();
-    let tz: chrono_tz::Tz = "Europe/Madrid".parse().unwrap();
+    let tz = "Europe/Madrid".parse().unwrap();
     let period = kairos_jobs::report::period::Period::parse("2026-W48", tz).unwrap();
     let f = reporter
         .facts(&app.store, &tenant, Some(&account), &period, "es")
