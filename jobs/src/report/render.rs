@@ -199,11 +199,14 @@ pub fn html(f: &Facts, n: &Narrative, brand: &Branding) -> String {
     for p in &n.summary {
         let _ = write!(h, "<p style=\"margin:0 0 12px\">{}</p>", esc(p));
     }
-    let _ = write!(
-        h,
-        "<p style=\"margin:0 0 8px;font-size:12px;color:#6b7280\">{}</p>",
-        esc(&note(n, &f.language))
-    );
+    // A template says so in its own last paragraph; an LLM's text gets the note.
+    if n.source == Source::Llm {
+        let _ = write!(
+            h,
+            "<p style=\"margin:0 0 8px;font-size:12px;color:#6b7280\">{}</p>",
+            esc(&note(n, &f.language))
+        );
+    }
 
     if !f.metrics.is_empty() {
         h.push_str(&h2(t("metrics", es)));
@@ -420,7 +423,9 @@ pub fn markdown(f: &Facts, n: &Narrative) -> String {
     for p in &n.summary {
         let _ = writeln!(m, "{p}\n");
     }
-    let _ = writeln!(m, "_{}_\n", note(n, &f.language));
+    if n.source == Source::Llm {
+        let _ = writeln!(m, "_{}_\n", note(n, &f.language));
+    }
     if !f.metrics.is_empty() {
         let _ = writeln!(m, "## {}\n", t("metrics", es));
         let _ = writeln!(
