@@ -6,10 +6,16 @@
 //! result tables. Adding a kind means writing the module, naming it in
 //! [`KINDS`] and building it in [`Registry::from_config`]; rules and config
 //! can then name it.
+//!
+//! Shared services for kinds that write to people: [`llm`] (an
+//! OpenAI-compatible client with a quota shared by all workers, and the
+//! grounding check) and [`mail`] (SMTP).
 
 pub mod active_model;
 pub mod activity;
 pub mod churn;
+pub mod llm;
+pub mod mail;
 pub mod model_registry;
 pub mod probe;
 pub mod profile;
@@ -141,6 +147,13 @@ pub struct JobsConfig {
     pub webhooks: webhook::Webhooks,
     /// `[jobs.KIND]` (sentiment records its notification jobs with their attempts).
     pub policies: JobPolicies,
+    /// `[llm]`; `None`: no LLM (kinds use their templates).
+    pub llm: Option<llm::LlmConfig>,
+    /// `[smtp]`; `None`: no email.
+    pub smtp: Option<mail::SmtpConfig>,
+    /// `[queue]`: the LLM quota is shared through the queue's Redis (or held
+    /// in-process when the queue is SQLite).
+    pub queue: kairos_core::config::QueueConfig,
 }
 
 /// Why the job kinds could not be built (at process start: a wrong model
