@@ -234,7 +234,9 @@ pub enum MailSetupError {
     Tls(String),
 }
 
-/// Sends email through the configured relay (connections pooled).
+/// Sends email through the configured relay, one connection per message
+/// (no pool: nothing runs in the background, and a refused message leaves
+/// no half-used connection behind).
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,

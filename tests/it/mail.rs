@@ -123,7 +123,7 @@ async fn a_4xx_reply_is_transient() {
         Err(e @ MailError::Transient { code: Some(451), .. }) => assert!(e.is_transient()),
         other => panic!("expected a transient 451, got {other:?}"),
     }
-    // The pooled connection is still good for the next message.
+    // The next message goes through.
     mailer.send(&email("ana@cliente.test")).await.unwrap();
     server.wait_for(1, Duration::from_secs(10)).await;
 }
