@@ -6,10 +6,16 @@
 //! result tables. Adding a kind means writing the module, naming it in
 //! [`KINDS`] and building it in [`Registry::from_config`]; rules and config
 //! can then name it.
+//!
+//! Shared services for kinds that write to people: [`llm`] (an
+//! OpenAI-compatible client with a quota shared by all workers, and the
+//! grounding check) and [`mail`] (SMTP).
 
 pub mod active_model;
 pub mod activity;
 pub mod churn;
+pub mod llm;
+pub mod mail;
 pub mod model_registry;
 pub mod probe;
 pub mod profile;
@@ -147,6 +153,13 @@ pub struct JobsConfig {
     pub profiles: kairos_core::profile::ProfilesConfig,
     /// `[jobs.KIND]` (sentiment records its notification jobs with their attempts).
     pub policies: JobPolicies,
+    /// `[llm]`; `None`: no LLM (kinds use their templates).
+    pub llm: Option<llm::LlmConfig>,
+    /// `[smtp]`; `None`: no email.
+    pub smtp: Option<mail::SmtpConfig>,
+    /// `[queue]`: the LLM quota is shared through the queue's Redis (or held
+    /// in-process when the queue is SQLite).
+    pub queue: kairos_core::config::QueueConfig,
 }
 
 /// Why the job kinds could not be built (at process start: a wrong model
@@ -159,6 +172,12 @@ pub enum SetupError {
     /// `sentiment`: the model, its head or its registration.
     #[error(transparent)]
     Sentiment(#[from] sentiment::SetupError),
+    /// `[llm]`: the key or the shared quota's store.
+    #[error(transparent)]
+    Llm(#[from] llm::LlmSetupError),
+    /// `[smtp]`: credentials or TLS.
+    #[error(transparent)]
+    Mail(#[from] mail::MailSetupError),
 }
 
 /// The job kinds a process can run, by name.
@@ -197,9 +216,9 @@ impl Registry {
             r.register(webhook::Webhook::from_config(&config.webhooks)?);
         }
         if wanted(report::Report::KIND) {
-            r.register(report::Report::new(Arc::new(report::Reporter::from_jobs_config(
-                config,
-            )?)));
+            r.register(report::Report::new(Arc::new(
+                report::Reporter::from_jobs_config(config).await?,
+            )));
         }
         if wanted(sentiment::Sentiment::KIND) && config.sentiment.enabled {
             r.register(sentiment::Sentiment::start(config, store).await?);

@@ -65,7 +65,6 @@ pub async fn run(config: Config, action: ReportsCmd) -> anyhow::Result<()> {
         kinds.reports.clone(),
         kinds.profiles.clone(),
         kinds.sentiment.text_fields.clone(),
-        None,
         &kinds.policies,
     );
     match action {

@@ -311,7 +311,7 @@ async fn facts_are_computed_from_a_known_history(deployment: Deployment) {
     )
     .await;
     seed_history(&app).await;
-    let reporter = Reporter::from_jobs_config(&app.config.kinds()).unwrap();
+    let reporter = Reporter::from_jobs_config(&app.config.kinds()).await.unwrap();
     let tenant = app.store.find_tenant(&app.tenant_id).await.unwrap();
     let account = app.store.account(&app.tenant_id, "acme-1").await.unwrap().unwrap();
     let tz = "Europe/Madrid".parse().unwrap();
@@ -473,7 +473,7 @@ async fn refired_ticks_and_two_workers_make_and_send_each_report_once(deployment
     // The 09:05 UTC tick of Monday 30 Nov (10:05 Madrid, 09:05 London,
     // within the 24 h catch-up), fired three times (a manual re-fire and
     // two replicas' catch-ups), run by two workers.
-    let reporter = Reporter::from_jobs_config(&app.config.kinds()).unwrap();
+    let reporter = Reporter::from_jobs_config(&app.config.kinds()).await.unwrap();
     let ticks: Vec<NewJob> = (0..3).map(|n| tick_job(&app, n, "2026-11-30T09:05:00Z")).collect();
     let ids: Vec<String> = ticks.iter().map(|j| j.id.clone()).collect();
     reporter
@@ -597,7 +597,7 @@ async fn a_crash_between_send_and_record_never_sends_twice(deployment: Deploymen
     let (url, log) = receiver().await;
     let mut app = spawn_app(deployment, &webhook_extra(&url)).await;
     profile(&app, &app.key, "acme-1", "Europe/Madrid", "es").await;
-    let reporter = Reporter::from_jobs_config(&app.config.kinds()).unwrap();
+    let reporter = Reporter::from_jobs_config(&app.config.kinds()).await.unwrap();
     let tenant = app.store.find_tenant(&app.tenant_id).await.unwrap();
     let g = reporter
         .generate(&app.store, &tenant, Some("acme-1"), Some("2026-W48"), false, "test")
@@ -676,7 +676,7 @@ async fn reports_are_listed_and_served_to_their_tenant_only() {
     let mut app = spawn_app(Deployment::Embedded, METRICS).await;
     profile(&app, &app.key, "acme-1", "Europe/Madrid", "es").await;
     executive(&app, "acme-1", "ana", "ana@acme.example", None).await;
-    let reporter = Reporter::from_jobs_config(&app.config.kinds()).unwrap();
+    let reporter = Reporter::from_jobs_config(&app.config.kinds()).await.unwrap();
     let tenant = app.store.find_tenant(&app.tenant_id).await.unwrap();
     let mut ids = Vec::new();
     for p in ["2026-W46", "2026-W47", "2026-W48"] {
@@ -762,7 +762,7 @@ async fn the_report_html_renders_in_chromium_at_375_and_1280_px() {
     )
     .await;
     seed_history(&app).await;
-    let reporter = Reporter::from_jobs_config(&app.config.kinds()).unwrap();
+    let reporter = Reporter::from_jobs_config(&app.config.kinds()).await.unwrap();
     let tenant = app.store.find_tenant(&app.tenant_id).await.unwrap();
     let g = reporter
         .generate(&app.store, &tenant, Some("acme-1"), Some("2026-W48"), false, "test")
@@ -806,5 +806,273 @@ async fn the_report_html_renders_in_chromium_at_375_and_1280_px() {
         .unwrap();
     assert!(pdf.starts_with(b"%PDF-") && pdf.len() > 10_000, "{} bytes", pdf.len());
     std::fs::write(dir.join("report-acme-1-2026-W48.pdf"), &pdf).unwrap();
+    app.shutdown().await;
+}
+
+fn smtp_extra(port: u16, pdf: bool) -> String {
+    format!(
+        "[reports]\nchannels = [\"email\"]\n{METRICS}\n[reports.tenants.tenant-a]\nsender_name = \"Acme Success\"\npdf = {pdf}\n\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"reports@kairos.test\"\n\n\
+         [jobs.report]\nbackoff_initial = \"100ms\"\nbackoff_max = \"200ms\"\nmax_attempts = 5\n"
+    )
+}
+
+/// Emails read back from a real SMTP server (aiosmtpd): each executive
+/// once, in their language, HTML and text parts with the executive summary
+/// first, the PDF attached; a bounce recorded on the report; a crash
+/// between send and record never sends twice.
+#[tokio::test]
+async fn executives_get_the_report_by_email_once_in_their_language() {
+    let smtp = crate::servers::SmtpServer::start().await;
+    let mut app = spawn_app(Deployment::Embedded, &smtp_extra(smtp.port, true)).await;
+    profile(&app, &app.key, "acme-1", "Europe/Madrid", "es").await;
+    executive(&app, "acme-1", "ana", "ana@acme.example", None).await;
+    executive(&app, "acme-1", "bob", "bob@acme.example", Some("en")).await;
+    executive(&app, "acme-1", "carol", "bounce-carol@acme.example", None).await;
+    post(
+        &app,
+        &app.key,
+        vec![
+            ev("e1", "task.completed", "acme-1", "2026-11-24T10:00:00Z", json!({})),
+            ev("e2", "task.completed", "acme-1", "2026-11-17T10:00:00Z", json!({})),
+        ],
+    )
+    .await;
+    let reporter = Reporter::from_jobs_config(&app.config.kinds()).await.unwrap();
+    let tenant = app.store.find_tenant(&app.tenant_id).await.unwrap();
+    let job = reporter.job(&tenant, Some("acme-1"), "2026-W48", false);
+    let job_id = job.id.clone();
+    reporter
+        .record_jobs(&app.store, app.queue.as_ref(), vec![job])
+        .await
+        .unwrap();
+    let done = wait_settled(&app.store, &[job_id], Duration::from_secs(60)).await;
+    assert_eq!(
+        done[0].state,
+        kairos_core::store::JobState::Succeeded,
+        "{:?}",
+        done[0].last_error
+    );
+    let got = smtp.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let report = reports::find(&app.store, &app.tenant_id, "acme-1", "2026-W48", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let to = |addr: &str| got.iter().find(|m| m["rcpt_tos"][0] == addr).unwrap().clone();
+    let ana = to("ana@acme.example");
+    assert!(
+        ana["subject"].as_str().unwrap().starts_with("Informe semanal"),
+        "{}",
+        ana["subject"]
+    );
+    assert!(ana["from"].as_str().unwrap().contains("Acme Success"));
+    let text = ana["text"].as_str().unwrap();
+    // The subject line, then the executive summary's first paragraph.
+    let first_paragraph = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .nth(1)
+        .unwrap_or_default();
+    assert!(first_paragraph.starts_with("Del 2026-11-23 al 2026-11-29"), "{text}");
+    assert!(ana["html"].as_str().unwrap().contains("Resumen ejecutivo"));
+    assert_eq!(
+        ana["message_id"].as_str().unwrap(),
+        kairos_jobs::report::deliver::message_id(
+            &report.id,
+            kairos_jobs::report::config::Channel::Email,
+            "ana@acme.example"
+        )
+    );
+    assert_eq!(ana["attachments"][0]["content_type"], "application/pdf");
+    assert!(ana["attachments"][0]["size"].as_u64().unwrap() > 10_000);
+    let bob = to("bob@acme.example");
+    assert!(
+        bob["subject"].as_str().unwrap().starts_with("Weekly report"),
+        "{}",
+        bob["subject"]
+    );
+    assert!(bob["text"].as_str().unwrap().contains("From 2026-11-23 to 2026-11-29"));
+    assert!(bob["html"].as_str().unwrap().contains("Executive summary"));
+    // The bounce is recorded on the report, for good.
+    assert_eq!(report.delivery_state, "partial");
+    assert!(
+        report.delivery_error.as_deref().unwrap().contains("bounce-carol"),
+        "{:?}",
+        report.delivery_error
+    );
+    let ds = reports::deliveries(&app.store, &report.id).await.unwrap();
+    let carol = ds.iter().find(|d| d.recipient.starts_with("bounce")).unwrap();
+    assert_eq!(carol.state, "rejected");
+    assert!(carol.error.as_deref().unwrap().contains("550"));
+    // A retried job (or a second worker) sends nothing again.
+    reporter.deliver(&app.store, &tenant, &report).await.unwrap();
+    assert_eq!(smtp.messages().len(), 2);
+
+    // A crash between send and record for ana on W47: her email is not
+    // sent again; bob's goes out.
+    let g = reporter
+        .generate(&app.store, &tenant, Some("acme-1"), Some("2026-W47"), false, "test")
+        .await
+        .unwrap();
+    let key = DeliveryKey {
+        report_id: &g.report.id,
+        channel: "email",
+        recipient: "ana@acme.example",
+    };
+    let stale = kairos_core::time::now_ms() - 3_600_000;
+    assert_eq!(
+        reports::claim(&app.store, key, "es", "<m@x>", 300_000, stale)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    reporter.deliver(&app.store, &tenant, &g.report).await.unwrap();
+    let all = smtp.messages();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2]["rcpt_tos"][0], "bob@acme.example");
+    let stored = reports::get(&app.store, &app.tenant_id, &g.report.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.delivery_state, "unknown");
+    app.shutdown().await;
+}
+
+fn llm_reply(summary: &[&str]) -> Value {
+    json!({
+        "status": 200,
+        "content": json!({
+            "summary": summary,
+            "highlights": ["Más tareas completadas que la semana anterior."],
+            "attention": ["Vigilar el ritmo de entrega."],
+            "next_steps": ["Revisar el plan con el equipo."],
+        }).to_string(),
+    })
+}
+
+/// The narrative by an LLM (the OpenAI-compatible fixture server):
+/// grounded text is used and its tokens recorded; a hallucinated number is
+/// asked for once more, then the template; a server that is down gives the
+/// template; the prompt is in the recipient's language.
+#[tokio::test]
+async fn the_llm_narrative_is_grounded_or_replaced_by_the_template() {
+    let llm = crate::servers::LlmServer::start().await;
+    let extra = format!(
+        "[llm]\nbase_url = \"{}\"\nmodel = \"fixture-model\"\ntimeout = \"5s\"\nmax_retries = 0\n\
+         requests_per_minute = 60000\ntokens_per_minute = 10000000\n{METRICS}",
+        llm.base_url()
+    );
+    let mut app = spawn_app(Deployment::Embedded, &extra).await;
+    profile(&app, &app.key, "acme-1", "Europe/Madrid", "es").await;
+    profile(&app, &app.key, "beta-2", "Europe/London", "en").await;
+    let mut events = Vec::new();
+    for (i, at) in ["2026-11-24T10:00:00Z", "2026-11-25T10:00:00Z", "2026-11-26T10:00:00Z"]
+        .iter()
+        .enumerate()
+    {
+        events.push(ev(&format!("w48-{i}"), "task.completed", "acme-1", at, json!({})));
+    }
+    for (i, at) in ["2026-11-17T10:00:00Z", "2026-11-18T10:00:00Z"].iter().enumerate() {
+        events.push(ev(&format!("w47-{i}"), "task.completed", "acme-1", at, json!({})));
+    }
+    post(&app, &app.key, events).await;
+    let reporter = Reporter::from_jobs_config(&app.config.kinds()).await.unwrap();
+    let tenant = app.store.find_tenant(&app.tenant_id).await.unwrap();
+    let grounded = [
+        "Del 2026-11-23 al 2026-11-29 se completaron 3 tareas, frente a 2 la semana anterior (+50%).",
+        "El equipo gana ritmo, lo que acerca los hitos del trimestre.",
+    ];
+    let invented = [
+        "Del 2026-11-23 al 2026-11-29 se completaron 9999 tareas.",
+        "El equipo gana ritmo.",
+    ];
+    // A hallucinated number, then a grounded text: the second is used.
+    llm.script(llm_reply(&invented), vec![llm_reply(&invented), llm_reply(&grounded)])
+        .await;
+    let g = reporter
+        .generate(&app.store, &tenant, Some("acme-1"), Some("2026-W48"), false, "test")
+        .await
+        .unwrap();
+    let r = &g.report;
+    assert_eq!(r.narrative_source, "llm", "{}", r.narrative);
+    assert_eq!(r.llm_model.as_deref(), Some("fixture-model"));
+    assert!(r.tokens_prompt.unwrap() > 0 && r.tokens_completion.unwrap() > 0);
+    assert!(r.html.contains("se completaron 3 tareas"));
+    let reqs = llm.requests().await;
+    assert_eq!(reqs.len(), 2);
+    let system = reqs[0]["body"]["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("Escribe en español"), "{system}");
+    let retry = reqs[1]["body"]["messages"][1]["content"].as_str().unwrap();
+    assert!(retry.contains("9999"), "the retry says which number was refused");
+    println!(
+        "generation with the LLM (fixture server, 2 calls): {} ms",
+        r.generation_ms
+    );
+
+    // Invented twice: the template, saying why; the tokens still counted.
+    let g = reporter
+        .generate(&app.store, &tenant, Some("acme-1"), Some("2026-W47"), false, "test")
+        .await
+        .unwrap();
+    assert_eq!(g.report.narrative_source, "template");
+    let n: Value = serde_json::from_str(&g.report.narrative).unwrap();
+    assert!(n["fallback_reason"].as_str().unwrap().contains("grounding"), "{n}");
+    assert!(n["summary"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("plantilla"));
+    assert!(g.report.tokens_prompt.unwrap() > 0);
+    assert_eq!(llm.requests().await.len(), 4);
+
+    // English for an English account.
+    let _ = reporter
+        .generate(&app.store, &tenant, Some("beta-2"), Some("2026-W48"), false, "test")
+        .await
+        .unwrap();
+    let reqs = llm.requests().await;
+    let system = reqs[4]["body"]["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("Write in English"), "{system}");
+
+    // The server down: the template at once.
+    let mut down = llm.config();
+    down.base_url = format!("http://127.0.0.1:{}/v1", crate::servers::closed_port());
+    down.max_retries = 0;
+    let offline = Reporter::new(
+        app.config.reports.clone(),
+        app.config.profiles.clone(),
+        vec!["text".into()],
+        &app.config.jobs,
+    )
+    .with_llm(
+        kairos_jobs::llm::Llm::from_config(Some(&down), &app.config.queue)
+            .await
+            .unwrap(),
+    );
+    let g = offline
+        .generate(&app.store, &tenant, Some("acme-1"), Some("2026-W46"), false, "test")
+        .await
+        .unwrap();
+    assert_eq!(g.report.narrative_source, "template");
+    let n: Value = serde_json::from_str(&g.report.narrative).unwrap();
+    assert!(n["fallback_reason"].as_str().unwrap().contains("unavailable"), "{n}");
+    // Without an LLM at all.
+    let plain = Reporter::new(
+        app.config.reports.clone(),
+        app.config.profiles.clone(),
+        vec!["text".into()],
+        &app.config.jobs,
+    );
+    let g = plain
+        .generate(&app.store, &tenant, Some("acme-1"), Some("2026-W45"), false, "test")
+        .await
+        .unwrap();
+    assert_eq!(g.report.narrative_source, "template");
+    println!("generation with the template: {} ms", g.report.generation_ms);
     app.shutdown().await;
 }

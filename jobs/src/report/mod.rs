@@ -43,10 +43,12 @@ use serde::{Deserialize, Serialize};
 use config::Channel;
 pub use config::ReportsConfig;
 use facts::{Facts, Scope, Subject};
-use narrative::Narrative;
+use narrative::{Narrative, Written};
 use period::Period;
 use store::{Claim, DeliveryKey, StoredReport};
 
+use crate::llm::Llm;
+use crate::mail::{Attachment, Email, MailError, Mailer};
 use crate::webhook::Webhook;
 use crate::{Job, JobContext, JobError, JobOutput};
 
@@ -133,6 +135,8 @@ pub struct Reporter {
     profiles: ProfilesConfig,
     text_fields: Vec<String>,
     webhook: Option<Arc<Webhook>>,
+    llm: Llm,
+    mailer: Option<Mailer>,
     max_attempts: u32,
 }
 
@@ -146,12 +150,13 @@ impl std::fmt::Debug for Reporter {
 }
 
 impl Reporter {
-    /// A reporter for the config; `webhook` delivers to tenants' endpoints.
+    /// A reporter that writes template narratives and delivers nowhere
+    /// (see [`Reporter::with_llm`], [`Reporter::with_mailer`],
+    /// [`Reporter::with_webhook`]).
     pub fn new(
         config: ReportsConfig,
         profiles: ProfilesConfig,
         text_fields: Vec<String>,
-        webhook: Option<Arc<Webhook>>,
         policies: &JobPolicies,
     ) -> Self {
         Self {
@@ -159,25 +164,47 @@ impl Reporter {
             config,
             profiles,
             text_fields,
-            webhook,
+            webhook: None,
+            llm: Llm::disabled(),
+            mailer: None,
         }
     }
 
-    /// A reporter from the kinds' config (reads webhook secrets, like the
-    /// `webhook` kind).
-    pub fn from_jobs_config(c: &crate::JobsConfig) -> Result<Self, crate::webhook::WebhookSetupError> {
-        let webhook = if c.webhooks.is_empty() {
-            None
-        } else {
-            Some(Arc::new(Webhook::from_config(&c.webhooks)?))
-        };
-        Ok(Self::new(
+    /// Narratives by this LLM (grounded; the template on any failure).
+    pub fn with_llm(mut self, llm: Llm) -> Self {
+        self.llm = llm;
+        self
+    }
+
+    /// Email through this relay.
+    pub fn with_mailer(mut self, mailer: Mailer) -> Self {
+        self.mailer = Some(mailer);
+        self
+    }
+
+    /// Tenants' signed webhooks.
+    pub fn with_webhook(mut self, webhook: Arc<Webhook>) -> Self {
+        self.webhook = Some(webhook);
+        self
+    }
+
+    /// A reporter from the kinds' config: webhook secrets and SMTP
+    /// credentials from the environment, the LLM with its shared quota.
+    pub async fn from_jobs_config(c: &crate::JobsConfig) -> Result<Self, crate::SetupError> {
+        let mut r = Self::new(
             c.reports.clone(),
             c.profiles.clone(),
             c.sentiment.text_fields.clone(),
-            webhook,
             &c.policies,
-        ))
+        )
+        .with_llm(Llm::from_config(c.llm.as_ref(), &c.queue).await?);
+        if !c.webhooks.is_empty() {
+            r = r.with_webhook(Arc::new(Webhook::from_config(&c.webhooks)?));
+        }
+        if let Some(smtp) = &c.smtp {
+            r = r.with_mailer(Mailer::from_config(smtp)?);
+        }
+        Ok(r)
     }
 
     /// `[reports]`.
@@ -342,9 +369,16 @@ impl Reporter {
         Ok(facts::gather(store, &req).await?)
     }
 
-    /// The narrative for `facts` (the template; see the LLM integration).
+    /// The template narrative for `facts`.
     pub fn narrative(&self, facts: &Facts) -> Narrative {
         narrative::template(facts)
+    }
+
+    /// The narrative for `facts`: the LLM's when one is configured and
+    /// what it wrote is grounded (one retry on a violation), else the
+    /// template with the reason.
+    pub async fn write(&self, facts: &Facts) -> Written {
+        narrative::write(&self.llm, facts).await
     }
 
     /// Generates the report of (tenant, account or portfolio, period) —
@@ -386,7 +420,11 @@ impl Reporter {
         let version = if rerun { latest + 1 } else { 1 };
         let language = self.language(tenant, account.as_ref());
         let facts = self.facts(store, tenant, account.as_ref(), &period, &language).await?;
-        let narrative = self.narrative(&facts);
+        let Written {
+            narrative,
+            usage,
+            model,
+        } = self.write(&facts).await;
         let tr = self.config.tenant(&tenant.name, &tenant.id);
         let brand = self.config.branding(&tr);
         let html = render::html(&facts, &narrative, &brand);
@@ -404,9 +442,9 @@ impl Reporter {
             time_zone: period.time_zone.clone(),
             language,
             narrative_source: narrative.source.as_str().to_owned(),
-            llm_model: None,
-            tokens_prompt: None,
-            tokens_completion: None,
+            llm_model: model,
+            tokens_prompt: usage.map(|u| i64::from(u.prompt_tokens)),
+            tokens_completion: usage.map(|u| i64::from(u.completion_tokens)),
             generation_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
             facts: serde_json::to_string(&facts).map_err(|e| ReportError::Invalid(e.to_string()))?,
             narrative: serde_json::to_string(&narrative).map_err(|e| ReportError::Invalid(e.to_string()))?,
@@ -434,7 +472,7 @@ impl Reporter {
 
     /// The report in another language, from its stored facts: metric
     /// labels and the narrative in `language`.
-    pub fn rendition(&self, report: &StoredReport, language: &str) -> Result<(Facts, Narrative), ReportError> {
+    pub async fn rendition(&self, report: &StoredReport, language: &str) -> Result<(Facts, Narrative), ReportError> {
         let mut facts: Facts =
             serde_json::from_str(&report.facts).map_err(|e| ReportError::Invalid(format!("stored facts: {e}")))?;
         if facts.language == language {
@@ -448,7 +486,7 @@ impl Reporter {
                 m.label = d.label(language).to_owned();
             }
         }
-        let n = self.narrative(&facts);
+        let n = self.write(&facts).await.narrative;
         Ok((facts, n))
     }
 
@@ -545,7 +583,7 @@ impl Reporter {
                 let Some(w) = &self.webhook else {
                     return Err(JobError::Permanent("webhook: no webhooks configured".into()));
                 };
-                let (facts, narrative) = self.rendition(report, &r.language)?;
+                let (facts, narrative) = self.rendition(report, &r.language).await?;
                 let body = serde_json::json!({
                     "type": "report.ready",
                     "report": {
@@ -569,9 +607,47 @@ impl Reporter {
                     .await
                     .map(|_| ())
             }
-            Channel::Email => Err(JobError::Permanent(
-                "email: no mailer in this build; configure the tenant's webhook channel".into(),
-            )),
+            Channel::Email => {
+                let Some(mailer) = &self.mailer else {
+                    return Err(JobError::Permanent("email: no [smtp] section configured".into()));
+                };
+                let (facts, narrative) = self.rendition(report, &r.language).await?;
+                let tr = self.config.tenant(&tenant.name, &tenant.id);
+                let brand = self.config.branding(&tr);
+                let html = render::html(&facts, &narrative, &brand);
+                let mut attachments = Vec::new();
+                if tr.pdf {
+                    match render::pdf(&self.config.chromium, &html).await {
+                        Ok(bytes) => attachments.push(Attachment {
+                            filename: format!("report-{}.pdf", report.period),
+                            content_type: "application/pdf".into(),
+                            bytes,
+                        }),
+                        // A missing PDF is not worth withholding the report.
+                        Err(e) => tracing::warn!(report = %report.id, error = %e, "report PDF failed; sent without it"),
+                    }
+                }
+                let to = match &r.name {
+                    Some(n) => format!("\"{}\" <{}>", n.replace(['"', '\\'], ""), r.address),
+                    None => r.address.clone(),
+                };
+                let email = Email {
+                    from_name: Some(brand.sender_name.clone()),
+                    to: vec![to],
+                    subject: render::subject(&facts),
+                    text: render::text(&facts, &narrative),
+                    html: Some(html),
+                    attachments,
+                    message_id: Some(message_id.to_owned()),
+                    headers: vec![("X-Kairos-Report".into(), report.id.clone())],
+                    ..Default::default()
+                };
+                match mailer.send(&email).await {
+                    Ok(_) => Ok(()),
+                    Err(e @ MailError::Transient { .. }) => Err(JobError::Retryable(e.to_string())),
+                    Err(e) => Err(JobError::Permanent(e.to_string())),
+                }
+            }
         }
     }
 }

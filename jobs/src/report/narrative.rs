@@ -419,3 +419,147 @@ mod tests {
         assert_eq!(num(-12.0), "-12");
     }
 }
+
+/// A narrative and what writing it cost.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The narrative (the LLM's, or the template with `fallback_reason`).
+    pub narrative: Narrative,
+    /// Tokens used, when an LLM was called (also when its text was refused).
+    pub usage: Option<crate::llm::Usage>,
+    /// The model called.
+    pub model: Option<String>,
+}
+
+/// What the LLM is asked to return.
+#[derive(Debug, serde::Deserialize)]
+struct LlmText {
+    summary: Vec<String>,
+    highlights: Vec<String>,
+    attention: Vec<String>,
+    next_steps: Vec<String>,
+}
+
+fn system_prompt(facts: &Facts) -> String {
+    let weekly = facts.period.label.contains("-W");
+    if facts.language == "es" {
+        format!(
+            "Redactas el informe ejecutivo {} para los directivos de {}. Escribe en español, con un tono \
+             profesional pero cercano: explica el porqué y el impacto en el negocio, no solo el qué. Usa solo \
+             los datos que se te dan: cada cifra que escribas debe aparecer en los datos (puedes redondear). \
+             No inventes cifras, fechas ni nombres. Responde con un objeto JSON: {{\"summary\": [2 o 3 \
+             párrafos], \"highlights\": [...], \"attention\": [...], \"next_steps\": [...]}}. `summary` es el \
+             resumen ejecutivo (su primer párrafo se lee solo, como apertura de un correo); `highlights`, lo \
+             que fue bien; `attention`, los riesgos con su impacto; `next_steps`, acciones concretas.",
+            if weekly { "semanal" } else { "mensual" },
+            subject_name(facts)
+        )
+    } else {
+        format!(
+            "You write the {} executive report for the executives of {}. Write in English, professional but \
+             accessible: explain the why and the business impact, not just the what. Use only the facts \
+             given: every number you write must appear in the facts (you may round). Do not invent figures, \
+             dates or names. Answer with one JSON object: {{\"summary\": [2 or 3 paragraphs], \
+             \"highlights\": [...], \"attention\": [...], \"next_steps\": [...]}}. `summary` is the executive \
+             summary (its first paragraph stands alone as an email's opening); `highlights`, what went well; \
+             `attention`, the risks with their impact; `next_steps`, concrete actions.",
+            if weekly { "weekly" } else { "monthly" },
+            subject_name(facts)
+        )
+    }
+}
+
+fn subject_name(facts: &Facts) -> String {
+    match facts.scope {
+        Scope::Account => facts
+            .subject
+            .account_name
+            .clone()
+            .unwrap_or_else(|| facts.subject.account_id.clone().unwrap_or_default()),
+        Scope::Tenant => facts.subject.tenant_name.clone(),
+    }
+}
+
+/// Why an LLM text is refused: the structure, or numbers not in the facts.
+fn check(t: &LlmText, facts: &serde_json::Value) -> Option<String> {
+    if !(2..=3).contains(&t.summary.len()) {
+        return Some(format!(
+            "the summary has {} paragraphs; it must have 2 or 3",
+            t.summary.len()
+        ));
+    }
+    if t.highlights.is_empty() || t.attention.is_empty() || t.next_steps.is_empty() {
+        return Some("highlights, attention and next_steps must each have at least one item".into());
+    }
+    let all: Vec<&str> = t
+        .summary
+        .iter()
+        .chain(&t.highlights)
+        .chain(&t.attention)
+        .chain(&t.next_steps)
+        .map(String::as_str)
+        .collect();
+    let bad = crate::llm::ungrounded_numbers(&all.join("\n"), facts);
+    (!bad.is_empty()).then(|| format!("numbers not in the facts: {}", bad.join(", ")))
+}
+
+/// The narrative for `facts`: the LLM's if it is configured, answers, and
+/// what it wrote passes the checks — a refused text is asked for once more,
+/// with the reason — else the template, with the reason recorded.
+pub async fn write(llm: &crate::llm::Llm, facts: &Facts) -> Written {
+    if !llm.is_configured() {
+        return Written {
+            narrative: template(facts),
+            usage: None,
+            model: None,
+        };
+    }
+    let facts_json = serde_json::to_value(facts).unwrap_or_default();
+    let system = system_prompt(facts);
+    let mut user = format!("FACTS (JSON):\n{facts_json}");
+    let mut usage = crate::llm::Usage::default();
+    let mut reason = String::new();
+    for _ in 0..2 {
+        match llm.chat_json::<LlmText>(&system, &user).await {
+            Ok((t, u)) => {
+                usage = usage + u;
+                match check(&t, &facts_json) {
+                    None => {
+                        return Written {
+                            narrative: Narrative {
+                                summary: t.summary,
+                                highlights: t.highlights,
+                                attention: t.attention,
+                                next_steps: t.next_steps,
+                                source: Source::Llm,
+                                fallback_reason: None,
+                            },
+                            usage: Some(usage),
+                            model: llm.model().map(str::to_owned),
+                        }
+                    }
+                    Some(problem) => {
+                        user.push_str(&format!(
+                            "\n\nYour previous answer was refused ({problem}). Write it again; use only numbers \
+                             that appear in the facts."
+                        ));
+                        reason = format!("grounding: {problem}");
+                    }
+                }
+            }
+            Err(e) => {
+                usage = usage + e.usage();
+                reason = e.to_string();
+                break;
+            }
+        }
+    }
+    llm.record_fallback(super::KIND, &reason);
+    let mut narrative = template(facts);
+    narrative.fallback_reason = Some(reason);
+    Written {
+        narrative,
+        usage: (usage.total() > 0).then_some(usage),
+        model: llm.model().map(str::to_owned),
+    }
+}

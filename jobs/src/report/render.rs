@@ -409,6 +409,19 @@ pub fn html(f: &Facts, n: &Narrative, brand: &Branding) -> String {
     h
 }
 
+/// The email's plain-text part: the executive summary first, then the
+/// whole report as Markdown.
+pub fn text(f: &Facts, n: &Narrative) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "{}\n", title(f));
+    for p in &n.summary {
+        let _ = writeln!(t, "{p}\n");
+    }
+    let _ = writeln!(t, "----\n");
+    t.push_str(&markdown(f, n));
+    t
+}
+
 /// The report as Markdown.
 pub fn markdown(f: &Facts, n: &Narrative) -> String {
     let es = f.language == "es";

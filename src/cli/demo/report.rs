@@ -71,14 +71,8 @@ pub async fn seed(base: &str, key: &str, tenant: &str, account: &str, nonce: i64
 
 /// Generates and prints the account's report; writes its HTML to `data/`.
 pub async fn show(config: &Config, store: &kairos_core::Store, tenant: &Tenant, account: &str) -> anyhow::Result<()> {
-    let kinds = config.kinds();
-    let reporter = Reporter::new(
-        kinds.reports.clone(),
-        kinds.profiles.clone(),
-        kinds.sentiment.text_fields.clone(),
-        None,
-        &kinds.policies,
-    );
+    // With an [llm] section the narrative is the model's; without, the template.
+    let reporter = Reporter::from_jobs_config(&config.kinds()).await?;
     let started = Instant::now();
     let g = reporter
         .generate(store, tenant, Some(account), None, true, "demo")
