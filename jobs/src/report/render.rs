@@ -122,7 +122,7 @@ pub fn subject(f: &Facts) -> String {
 fn change_cell(m: &MetricFact) -> (String, &'static str) {
     match m.change_pct {
         None => ("—".into(), "#666666"),
-        Some(c) if c == 0.0 => ("0%".into(), "#666666"),
+        Some(0.0) => ("0%".into(), "#666666"),
         Some(c) => {
             let good = (c > 0.0) == m.higher_is_better;
             (
