@@ -135,10 +135,7 @@ fn numbers_in(text: &str, skip_list_markers: bool) -> Vec<Found> {
         let mut body = String::new();
         while i < chars.len() {
             let c = chars[i].1;
-            if c.is_ascii_digit() {
-                body.push(c);
-                i += 1;
-            } else if (c == '.' || c == ',') && digit_at(i + 1) {
+            if c.is_ascii_digit() || ((c == '.' || c == ',') && digit_at(i + 1)) {
                 body.push(c);
                 i += 1;
             } else if is_group_space(c)
