@@ -166,6 +166,12 @@ pub enum SetupError {
     /// `sentiment`: the model, its head or its registration.
     #[error(transparent)]
     Sentiment(#[from] sentiment::SetupError),
+    /// `[llm]`: the key's variable is unset, or the quota's Redis is unreachable.
+    #[error(transparent)]
+    Llm(#[from] llm::LlmSetupError),
+    /// `[smtp]`: a credential's variable is unset, or TLS could not be set up.
+    #[error(transparent)]
+    Mail(#[from] mail::MailSetupError),
 }
 
 /// The job kinds a process can run, by name.
