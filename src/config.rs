@@ -336,7 +336,7 @@ mod tests {
         let e = err("[smtp]\nhost = \"h\"\nfrom = \"nobody\"\n");
         assert!(e.contains("smtp.from"), "{e}");
         let e = err("[smtp]\nhost = \"h\"\nfrom = \"a@b.c\"\ntls = \"ssl\"\n");
-        assert!(e.contains("line 3") && e.contains("ssl"), "{e}");
+        assert!(e.contains("line 4") && e.contains("ssl"), "{e}");
     }
 
     #[test]

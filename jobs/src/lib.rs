@@ -172,10 +172,10 @@ pub enum SetupError {
     /// `sentiment`: the model, its head or its registration.
     #[error(transparent)]
     Sentiment(#[from] sentiment::SetupError),
-    /// `[llm]`: the key or the shared quota's store.
+    /// `[llm]`: the key's variable is unset, or the quota's Redis is unreachable.
     #[error(transparent)]
     Llm(#[from] llm::LlmSetupError),
-    /// `[smtp]`: credentials or TLS.
+    /// `[smtp]`: a credential's variable is unset, or TLS could not be set up.
     #[error(transparent)]
     Mail(#[from] mail::MailSetupError),
 }

@@ -277,6 +277,11 @@ impl Mailer {
         Self::from_config_with(config, |var| std::env::var(var).ok())
     }
 
+    /// The mailer for the job kinds' config; `None` without `[smtp]`.
+    pub fn from_jobs_config(config: &crate::JobsConfig) -> Result<Option<Self>, MailSetupError> {
+        config.smtp.as_ref().map(Self::from_config).transpose()
+    }
+
     /// As [`Mailer::from_config`], with the environment given.
     pub fn from_config_with(config: &SmtpConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, MailSetupError> {
         let from: Mailbox = config

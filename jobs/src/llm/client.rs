@@ -205,6 +205,12 @@ impl Llm {
         Self::from_config_with(config, queue, |var| std::env::var(var).ok()).await
     }
 
+    /// The client for the job kinds' config (`[llm]`, its quota shared
+    /// through `[queue]`).
+    pub async fn from_jobs_config(config: &crate::JobsConfig) -> Result<Self, LlmSetupError> {
+        Self::from_config(config.llm.as_ref(), &config.queue).await
+    }
+
     /// As [`Llm::from_config`], with the environment given.
     pub async fn from_config_with(
         config: Option<&LlmConfig>,

@@ -42,9 +42,10 @@ pub struct LlmConfig {
     /// deployment (Redis when the queue is Redis, in-process otherwise).
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
-    /// The account's token quota (prompt + completion), shared likewise.
-    /// Each call reserves its estimate (prompt characters / 4 + `max_tokens`)
-    /// and is charged what the server reports after.
+    /// The account's token quota (prompt + completion), shared likewise
+    /// (a bucket of one minute's tokens, refilled continuously). Each call
+    /// reserves its estimate (prompt bytes / 4 + `max_tokens`) and is
+    /// charged what the server reports after.
     #[serde(default = "default_tokens_per_minute")]
     pub tokens_per_minute: u32,
     /// Requests allowed at once before the per-minute rate applies

@@ -11,8 +11,9 @@
 //!   `million(s)`, `millón`/`millones` after it scales it.
 //! - **Matching allows rounding**: a text number with `d` decimals matches a
 //!   fact `v` when it is `|v|` rounded to `d` decimals (`83%` matches 83.33).
-//! - **Percentages** (`%`, `percent`, `por ciento`, `pp`, `puntos`) match a
-//!   fact as written (`12.5` for 12.5%) or a ratio (`0.125`).
+//! - **Percentages** (`%`, `percent`, `per cent`, `por ciento`,
+//!   `percentage points`, `puntos porcentuales`, `pp`) match a fact as
+//!   written (`12.5` for 12.5%) or a ratio (`0.125`).
 //! - **Derived numbers**: within one JSON object, the difference and the
 //!   percent change between any two sibling numbers (`current`/`previous`)
 //!   are facts too; in an array of numbers (a trend), those of consecutive
@@ -135,10 +136,7 @@ fn numbers_in(text: &str, skip_list_markers: bool) -> Vec<Found> {
         let mut body = String::new();
         while i < chars.len() {
             let c = chars[i].1;
-            if c.is_ascii_digit() {
-                body.push(c);
-                i += 1;
-            } else if (c == '.' || c == ',') && digit_at(i + 1) {
+            if c.is_ascii_digit() || ((c == '.' || c == ',') && digit_at(i + 1)) {
                 body.push(c);
                 i += 1;
             } else if is_group_space(c)

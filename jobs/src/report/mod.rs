@@ -197,12 +197,12 @@ impl Reporter {
             c.sentiment.text_fields.clone(),
             &c.policies,
         )
-        .with_llm(Llm::from_config(c.llm.as_ref(), &c.queue).await?);
+        .with_llm(Llm::from_jobs_config(c).await?);
         if !c.webhooks.is_empty() {
             r = r.with_webhook(Arc::new(Webhook::from_config(&c.webhooks)?));
         }
-        if let Some(smtp) = &c.smtp {
-            r = r.with_mailer(Mailer::from_config(smtp)?);
+        if let Some(mailer) = Mailer::from_jobs_config(c)? {
+            r = r.with_mailer(mailer);
         }
         Ok(r)
     }
