@@ -37,8 +37,26 @@ pub struct ReportsQuery {
     /// Page size, 1-200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (a hex string; one this API did
+    /// not return lists nothing).
+    #[param(min_length = 2, max_length = 1024, pattern = "^([0-9a-f]{2})+$")]
     pub cursor: Option<String>,
+}
+
+/// Lower-case hex pairs, as the OpenAPI pattern says.
+fn is_hex_cursor(c: &str) -> bool {
+    !c.is_empty() && c.len() % 2 == 0 && c.len() <= 1024 && c.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `YYYY-Www` or `YYYY-MM`, as the OpenAPI pattern says.
+fn period_shape(p: &str) -> bool {
+    let b = p.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    match b.len() {
+        7 => digits(&b[..4]) && b[4] == b'-' && digits(&b[5..]),
+        8 => digits(&b[..4]) && b[4] == b'-' && b[5] == b'W' && digits(&b[6..]),
+        _ => false,
+    }
 }
 
 /// The values of `scope`, for the OpenAPI document.
@@ -208,11 +226,8 @@ pub async fn list_reports(
         ApiError::check_ident("account_id", a)?;
     }
     match q.scope.as_deref() {
-        None | Some("account") => {}
-        Some("tenant") if q.account_id.is_some() => {
-            return Err(ApiError::field("scope", "`tenant` reports have no account_id"))
-        }
-        Some("tenant") => {}
+        // Filters combine: `tenant` with an account_id lists nothing.
+        None | Some("account") | Some("tenant") => {}
         Some(other) => {
             return Err(ApiError::field(
                 "scope",
@@ -220,9 +235,14 @@ pub async fn list_reports(
             ))
         }
     }
+    // The shape only: a week or month that does not exist lists nothing.
     if let Some(p) = &q.period {
-        kairos_jobs::report::period::Period::parse(p, kairos_jobs::report::period::UTC)
-            .map_err(|e| ApiError::field("period", e))?;
+        if !period_shape(p) {
+            return Err(ApiError::field(
+                "period",
+                format!("`{p}` is not a period: use an ISO week (2026-W48) or a month (2026-11)"),
+            ));
+        }
     }
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -237,6 +257,8 @@ pub async fn list_reports(
     };
     let (items, next) = match store::list(&state.store, &tenant.id, &filter).await {
         Ok(page) => page,
+        // Hex that is not one of our cursors points nowhere: an empty page.
+        Err(ListError::Cursor(_)) if filter.cursor.as_deref().is_some_and(is_hex_cursor) => (Vec::new(), None),
         Err(ListError::Cursor(e)) => return Err(ApiError::field("cursor", e)),
         Err(ListError::Store(e)) => return Err(unavailable(e)),
     };
