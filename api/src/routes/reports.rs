@@ -45,7 +45,10 @@ pub struct ReportsQuery {
 
 /// Lower-case hex pairs, as the OpenAPI pattern says.
 fn is_hex_cursor(c: &str) -> bool {
-    !c.is_empty() && c.len() % 2 == 0 && c.len() <= 1024 && c.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    !c.is_empty()
+        && c.len().is_multiple_of(2)
+        && c.len() <= 1024
+        && c.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `YYYY-Www` or `YYYY-MM`, as the OpenAPI pattern says.
