@@ -1,7 +1,7 @@
 //! The whole configuration file, composed of each crate's sections: core's
 //! (`server`, `store`, `queue`, `startup`, `api`, `worker`, `scheduler`, `jobs`,
 //! `rules`, `schedules`) and the job kinds' (`churn`, `sentiment`,
-//! `webhooks`, from `kairos-jobs`). Only this crate sees them all: it
+//! `webhooks`, `llm`, `smtp`, from `kairos-jobs`). Only this crate sees them all: it
 //! validates each section (naming the file and the full dotted key), checks
 //! what spans sections, and hands each role and the job kinds their own
 //! part ([`Config::api`], [`Config::worker`], [`Config::scheduling`],
@@ -16,6 +16,8 @@ use kairos_core::config::{
 use kairos_core::rules::RuleConfig;
 use kairos_core::schedule::ScheduleConfig;
 use kairos_jobs::churn::ChurnConfig;
+use kairos_jobs::llm::LlmConfig;
+use kairos_jobs::mail::SmtpConfig;
 use kairos_jobs::sentiment::SentimentConfig;
 use kairos_jobs::webhook::Webhooks;
 use serde::Deserialize;
@@ -65,10 +67,19 @@ pub struct Config {
     /// Where each tenant's alerts are delivered (by tenant name or id).
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// Executive reports: period, metrics, branding and delivery per tenant.
+    #[serde(default)]
+    pub reports: kairos_jobs::report::ReportsConfig,
     /// Profile defaults: the language and time zone people and accounts
     /// fall back to.
     #[serde(default)]
     pub profiles: kairos_core::profile::ProfilesConfig,
+    /// The LLM that writes narratives and messages; none: templates.
+    #[serde(default)]
+    pub llm: Option<LlmConfig>,
+    /// The SMTP relay for email; none: no email.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -112,6 +123,13 @@ impl Config {
             kairos_jobs::webhook::validate_webhook(w).map_err(|e| self.invalid_at(&format!("webhooks.{tenant}"), e))?;
         }
         self.profiles.validate().map_err(at("profiles"))?;
+        self.reports.validate().map_err(at("reports"))?;
+        if let Some(llm) = &self.llm {
+            llm.validate().map_err(at("llm"))?;
+        }
+        if let Some(smtp) = &self.smtp {
+            smtp.validate().map_err(at("smtp"))?;
+        }
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -181,7 +199,12 @@ impl Config {
             churn: self.churn.clone(),
             sentiment: self.sentiment.clone(),
             webhooks: self.webhooks.clone(),
+            reports: self.reports.clone(),
+            profiles: self.profiles.clone(),
             policies: self.jobs.clone(),
+            llm: self.llm.clone(),
+            smtp: self.smtp.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
@@ -291,6 +314,29 @@ mod tests {
         let e = err("[[rules]]\non = \"comment.created\"\nrun = [\"activity\", \"sentiment\"]\n");
         assert!(e.contains("rules[0].run[1]") && e.contains("disabled"), "{e}");
         parse("[sentiment]\nenabled = true\n[[rules]]\non = \"comment.created\"\nrun = [\"sentiment\"]\n").unwrap();
+    }
+
+    #[test]
+    fn llm_and_smtp_sections_are_optional_and_validated_with_their_key() {
+        let c = parse("").unwrap();
+        assert!(c.llm.is_none() && c.smtp.is_none());
+        let c = parse("[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodel = \"m\"\napi_key_env = \"K\"\n[smtp]\nhost = \"smtp.example.com\"\nfrom = \"Kairos <r@example.com>\"\n").unwrap();
+        let kinds = c.kinds();
+        assert_eq!(kinds.llm.as_ref().map(|l| l.model.as_str()), Some("m"));
+        assert_eq!(kinds.smtp.as_ref().map(|s| s.port()), Some(587));
+        let e = err("[llm]\nbase_url = \"http://x/v1\"\nmodel = \"m\"\napi_key = \"sk-1\"\n");
+        assert!(
+            e.contains("test.toml") && e.contains("line 4") && e.contains("api_key"),
+            "{e}"
+        );
+        let e = err("[llm]\nbase_url = \"x\"\nmodel = \"m\"\n");
+        assert!(e.contains("llm.base_url"), "{e}");
+        let e = err("[llm]\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nrequests_per_minute = 0\n");
+        assert!(e.contains("llm.requests_per_minute"), "{e}");
+        let e = err("[smtp]\nhost = \"h\"\nfrom = \"nobody\"\n");
+        assert!(e.contains("smtp.from"), "{e}");
+        let e = err("[smtp]\nhost = \"h\"\nfrom = \"a@b.c\"\ntls = \"ssl\"\n");
+        assert!(e.contains("line 4") && e.contains("ssl"), "{e}");
     }
 
     #[test]

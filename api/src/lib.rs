@@ -120,6 +120,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/churn:score", post(routes::churn::score))
         .route("/v1/accounts/{id}/sentiment", get(routes::sentiment::account_sentiment))
         .route("/v1/alerts", get(routes::alerts::list_alerts))
+        .route("/v1/reports", get(routes::reports::list_reports))
+        .route("/v1/reports/{id}", get(routes::reports::get_report))
         .route("/v1/admin/schedules/{name}/run", post(routes::admin::run_schedule))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))

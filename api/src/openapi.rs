@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentiment};
+use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, reports, sentiment};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -29,6 +29,8 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentim
         churn::churn_overview,
         churn::score,
         sentiment::account_sentiment,
+        reports::list_reports,
+        reports::get_report,
         admin::run_schedule,
         health::healthz,
         health::readyz
@@ -69,6 +71,11 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentim
         sentiment::SentimentScoreView,
         sentiment::SentimentAverage,
         sentiment::AccountSentiment,
+        reports::ReportView,
+        reports::ReportLinks,
+        reports::ReportPage,
+        reports::ReportDetail,
+        reports::DeliveryView,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

@@ -1,6 +1,7 @@
 //! The small core under every Kairos role: the config machinery and the
 //! core config sections, the store (SQLite or Postgres behind one code
-//! path) and the queues (SQLite or Redis Streams behind one trait).
+//! path), the queues (SQLite or Redis Streams behind one trait) and token
+//! buckets shared by every process of a deployment (`token_bucket`).
 //!
 //! Nothing here knows about HTTP, job kinds or models: no kind or model is
 //! named here (rules and schedules check kind names against the list the
@@ -17,6 +18,7 @@ pub mod rules;
 pub mod schedule;
 pub mod store;
 pub mod time;
+pub mod token_bucket;
 
 pub use event::Event;
 pub use queue::{Delivery, Message, Queue, QueueError};

@@ -6,13 +6,20 @@
 //! result tables. Adding a kind means writing the module, naming it in
 //! [`KINDS`] and building it in [`Registry::from_config`]; rules and config
 //! can then name it.
+//!
+//! Shared services for kinds that write to people: [`llm`] (an
+//! OpenAI-compatible client with a quota shared by all workers, and the
+//! grounding check) and [`mail`] (SMTP).
 
 pub mod active_model;
 pub mod activity;
 pub mod churn;
+pub mod llm;
+pub mod mail;
 pub mod model_registry;
 pub mod probe;
 pub mod profile;
+pub mod report;
 pub mod sentiment;
 pub mod webhook;
 
@@ -125,6 +132,7 @@ pub const KINDS: &[&str] = &[
     churn::ChurnScore::KIND,
     probe::Probe::KIND,
     profile::Profile::KIND,
+    report::Report::KIND,
     sentiment::Sentiment::KIND,
     webhook::Webhook::KIND,
 ];
@@ -139,8 +147,19 @@ pub struct JobsConfig {
     pub sentiment: sentiment::SentimentConfig,
     /// `[webhooks.TENANT]`.
     pub webhooks: webhook::Webhooks,
+    /// `[reports]`.
+    pub reports: report::ReportsConfig,
+    /// `[profiles]`: the language and zone reports are written and timed in.
+    pub profiles: kairos_core::profile::ProfilesConfig,
     /// `[jobs.KIND]` (sentiment records its notification jobs with their attempts).
     pub policies: JobPolicies,
+    /// `[llm]`; `None`: no LLM (kinds use their templates).
+    pub llm: Option<llm::LlmConfig>,
+    /// `[smtp]`; `None`: no email.
+    pub smtp: Option<mail::SmtpConfig>,
+    /// `[queue]`: the LLM quota is shared through the queue's Redis (or held
+    /// in-process when the queue is SQLite).
+    pub queue: kairos_core::config::QueueConfig,
 }
 
 /// Why the job kinds could not be built (at process start: a wrong model
@@ -153,6 +172,12 @@ pub enum SetupError {
     /// `sentiment`: the model, its head or its registration.
     #[error(transparent)]
     Sentiment(#[from] sentiment::SetupError),
+    /// `[llm]`: the key's variable is unset, or the quota's Redis is unreachable.
+    #[error(transparent)]
+    Llm(#[from] llm::LlmSetupError),
+    /// `[smtp]`: a credential's variable is unset, or TLS could not be set up.
+    #[error(transparent)]
+    Mail(#[from] mail::MailSetupError),
 }
 
 /// The job kinds a process can run, by name.
@@ -189,6 +214,11 @@ impl Registry {
         }
         if wanted(webhook::Webhook::KIND) {
             r.register(webhook::Webhook::from_config(&config.webhooks)?);
+        }
+        if wanted(report::Report::KIND) {
+            r.register(report::Report::new(Arc::new(
+                report::Reporter::from_jobs_config(config).await?,
+            )));
         }
         if wanted(sentiment::Sentiment::KIND) && config.sentiment.enabled {
             r.register(sentiment::Sentiment::start(config, store).await?);

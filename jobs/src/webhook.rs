@@ -175,6 +175,29 @@ impl Job for Webhook {
             .find_tenant(&ctx.tenant_id)
             .await
             .map_err(|e| JobError::Retryable(format!("webhook: reading tenant: {e}")))?;
+        let sent = self
+            .post_signed(&tenant, &ctx.job_id, payload.get().as_bytes().to_vec())
+            .await?;
+        Ok(JobOutput { result_ref: Some(sent) })
+    }
+}
+
+impl Webhook {
+    /// Whether `tenant` has an endpoint.
+    pub fn has_target(&self, tenant: &kairos_core::store::Tenant) -> bool {
+        self.targets.contains_key(&tenant.id) || self.targets.contains_key(&tenant.name)
+    }
+
+    /// Signs `body` and POSTs it to the tenant's endpoint with `delivery_id`
+    /// in `X-Kairos-Delivery` (stable across retries, so receivers drop
+    /// duplicates). Returns `"<url> → <status>"`. The one outgoing POST of
+    /// every kind that notifies a tenant (alerts, reports).
+    pub async fn post_signed(
+        &self,
+        tenant: &kairos_core::store::Tenant,
+        delivery_id: &str,
+        body: Vec<u8>,
+    ) -> Result<String, JobError> {
         let target = self
             .targets
             .get(&tenant.id)
@@ -186,7 +209,6 @@ impl Job for Webhook {
                 ))
             })?;
         let timestamp = kairos_core::time::now_ms() / 1000;
-        let body = payload.get().as_bytes().to_vec();
         let signature = sign(&target.secret, timestamp, &body)
             .map_err(|e| JobError::Permanent(format!("webhook: signing key for tenant {}: {e}", tenant.name)))?;
         let response = self
@@ -196,16 +218,14 @@ impl Job for Webhook {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(SIGNATURE_HEADER, signature)
-            .header(DELIVERY_HEADER, &ctx.job_id)
+            .header(DELIVERY_HEADER, delivery_id)
             .body(body)
             .send()
             .await
             .map_err(|e| JobError::Retryable(format!("webhook: POST {} failed: {e}", target.url)))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(JobOutput {
-                result_ref: Some(format!("{} → {}", target.url, status.as_u16())),
-            });
+            return Ok(format!("{} → {}", target.url, status.as_u16()));
         }
         let message = format!("webhook: POST {} answered {status}", target.url);
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {

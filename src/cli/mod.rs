@@ -11,6 +11,7 @@ pub mod demo;
 mod jobs;
 mod migrate;
 mod models;
+mod reports;
 mod schedules;
 mod score;
 mod serve;
@@ -82,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         action: accounts::AccountsCmd,
     },
+    /// Executive reports: make (backfill, re-send) and list them.
+    Reports {
+        #[command(subcommand)]
+        action: reports::ReportsCmd,
+    },
     /// The audit log of admin-side changes, newest first.
     Audit(audit::AuditArgs),
     /// The model registry: list, show and activate versions.
@@ -138,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models { action } => models::run(config, action).await,
         Command::Score { action } => score::run(config, action).await,
         Command::Accounts { action } => accounts::run(config, action).await,
+        Command::Reports { action } => reports::run(config, action).await,
         Command::Audit(args) => audit::run(config, args).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchWorker(args) => bench::worker::run(config, args).await,

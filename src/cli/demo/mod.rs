@@ -4,6 +4,7 @@
 
 pub mod churn;
 mod profiles;
+mod report;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -86,6 +87,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     profiles::run(&base, &keys, args.accounts).await?;
 
     let nonce = kairos_core::time::now_ms();
+    // The report's account: its work history (tasks, bugs, replies).
+    report::seed(&base, &keys[0].secret, TENANTS[0], "acct-000", nonce).await?;
     // Churn: import a synthetic history and train + activate a model first,
     // so the `payment.failed → churn_score` rule finds one.
     let tenants: Vec<_> = keys.iter().map(|k| k.tenant.clone()).collect();
@@ -155,13 +158,14 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     churn::score_and_report(&churn_rt, &churn_rt.config, &tenants, &churn_prepared).await?;
+    report::show(&churn_rt.config, &store, &keys[0].tenant, "acct-000").await?;
     let sample = jobs
         .iter()
         .find(|j| j.kind == "activity")
         .map(|j| j.id.clone())
         .unwrap_or_default();
     println!("\nWhere things are:");
-    println!("  store:   {store_url} (tables events, job_runs, accounts, people, account_activity, account_activity_daily, sentiment_scores, churn_scores, alerts, models, audit_log)");
+    println!("  store:   {store_url} (tables events, job_runs, accounts, people, account_activity, account_activity_daily, sentiment_scores, churn_scores, alerts, models, audit_log, reports)");
     println!(
         "  a job:   curl -s -H 'Authorization: Bearer {}' {base}/v1/jobs/{sample}",
         keys[0].secret
@@ -176,6 +180,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
             keys[0].secret
         );
     }
+    println!(
+        "  reports: curl -s -H 'Authorization: Bearer {}' {base}/v1/reports · kairos reports run --tenant {}",
+        keys[0].secret, TENANTS[0]
+    );
     println!("  the API: {base}/openapi.json · {base}/readyz");
     println!("  ops:     cargo run --release -- jobs list | jobs dead | jobs retry ID");
 
