@@ -69,6 +69,10 @@ pub struct Config {
     /// fall back to.
     #[serde(default)]
     pub profiles: kairos_core::profile::ProfilesConfig,
+    /// The Prometheus `/metrics` endpoint: on or off, its own listener,
+    /// its bearer token's variable.
+    #[serde(default)]
+    pub metrics: kairos_api::metrics::MetricsConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -112,6 +116,7 @@ impl Config {
             kairos_jobs::webhook::validate_webhook(w).map_err(|e| self.invalid_at(&format!("webhooks.{tenant}"), e))?;
         }
         self.profiles.validate().map_err(at("profiles"))?;
+        self.metrics.validate().map_err(at("metrics"))?;
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
