@@ -404,3 +404,134 @@ fn dashboards_and_docs_use_the_real_names() {
         assert!(known(n), "README.md names unknown metric {n}");
     }
 }
+
+/// The sentiment batcher's inference time and batch size, with the real
+/// model: every text scored is in exactly one recorded batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_inference_and_batch_size_are_recorded() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = kairos::Config::load(&root.join("config/default.toml")).unwrap();
+    let encoder = root.join(&shipped.sentiment.encoder);
+    let head = root.join(shipped.sentiment.head.unwrap());
+    assert!(
+        encoder.join("model.onnx").is_file(),
+        "{} missing: run scripts/fetch-models",
+        encoder.display()
+    );
+    let env = Env::new(Deployment::Embedded).await;
+    let config = env.config_file(&format!(
+        "[sentiment]\nenabled = true\nencoder = \"{}\"\nhead = \"{}\"\nbatch_wait = \"50ms\"\n\n\
+         [[rules]]\non = \"ticket.*\"\nrun = [\"sentiment\"]\n",
+        encoder.display(),
+        head.display()
+    ));
+    let (ok, out, err) = run_cli(&config, &["tenants", "create", "acme"]).await;
+    assert!(ok, "{err}");
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("kairos_"))
+        .unwrap()
+        .to_string();
+    let port = free_port();
+    let _serve = spawn(
+        &config,
+        "serve",
+        &[("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        wait_for(Duration::from_secs(60), || async {
+            scrape(&format!("{base}/metrics"), None).await.0 == 200
+        })
+        .await,
+        "serve did not come up"
+    );
+    let texts = 12;
+    let events: Vec<_> = (0..texts)
+        .map(|i| {
+            event(
+                &format!("t{i}"),
+                "ticket.created",
+                "a",
+                json!({"text": format!("The export broke again, ticket {i}")}),
+            )
+        })
+        .collect();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&key)
+        .json(&json!(events))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let ids = job_ids(&resp.json().await.unwrap());
+    let store = Store::connect(&env.store_url, 2).await.unwrap();
+    let jobs = wait_settled(&store, &ids, Duration::from_secs(60)).await;
+    assert!(jobs.iter().all(|j| j.state == JobState::Succeeded), "{jobs:?}");
+
+    let m = parse(&scrape(&format!("{base}/metrics"), None).await.1);
+    let model = [("model", "sentiment")];
+    let batches = get(&m, "kairos_model_batch_size_count", &model);
+    assert_eq!(get(&m, "kairos_model_batch_size_sum", &model), texts as f64, "{m:?}");
+    assert!((1.0..=texts as f64).contains(&batches), "{batches} batches");
+    assert_eq!(get(&m, "kairos_model_inference_seconds_count", &model), batches);
+    assert!(get(&m, "kairos_model_inference_seconds_sum", &model) > 0.0);
+    eprintln!(
+        "{texts} texts in {batches} batches, {:.1} ms per batch",
+        1000.0 * get(&m, "kairos_model_inference_seconds_sum", &model) / batches
+    );
+}
+
+/// Scheduler ticks and misfires, against the store's tick records: a
+/// schedule last fired ten minutes ago (a misfire, `skip`), then firing
+/// every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_ticks_and_misfires_match_the_tick_records() {
+    let env = Env::new(Deployment::Embedded).await;
+    let config = env
+        .config_file("[[schedules]]\nname = \"every\"\ncron = \"* * * * * *\"\njob = \"probe\"\nmisfire = \"skip\"\n");
+    let (ok, _, err) = run_cli(&config, &["migrate"]).await;
+    assert!(ok, "{err}");
+    let store = Store::connect(&env.store_url, 2).await.unwrap();
+    let long_ago = kairos_core::time::now_ms() - 600_000;
+    assert!(store.record_tick("every", long_ago, "fired", "old", &[]).await.unwrap());
+    let port = free_port();
+    let _serve = spawn(
+        &config,
+        "serve",
+        &[("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let ticks = |m: &Samples, outcome: &str| {
+        get(
+            m,
+            "kairos_scheduler_ticks_total",
+            &[("schedule", "every"), ("outcome", outcome)],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = parse(&scrape(&url, None).await.1);
+        if ticks(&m, "fired") >= 2.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no ticks: {m:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let recorded = store.ticks_since("every", long_ago + 1).await.unwrap();
+    let count = |outcome: &str| recorded.iter().filter(|t| t.outcome == outcome).count() as f64;
+    assert_eq!(ticks(&m, "skipped"), 1.0, "{recorded:?}");
+    assert_eq!(count("skipped"), 1.0);
+    assert_eq!(
+        get(&m, "kairos_scheduler_misfires_total", &[("schedule", "every")]),
+        1.0
+    );
+    // Read after the scrape: at most the ticks of the moment between.
+    let fired = ticks(&m, "fired");
+    assert!(
+        fired <= count("fired") && fired >= count("fired") - 2.0,
+        "{fired} counted, {} recorded",
+        count("fired")
+    );
+}

@@ -232,3 +232,60 @@ async fn queues_and_workers_commands() {
         "{out}"
     );
 }
+
+/// Pausing while jobs of the kind keep arriving and running: none starts
+/// later than [`PAUSE_BOUND`] after the pause (measured on the rows'
+/// `started_at`), and the held jobs complete after resume.
+async fn pause_takes_hold_under_load(deployment: Deployment) {
+    let mut app = spawn_app(deployment, RULES).await;
+    let mut ids = Vec::new();
+    let mut paused_at = None;
+    let started = Instant::now();
+    let mut n = 0;
+    // 3 s of steady arrivals (a batch every 50 ms), paused after the first.
+    while started.elapsed() < Duration::from_secs(3) {
+        if paused_at.is_none() && started.elapsed() >= Duration::from_secs(1) {
+            assert!(app.store.pause_kind("probe", "test", None).await.unwrap());
+            paused_at = Some(kairos_core::time::now_ms());
+        }
+        let batch: Vec<_> = (0..5)
+            .map(|i| event(&format!("e{n}-{i}"), "diagnostic.ok", "acct", json!({})))
+            .collect();
+        n += 1;
+        let (s, body) = app.post_events(&json!(batch)).await;
+        assert_eq!(s, 202, "{body}");
+        ids.extend(job_ids(&body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paused_at = paused_at.unwrap();
+    let jobs = app.store.jobs_by_ids(&ids).await.unwrap();
+    let last_start = jobs.iter().filter_map(|j| j.started_at).max().unwrap();
+    let ran_before = jobs.iter().filter(|j| j.started_at.is_some()).count();
+    let held = jobs.iter().filter(|j| j.state == JobState::Queued).count();
+    eprintln!(
+        "{deployment:?}: last start {} ms after the pause; {ran_before} started, {held} held of {}",
+        last_start - paused_at,
+        jobs.len()
+    );
+    assert!(
+        last_start - paused_at <= PAUSE_BOUND.as_millis() as i64,
+        "a probe job started {} ms after the pause",
+        last_start - paused_at
+    );
+    assert!(ran_before > 0 && held > 0, "{ran_before} ran, {held} held");
+
+    assert!(app.store.resume_kind("probe", "test").await.unwrap());
+    let done = app.wait_settled(&ids, Duration::from_secs(30)).await;
+    assert!(done.iter().all(|j| j.state == JobState::Succeeded));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_takes_hold_under_load_embedded() {
+    pause_takes_hold_under_load(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_takes_hold_under_load_distributed() {
+    pause_takes_hold_under_load(Deployment::Distributed).await;
+}
