@@ -210,7 +210,9 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut addr = None;
     let metrics = &rt.config.metrics;
-    let metrics_handle = if metrics.enabled {
+    // Installed only where something serves it: elsewhere the recording
+    // calls hit the facade's no-op recorder and cost nothing.
+    let metrics_handle = if metrics.enabled && (roles.api || metrics.listen.is_some()) {
         kairos_api::metrics::install()
     } else {
         None
