@@ -247,6 +247,10 @@ mod tests {
         assert!(e.contains("sentiment.follow_up[0]") && e.contains("nudge"), "{e}");
         let e = err("[webhooks.acme]\nurl = \"ftp://x\"\nsecret_env = \"S\"\n");
         assert!(e.contains("webhooks.acme.url"), "{e}");
+        let e = err("[metrics]\nlisten = \"9187\"\n");
+        assert!(e.contains("metrics.listen"), "{e}");
+        let e = err("[worker]\npause_poll = \"3s\"\n");
+        assert!(e.contains("worker.pause_poll"), "{e}");
     }
 
     #[test]

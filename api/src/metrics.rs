@@ -246,3 +246,23 @@ pub(crate) async fn track(request: axum::extract::Request, next: axum::middlewar
     kairos_core::metrics::http_request(&method, &route, response.status().as_u16(), started.elapsed());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_checks_name_their_key() {
+        assert!(MetricsConfig::default().validate().is_ok());
+        let bad = MetricsConfig {
+            listen: Some("nowhere".into()),
+            ..MetricsConfig::default()
+        };
+        assert_eq!(bad.validate().map_err(|e| e.0), Err("listen".to_string()));
+        let bad = MetricsConfig {
+            token_env: " ".into(),
+            ..MetricsConfig::default()
+        };
+        assert_eq!(bad.validate().map_err(|e| e.0), Err("token_env".to_string()));
+    }
+}
