@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/accounts/{id}/churn", get(routes::churn::account_churn))
         .route("/v1/churn", get(routes::churn::churn_overview))
+        .route("/v1/churn:score", post(routes::churn::score))
         .route("/v1/accounts/{id}/sentiment", get(routes::sentiment::account_sentiment))
         .route("/v1/alerts", get(routes::alerts::list_alerts))
         .route("/v1/admin/schedules/{name}/run", post(routes::admin::run_schedule))
