@@ -168,6 +168,42 @@ async fn workers_heartbeat_and_stop(deployment: Deployment) {
     assert_eq!(app.store.prune_workers(Duration::from_millis(300)).await.unwrap(), 1);
     assert!(app.store.workers().await.unwrap().iter().all(|w| w.id != "ghost"));
 
+    // Heartbeats carry the attempts running in the process.
+    let (s, body) = app
+        .post_events(&event(
+            "slow",
+            "diagnostic.slow",
+            "acct",
+            json!({"probe": {"sleep_ms": 1500}}),
+        ))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            app.store
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|w| w.pid == pid && w.in_flight == 1)
+        })
+        .await,
+        "no heartbeat with the running job: {:?}",
+        app.store.workers().await.unwrap()
+    );
+    app.wait_settled(&job_ids(&body), Duration::from_secs(10)).await;
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            app.store
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|w| w.pid == pid && w.in_flight == 0)
+        })
+        .await
+    );
+
     // A graceful shutdown says goodbye.
     app.shutdown().await;
     let ws = app.store.workers().await.unwrap();
