@@ -1,5 +1,6 @@
-//! The metrics every role records, by name, and the one function per event
-//! that records each: callers never spell a metric name or a label.
+//! The metrics every role records, by name, and the one function (or, for
+//! the per-job ones, [`KindMetrics`]) that records each: callers never
+//! spell a metric name or a label.
 //!
 //! Recording goes through the `metrics` facade (an atomic add or a bucket
 //! increment in this process; no store round trip, no lock held across a
@@ -147,28 +148,57 @@ pub fn events_ingested(accepted: u64, duplicate: u64) {
     counter!(names::EVENTS_DUPLICATE).increment(duplicate);
 }
 
-/// A worker started an attempt of a `kind` job; `wait` is given for first
-/// attempts (time since the job became ready).
-pub fn job_started(kind: &str, wait: Option<Duration>) {
-    counter!(names::JOB_ATTEMPTS, "kind" => kind.to_owned()).increment(1);
-    if let Some(w) = wait {
-        histogram!(names::JOB_WAIT_SECONDS, "kind" => kind.to_owned()).record(w.as_secs_f64());
+/// The job metrics of one kind, resolved once (a worker builds one per kind
+/// at start): recording is then an atomic add or a bucket push, with no
+/// label allocation or registry lookup per job.
+#[derive(Clone)]
+pub struct KindMetrics {
+    attempts: metrics::Counter,
+    wait: metrics::Histogram,
+    duration: metrics::Histogram,
+    succeeded: metrics::Counter,
+    retried: metrics::Counter,
+    dead: metrics::Counter,
+}
+
+impl KindMetrics {
+    /// The handles of `kind`'s series in the installed recorder (no-ops
+    /// when none is installed, so build them after installing it).
+    pub fn new(kind: &str) -> Self {
+        let kind = kind.to_owned();
+        Self {
+            attempts: counter!(names::JOB_ATTEMPTS, "kind" => kind.clone()),
+            wait: histogram!(names::JOB_WAIT_SECONDS, "kind" => kind.clone()),
+            duration: histogram!(names::JOB_DURATION_SECONDS, "kind" => kind.clone()),
+            succeeded: counter!(names::JOBS_SUCCEEDED, "kind" => kind.clone()),
+            retried: counter!(names::JOBS_RETRIED, "kind" => kind.clone()),
+            dead: counter!(names::JOBS_DEAD, "kind" => kind),
+        }
     }
-}
 
-/// An attempt of a `kind` job ran for `elapsed`.
-pub fn job_ran(kind: &str, elapsed: Duration) {
-    histogram!(names::JOB_DURATION_SECONDS, "kind" => kind.to_owned()).record(elapsed.as_secs_f64());
-}
+    /// An attempt started; `wait` is given for first attempts (time since
+    /// the job became ready).
+    pub fn started(&self, wait: Option<Duration>) {
+        self.attempts.increment(1);
+        if let Some(w) = wait {
+            self.wait.record(w.as_secs_f64());
+        }
+    }
 
-/// The outcome of an attempt was recorded in the store.
-pub fn job_settled(kind: &str, outcome: JobOutcome) {
-    let name = match outcome {
-        JobOutcome::Succeeded => names::JOBS_SUCCEEDED,
-        JobOutcome::Retried => names::JOBS_RETRIED,
-        JobOutcome::Dead => names::JOBS_DEAD,
-    };
-    counter!(name, "kind" => kind.to_owned()).increment(1);
+    /// An attempt ran for `elapsed`.
+    pub fn ran(&self, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+    }
+
+    /// An attempt's outcome was recorded in the store.
+    pub fn settled(&self, outcome: JobOutcome) {
+        match outcome {
+            JobOutcome::Succeeded => &self.succeeded,
+            JobOutcome::Retried => &self.retried,
+            JobOutcome::Dead => &self.dead,
+        }
+        .increment(1);
+    }
 }
 
 /// One inference call of `model` over `batch` inputs took `elapsed`.

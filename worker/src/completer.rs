@@ -130,7 +130,10 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
             Decision::Retry(_) => JobOutcome::Retried,
             Decision::Dead => JobOutcome::Dead,
         };
-        kairos_core::metrics::job_settled(&o.delivery.message.kind, outcome);
+        match shared.metrics.get(o.delivery.message.kind.as_str()) {
+            Some(m) => m.settled(outcome),
+            None => shared.kind_metrics(&o.delivery.message.kind).settled(outcome),
+        }
     }
     let mut acks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (o, decision) in batch.iter().zip(&decisions) {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kairos_core::config::JobPolicy;
+use kairos_core::metrics::KindMetrics;
 use kairos_core::{Delivery, QueueError, StoreError};
 use kairos_jobs::{JobContext, JobError, JobOutput};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -73,6 +74,7 @@ pub(crate) async fn run(
     // Short, whatever the timeout: the lease task renews it while held.
     let lease = shared.config.queue.lease;
     let batch = shared.config.queue.fetch_batch;
+    let metrics = shared.kind_metrics(&kind);
     loop {
         // A paused kind is not fetched; its jobs wait on the queue.
         if shared.paused.is_paused(&kind) {
@@ -137,7 +139,7 @@ pub(crate) async fn run(
                     (1, Some(ready)) => Some(Duration::from_millis(u64::try_from(now - ready).unwrap_or(0))),
                     _ => None,
                 };
-                kairos_core::metrics::job_started(&kind, wait);
+                metrics.started(wait);
                 (s.id, (s.attempt, s.max_attempts))
             })
             .collect();
@@ -173,6 +175,7 @@ pub(crate) async fn run(
                     leases: shared.leases.clone(),
                     done: done.clone(),
                     running: shared.running.clone(),
+                    metrics: metrics.clone(),
                 },
             );
         }
@@ -195,6 +198,7 @@ struct Handoff {
     leases: Leases,
     done: mpsc::Sender<Outcome>,
     running: Running,
+    metrics: KindMetrics,
 }
 
 fn spawn_attempt(
@@ -208,6 +212,7 @@ fn spawn_attempt(
         leases,
         done,
         running,
+        metrics,
     }: Handoff,
 ) {
     let tag = delivery.tag.clone();
@@ -222,7 +227,7 @@ fn spawn_attempt(
         let attempt = ctx.attempt;
         let max_attempts = ctx.max_attempts;
         let result = execute(job, ctx, &delivery.message.payload, &policy).await;
-        kairos_core::metrics::job_ran(&delivery.message.kind, started.elapsed());
+        metrics.ran(started.elapsed());
         // Once the outcome is handed over, shutdown must not hand the job
         // back as well.
         in_flight.remove(&delivery.tag);

@@ -72,6 +72,18 @@ pub(crate) struct Shared {
     pub paused: presence::Paused,
     /// Attempts running in this process.
     pub running: presence::Running,
+    /// Each kind's job metrics, resolved once.
+    pub metrics: Arc<std::collections::BTreeMap<String, kairos_core::metrics::KindMetrics>>,
+}
+
+impl Shared {
+    /// `kind`'s job metrics (resolved now for a kind not built at start).
+    pub(crate) fn kind_metrics(&self, kind: &str) -> kairos_core::metrics::KindMetrics {
+        self.metrics
+            .get(kind)
+            .cloned()
+            .unwrap_or_else(|| kairos_core::metrics::KindMetrics::new(kind))
+    }
 }
 
 /// Outcomes waiting for the completer. Small on purpose: a finished job
@@ -90,6 +102,11 @@ impl Worker {
     /// Builds a worker over an opened store and queue.
     pub fn new(store: Store, queue: Arc<dyn Queue>, registry: Registry, config: Arc<Settings>) -> Self {
         let (paused_tx, paused) = presence::Paused::channel();
+        let metrics = registry
+            .kinds()
+            .into_iter()
+            .map(|k| (k.to_owned(), kairos_core::metrics::KindMetrics::new(k)))
+            .collect();
         Self {
             shared: Shared {
                 id: worker_id(),
@@ -100,6 +117,7 @@ impl Worker {
                 leases: leases::Leases::default(),
                 paused,
                 running: presence::Running::default(),
+                metrics: Arc::new(metrics),
             },
             paused_tx,
         }
