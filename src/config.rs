@@ -80,6 +80,10 @@ pub struct Config {
     /// The SMTP relay for email; none: no email.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
+    /// The Prometheus `/metrics` endpoint: on or off, its own listener,
+    /// its bearer token's variable.
+    #[serde(default)]
+    pub metrics: kairos_api::metrics::MetricsConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -130,6 +134,7 @@ impl Config {
         if let Some(smtp) = &self.smtp {
             smtp.validate().map_err(at("smtp"))?;
         }
+        self.metrics.validate().map_err(at("metrics"))?;
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -265,6 +270,10 @@ mod tests {
         assert!(e.contains("sentiment.follow_up[0]") && e.contains("nudge"), "{e}");
         let e = err("[webhooks.acme]\nurl = \"ftp://x\"\nsecret_env = \"S\"\n");
         assert!(e.contains("webhooks.acme.url"), "{e}");
+        let e = err("[metrics]\nlisten = \"9187\"\n");
+        assert!(e.contains("metrics.listen"), "{e}");
+        let e = err("[worker]\npause_poll = \"3s\"\n");
+        assert!(e.contains("worker.pause_poll"), "{e}");
     }
 
     #[test]

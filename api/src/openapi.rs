@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, reports, sentiment};
+use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metrics, reports, sentiment};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -33,7 +33,8 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, report
         reports::get_report,
         admin::run_schedule,
         health::healthz,
-        health::readyz
+        health::readyz,
+        metrics::scrape
     ),
     components(schemas(
         alerts::AlertView,

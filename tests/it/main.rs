@@ -14,6 +14,8 @@ mod ingest;
 mod llm;
 mod lock_order;
 mod mail;
+mod metrics;
+mod ops;
 mod people;
 mod processes;
 mod reliability;

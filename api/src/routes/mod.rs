@@ -9,4 +9,5 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod reports;
+pub mod metrics;
 pub mod sentiment;
