@@ -69,6 +69,9 @@ pub struct Config {
     /// fall back to.
     #[serde(default)]
     pub profiles: kairos_core::profile::ProfilesConfig,
+    /// The ops dashboard at `/dashboard` (served by the API role).
+    #[serde(default)]
+    pub dashboard: kairos_api::dashboard::DashboardConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -112,6 +115,7 @@ impl Config {
             kairos_jobs::webhook::validate_webhook(w).map_err(|e| self.invalid_at(&format!("webhooks.{tenant}"), e))?;
         }
         self.profiles.validate().map_err(at("profiles"))?;
+        self.dashboard.validate().map_err(at("dashboard"))?;
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -154,6 +158,7 @@ impl Config {
             scheduling: self.scheduling(),
             profiles: self.profiles.clone(),
             text_fields: self.sentiment.text_fields.clone(),
+            dashboard: self.dashboard.clone(),
         }
     }
 

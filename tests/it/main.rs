@@ -7,6 +7,8 @@
 mod alerts;
 mod churn;
 mod common;
+mod dashboard;
+mod dashboard_browser;
 mod errors;
 mod failures;
 mod ingest;

@@ -11,8 +11,10 @@ mod alerts;
 mod audit;
 mod ingest;
 mod job_runs;
+mod ops;
 mod schedules;
 mod tenants;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,8 +31,10 @@ pub use audit::{record_audit_in, AuditEntry, NewAudit};
 pub use ingest::{Debounce, IngestOutcome, PlannedJob, StoredEvent};
 pub(crate) use job_runs::insert_job_rows;
 pub use job_runs::{Attempt, Finish, Finished, JobFilter, JobRun, JobState, Started};
+pub use ops::{ActiveCount, FinishedMinute, JobPageFilter, RecentTiming};
 pub use schedules::TickRecord;
 pub use tenants::{ApiKey, Tenant};
+pub use users::{DashboardSession, DashboardUser};
 
 /// Why a store operation failed. `Unavailable` is what the API maps to 503.
 #[derive(Debug, thiserror::Error)]
