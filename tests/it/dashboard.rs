@@ -233,8 +233,15 @@ async fn login_session_csrf_and_logout(deployment: Deployment) {
         .await;
     assert_eq!(s, 303, "{location}");
     assert!(location.starts_with("/dashboard/dead?done=retried"), "{location}");
+    // It runs again (and, a permanent failure, dies again): a second attempt.
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            app.store.attempts(&id).await.unwrap().len() == 2
+        })
+        .await,
+        "the retried job ran again"
+    );
     let job = app.store.job(None, &id).await.unwrap().unwrap();
-    assert_ne!(job.state, JobState::Dead);
     assert_eq!(job.max_attempts, 2, "retry_dead grants one more attempt");
     let audit = app.store.audit_log(None, 50).await.unwrap();
     assert!(
@@ -429,7 +436,8 @@ async fn job_list_pages_by_cursor_and_filters() {
         .split("href=\"")
         .find_map(|s| s.split('"').next().filter(|h| h.contains("before=")))
         .expect("a next-page link")
-        .replace("&amp;", "&");
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
     let (_, second) = web.get(&next).await;
     let shown = |html: &str| {
         ids.iter()
@@ -438,9 +446,10 @@ async fn job_list_pages_by_cursor_and_filters() {
     };
     assert_eq!(shown(&first), 50);
     assert_eq!(shown(&second), 10);
+    let row = |id: &String| format!("id=\"job-{id}\"");
     assert!(ids
         .iter()
-        .all(|id| first.contains(id.as_str()) != second.contains(id.as_str())));
+        .all(|id| first.contains(&row(id)) != second.contains(&row(id))));
     // Search by id goes to the job; a bad filter is a 400 page, not a 500.
     let resp = client()
         .get(format!("{}/dashboard/jobs?id={}", app.base, ids[0]))
