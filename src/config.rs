@@ -72,6 +72,10 @@ pub struct Config {
     /// The ops dashboard at `/dashboard` (served by the API role).
     #[serde(default)]
     pub dashboard: kairos_api::dashboard::DashboardConfig,
+    /// The Prometheus `/metrics` endpoint: on or off, its own listener,
+    /// its bearer token's variable.
+    #[serde(default)]
+    pub metrics: kairos_api::metrics::MetricsConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -116,6 +120,7 @@ impl Config {
         }
         self.profiles.validate().map_err(at("profiles"))?;
         self.dashboard.validate().map_err(at("dashboard"))?;
+        self.metrics.validate().map_err(at("metrics"))?;
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {

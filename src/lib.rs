@@ -171,6 +171,8 @@ impl Roles {
 pub struct Running {
     /// Where the API listens, when it runs.
     pub addr: Option<SocketAddr>,
+    /// Where the `[metrics] listen` endpoint listens, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -207,12 +209,49 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut addr = None;
+    let metrics = &rt.config.metrics;
+    // Installed only where something serves it: elsewhere the recording
+    // calls hit the facade's no-op recorder and cost nothing.
+    let metrics_handle = if metrics.enabled && (roles.api || metrics.listen.is_some()) {
+        kairos_api::metrics::install()
+    } else {
+        None
+    };
+    // The deployment gauges are computed by the processes that run the API
+    // (every replica serves the same values), not by each worker.
+    let exporter = metrics_handle.as_ref().map(|h| {
+        let e = kairos_api::metrics::Exporter::new(h.clone(), metrics);
+        if roles.api {
+            e.with_deployment(rt.store.clone(), rt.queue.clone())
+        } else {
+            e
+        }
+    });
+    if let Some(h) = metrics_handle {
+        tasks.spawn(kairos_api::metrics::upkeep(h, shutdown.clone()));
+    }
+    let mut metrics_addr = None;
+    if let (Some(exporter), Some(listen)) = (&exporter, &metrics.listen) {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the metrics endpoint to {listen} (metrics.listen)"))?;
+        metrics_addr = Some(listener.local_addr()?);
+        let (exporter, token) = (exporter.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = kairos_api::metrics::serve(listener, exporter, token).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
     if roles.api {
         let listener = TcpListener::bind(&rt.config.server.listen)
             .await
             .with_context(|| format!("binding the API to {} (server.listen)", rt.config.server.listen))?;
         addr = Some(listener.local_addr()?);
-        let state = kairos_api::AppState::new(Arc::new(rt.config.api()), rt.store.clone(), rt.queue.clone());
+        let mut state = kairos_api::AppState::new(Arc::new(rt.config.api()), rt.store.clone(), rt.queue.clone());
+        if let Some(e) = exporter {
+            state = state.with_metrics(e);
+        }
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = kairos_api::serve(listener, state, token).await {
@@ -252,7 +291,12 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         );
         tasks.spawn(worker.run(shutdown.clone()));
     }
-    Ok(Running { addr, shutdown, tasks })
+    Ok(Running {
+        addr,
+        metrics_addr,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Resolves when the process receives SIGINT or SIGTERM.

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
@@ -70,6 +71,8 @@ pub struct AppState {
     /// SHA-256 of the admin token read from the environment at start;
     /// `None` disables the admin API.
     pub admin_token_hash: Option<Vec<u8>>,
+    /// What `GET /metrics` serves; `None`: metrics disabled (404).
+    pub metrics: Option<metrics::Exporter>,
 }
 
 impl AppState {
@@ -87,7 +90,14 @@ impl AppState {
             store,
             queue,
             config,
+            metrics: None,
         }
+    }
+
+    /// Serves `exporter` at `GET /metrics`.
+    pub fn with_metrics(mut self, exporter: metrics::Exporter) -> Self {
+        self.metrics = Some(exporter);
+        self
     }
 }
 
@@ -133,10 +143,12 @@ fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
         .route("/v1/admin/schedules/{name}/run", post(routes::admin::run_schedule))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::metrics::scrape))
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::map_response(error::json_errors))
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(metrics::track));
     // After the JSON error layer: the dashboard answers with HTML pages.
     let api = match dashboard {
         Some(d) => api.nest("/dashboard", d),

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentiment};
+use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metrics, sentiment};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -30,7 +30,8 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentim
         sentiment::account_sentiment,
         admin::run_schedule,
         health::healthz,
-        health::readyz
+        health::readyz,
+        metrics::scrape
     ),
     components(schemas(
         alerts::AlertView,

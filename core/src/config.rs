@@ -334,6 +334,15 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Only these kinds are consumed by this process (empty = all kinds).
     pub kinds: Vec<String>,
+    /// How often the worker records its heartbeat in the store (`workers`
+    /// table; `kairos workers`). It is shown as dead after three missed.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How often the worker reads the paused kinds from the store
+    /// (`kairos queues pause`): a pause takes hold within this plus one
+    /// `queue.fetch_wait`.
+    #[serde(with = "humantime_serde")]
+    pub pause_poll: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -341,6 +350,8 @@ impl Default for WorkerConfig {
         Self {
             shutdown_grace: Duration::from_secs(30),
             kinds: Vec::new(),
+            heartbeat_interval: Duration::from_secs(5),
+            pause_poll: Duration::from_millis(500),
         }
     }
 }
@@ -510,8 +521,18 @@ impl ApiConfig {
 }
 
 impl WorkerConfig {
-    /// Checks that `kinds` names job kinds this binary runs.
+    /// Checks that `kinds` names job kinds this binary runs, and the
+    /// heartbeat and pause poll intervals.
     pub fn validate(&self, known_kinds: &[&str]) -> Result<(), KeyError> {
+        if self.heartbeat_interval < Duration::from_millis(100) || self.heartbeat_interval > Duration::from_secs(600) {
+            return Err(key_err("heartbeat_interval", "must be between 100ms and 10m"));
+        }
+        if self.pause_poll < Duration::from_millis(50) || self.pause_poll > Duration::from_secs(1) {
+            return Err(key_err(
+                "pause_poll",
+                "must be between 50ms and 1s (a pause must take hold within 2s)",
+            ));
+        }
         for kind in &self.kinds {
             if !known_kinds.contains(&kind.as_str()) {
                 return Err(key_err(

@@ -11,6 +11,8 @@
 pub mod config;
 pub mod enqueue;
 pub mod event;
+pub mod metrics;
+pub mod ops;
 pub mod profile;
 pub mod queue;
 pub mod rules;

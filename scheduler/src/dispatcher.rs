@@ -31,6 +31,7 @@ impl Dispatcher {
         let after = i64::try_from(self.config.dispatch_after.as_millis()).unwrap_or(i64::MAX);
         let n = dispatch_pending(&self.store, self.queue.as_ref(), now_ms() - after, BATCH).await?;
         if n > 0 {
+            kairos_core::metrics::dispatched(n as u64);
             tracing::info!(count = n, "dispatched pending jobs");
         }
         Ok(n)

@@ -78,6 +78,11 @@ impl Firer {
         {
             return Ok(None);
         }
+        // Counted by the replica whose record won, so once per tick.
+        kairos_core::metrics::schedule_tick(&plan.key, outcome.as_str());
+        if outcome != Outcome::Fired {
+            kairos_core::metrics::schedule_misfire(&plan.key);
+        }
         if !jobs.is_empty() {
             // Recorded is what counts: if queueing fails the jobs stay
             // pending and the dispatcher (any replica) queues them.

@@ -11,6 +11,7 @@ pub mod demo;
 mod jobs;
 mod migrate;
 mod models;
+mod queues;
 mod schedules;
 mod serve;
 mod stats;
@@ -18,6 +19,7 @@ mod table;
 mod tenants;
 mod train;
 mod users;
+mod workers;
 
 use std::path::PathBuf;
 
@@ -63,6 +65,13 @@ enum Command {
         #[command(subcommand)]
         action: jobs::JobsCmd,
     },
+    /// Job kinds' queues: list them (depth, running, oldest ready, paused), pause or resume one.
+    Queues {
+        #[command(subcommand)]
+        action: Option<queues::QueuesCmd>,
+    },
+    /// Worker processes registered in the store: alive, dead or stopped, with host, pid, kinds and in-flight jobs.
+    Workers,
     /// Cron schedules: list them with their next fire times, or fire one now.
     Schedules {
         #[command(subcommand)]
@@ -132,6 +141,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => migrate::run(config).await,
         Command::Tenants { action } => tenants::run(config, action).await,
         Command::Jobs { action } => jobs::run(config, action).await,
+        Command::Queues { action } => queues::run(config, action.unwrap_or(queues::QueuesCmd::List)).await,
+        Command::Workers => workers::run(config).await,
         Command::Schedules { action } => schedules::run(config, action.unwrap_or(schedules::SchedulesCmd::List)).await,
         Command::Demo(args) => demo::run(config, args).await,
         Command::Train { action } => train::run(config, action).await,

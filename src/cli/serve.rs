@@ -32,6 +32,9 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     if let Some(addr) = running.addr {
         tracing::info!("API listening on http://{addr}");
     }
+    if let Some(addr) = running.metrics_addr {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
     let token = running.shutdown_token();
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutdown requested; finishing in-flight work"),

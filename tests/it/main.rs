@@ -13,6 +13,8 @@ mod errors;
 mod failures;
 mod ingest;
 mod lock_order;
+mod metrics;
+mod ops;
 mod people;
 mod processes;
 mod reliability;

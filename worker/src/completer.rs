@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kairos_core::config::JobPolicy;
+use kairos_core::metrics::JobOutcome;
 use kairos_core::store::{Finish, Finished};
 use kairos_core::Delivery;
 use kairos_jobs::{JobError, JobOutput};
@@ -122,6 +123,14 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
         tracing::error!(error = %e, retry_in = ?wait, "cannot record job outcomes; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    for (o, decision) in batch.iter().zip(&decisions) {
+        let outcome = match decision {
+            Decision::Succeeded => JobOutcome::Succeeded,
+            Decision::Retry(_) => JobOutcome::Retried,
+            Decision::Dead => JobOutcome::Dead,
+        };
+        kairos_core::metrics::job_settled(&o.delivery.message.kind, outcome);
     }
     let mut acks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (o, decision) in batch.iter().zip(&decisions) {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kairos_core::config::JobPolicy;
 use kairos_core::{Delivery, QueueError, StoreError};
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::completer::Outcome;
 use crate::leases::Leases;
+use crate::presence::Running;
 use crate::Shared;
 
 /// Why a consumer stopped; its supervisor restarts it.
@@ -73,6 +74,20 @@ pub(crate) async fn run(
     let lease = shared.config.queue.lease;
     let batch = shared.config.queue.fetch_batch;
     loop {
+        // A paused kind is not fetched; its jobs wait on the queue.
+        if shared.paused.is_paused(&kind) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                () = shared.paused.resumed(&kind) => {}
+            }
+            // The presence task is gone (shutting down) if still paused.
+            if shared.paused.is_paused(&kind) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(shared.config.worker.pause_poll) => continue,
+                }
+            }
+        }
         let first = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
@@ -94,6 +109,12 @@ pub(crate) async fn run(
         if deliveries.is_empty() {
             continue;
         }
+        // Paused while the fetch waited: hand them back unstarted, so a
+        // pause holds within one poll whatever `fetch_wait` is.
+        if shared.paused.is_paused(&kind) {
+            shared.queue.release(&deliveries).await?;
+            continue;
+        }
         shared.leases.hold(&kind, deliveries.iter().map(|d| &d.tag));
         let ids: Vec<String> = deliveries.iter().map(|d| d.message.id.clone()).collect();
         let started = match shared.store.start(&ids, &shared.id).await {
@@ -106,9 +127,19 @@ pub(crate) async fn run(
                 return Err(e.into());
             }
         };
+        let now = kairos_core::time::now_ms();
         let mut attempts: HashMap<String, (u32, u32)> = started
             .into_iter()
-            .map(|s| (s.id, (s.attempt, s.max_attempts)))
+            .map(|s| {
+                // The wait of first attempts only: a retry's ready time is
+                // on the queue, not the row.
+                let wait = match (s.attempt, s.ready_at) {
+                    (1, Some(ready)) => Some(Duration::from_millis(u64::try_from(now - ready).unwrap_or(0))),
+                    _ => None,
+                };
+                kairos_core::metrics::job_started(&kind, wait);
+                (s.id, (s.attempt, s.max_attempts))
+            })
             .collect();
         let mut stale = Vec::new();
         for delivery in deliveries {
@@ -141,6 +172,7 @@ pub(crate) async fn run(
                     in_flight: in_flight.clone(),
                     leases: shared.leases.clone(),
                     done: done.clone(),
+                    running: shared.running.clone(),
                 },
             );
         }
@@ -162,6 +194,7 @@ struct Handoff {
     in_flight: InFlight,
     leases: Leases,
     done: mpsc::Sender<Outcome>,
+    running: Running,
 }
 
 fn spawn_attempt(
@@ -174,17 +207,22 @@ fn spawn_attempt(
         in_flight,
         leases,
         done,
+        running,
     }: Handoff,
 ) {
     let tag = delivery.tag.clone();
     let tracker = in_flight.clone();
     let d = delivery.clone();
+    running.start();
     let handle = tokio::spawn(async move {
+        // Counted down however the task ends (aborted at shutdown too).
+        let _running = RunningGuard(running);
         let started = Instant::now();
         let started_at = kairos_core::time::now_ms();
         let attempt = ctx.attempt;
         let max_attempts = ctx.max_attempts;
         let result = execute(job, ctx, &delivery.message.payload, &policy).await;
+        kairos_core::metrics::job_ran(&delivery.message.kind, started.elapsed());
         // Once the outcome is handed over, shutdown must not hand the job
         // back as well.
         in_flight.remove(&delivery.tag);
@@ -208,6 +246,15 @@ fn spawn_attempt(
     tracker.insert(d, handle.abort_handle());
     if handle.is_finished() {
         tracker.remove(&tag);
+    }
+}
+
+/// Counts an attempt as running until dropped.
+struct RunningGuard(Running);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 

@@ -12,12 +12,16 @@
 //!   acknowledges them on the queue, in batches;
 //! - one [`leases`] task that renews the leases of every delivery held
 //!   (heartbeat) and moves dead workers' expired deliveries back onto the
-//!   queue.
+//!   queue;
+//! - one [`presence`] task that registers the process in the store's
+//!   `workers` table, heartbeats there, and reads the paused kinds every
+//!   `worker.pause_poll`: a consumer of a paused kind stops fetching.
 
 mod backoff;
 mod completer;
 mod consumer;
 mod leases;
+mod presence;
 mod supervisor;
 
 use std::sync::Arc;
@@ -32,12 +36,7 @@ pub use backoff::retry_delay;
 /// A worker process's identity: unique per process (host-pid-random), so
 /// two workers never share a lease and logs say who ran what.
 pub fn worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+    let host = presence::host_name();
     format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
@@ -69,6 +68,10 @@ pub(crate) struct Shared {
     pub config: Arc<Settings>,
     /// Deliveries held (fetched, not yet settled), renewed by heartbeat.
     pub leases: leases::Leases,
+    /// Kinds paused deployment-wide, as last read from the store.
+    pub paused: presence::Paused,
+    /// Attempts running in this process.
+    pub running: presence::Running,
 }
 
 /// Outcomes waiting for the completer. Small on purpose: a finished job
@@ -80,11 +83,13 @@ const OUTCOME_BUFFER: usize = 256;
 /// A worker: runs every configured kind until shut down.
 pub struct Worker {
     shared: Shared,
+    paused_tx: tokio::sync::watch::Sender<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Worker {
     /// Builds a worker over an opened store and queue.
     pub fn new(store: Store, queue: Arc<dyn Queue>, registry: Registry, config: Arc<Settings>) -> Self {
+        let (paused_tx, paused) = presence::Paused::channel();
         Self {
             shared: Shared {
                 id: worker_id(),
@@ -93,7 +98,10 @@ impl Worker {
                 registry,
                 config,
                 leases: leases::Leases::default(),
+                paused,
+                running: presence::Running::default(),
             },
+            paused_tx,
         }
     }
 
@@ -106,7 +114,7 @@ impl Worker {
     /// in-flight jobs finish within the configured grace period, hands the
     /// rest back to the queue, records every outcome and returns.
     pub async fn run(self, shutdown: CancellationToken) {
-        let shared = self.shared;
+        let Worker { shared, paused_tx } = self;
         let kinds: Vec<String> = if shared.config.worker.kinds.is_empty() {
             shared.registry.kinds().into_iter().map(String::from).collect()
         } else {
@@ -125,6 +133,21 @@ impl Worker {
             shared.clone(),
             shared.leases.clone(),
             kinds.clone(),
+            stop_leases.clone(),
+        ));
+        // Before any consumer fetches: a kind paused before this worker
+        // started is never fetched by it.
+        match shared.store.paused_kinds().await {
+            Ok(list) => {
+                paused_tx.send_replace(Arc::new(list.into_iter().map(|p| p.kind).collect()));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read paused kinds at start; will poll"),
+        }
+        let presence = tokio::spawn(presence::run(
+            shared.clone(),
+            kinds.clone(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+            paused_tx,
             stop_leases.clone(),
         ));
         let (done_tx, done_rx) = tokio::sync::mpsc::channel(OUTCOME_BUFFER);
@@ -150,6 +173,9 @@ impl Worker {
         stop_leases.cancel();
         if let Err(e) = maintenance.await {
             tracing::error!(error = %e, "lease task failed");
+        }
+        if let Err(e) = presence.await {
+            tracing::error!(error = %e, "presence task failed");
         }
         let held = shared.leases.len();
         if held > 0 {

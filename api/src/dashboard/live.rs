@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kairos_core::store::{ActiveCount, FinishedMinute, JobRun, JobState, RecentTiming};
+use kairos_core::store::{ActiveCount, FinishedMinute, JobRun, JobState, PausedKind, RecentTiming, WorkerInfo};
 use kairos_core::time::now_ms;
 use kairos_core::Store;
 use tokio::sync::watch;
@@ -50,6 +50,10 @@ pub struct Snapshot {
     pub newest: Vec<JobRun>,
     /// The current rows of the jobs open pages show.
     pub watched: HashMap<String, JobRun>,
+    /// Registered workers, alive first.
+    pub workers: Vec<WorkerInfo>,
+    /// Paused job kinds.
+    pub paused: Vec<PausedKind>,
 }
 
 /// The handle pages and streams hold.
@@ -160,6 +164,8 @@ async fn refresher(
                     timings: old.timings.clone(),
                     newest: old.newest.clone(),
                     watched: old.watched.clone(),
+                    workers: old.workers.clone(),
+                    paused: old.paused.clone(),
                 }
             }
         };
@@ -189,6 +195,8 @@ async fn read(store: &Store, watched: &[String]) -> Result<Snapshot, kairos_core
         .into_iter()
         .map(|j| (j.id.clone(), j))
         .collect();
+    let workers = store.workers().await?;
+    let paused = store.paused_kinds().await?;
     Ok(Snapshot {
         at_ms: now,
         error: None,
@@ -198,6 +206,8 @@ async fn read(store: &Store, watched: &[String]) -> Result<Snapshot, kairos_core
         timings,
         newest,
         watched,
+        workers,
+        paused,
     })
 }
 

@@ -125,6 +125,8 @@ pub fn router<S>(app: AppState, shutdown: tokio_util::sync::CancellationToken) -
         .route("/dead/{id}/discard", post(dead::discard_one))
         .route("/dead/bulk", post(dead::bulk))
         .route("/queues", get(queues::page))
+        .route("/queues/{kind}/pause", post(queues::pause))
+        .route("/queues/{kind}/resume", post(queues::resume))
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/run", post(schedules::run_now))
         .route("/rules", get(rules::page))

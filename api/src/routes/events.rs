@@ -214,7 +214,9 @@ pub async fn ingest(
     .await
     .map_err(|e| ApiError::Unavailable(format!("ingest interrupted: {e}")))??;
 
-    Ok((StatusCode::ACCEPTED, Json(IngestResponse::new(ids, outcomes))))
+    let response = IngestResponse::new(ids, outcomes);
+    kairos_core::metrics::events_ingested(response.accepted as u64, response.duplicates as u64);
+    Ok((StatusCode::ACCEPTED, Json(response)))
 }
 
 impl IngestResponse {

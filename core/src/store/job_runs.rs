@@ -141,6 +141,10 @@ pub struct Started {
     pub attempt: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
+    /// When the job became ready to run (epoch ms): queued, or its
+    /// `run_after` if later. Gives the wait of a first attempt without
+    /// another read.
+    pub ready_at: Option<i64>,
 }
 
 /// How an attempt ended.
@@ -322,7 +326,7 @@ impl Store {
             &format!(
                 "UPDATE job_runs SET state = 'running', attempts = attempts + 1, started_at = $1, worker = $2, \
                  queued_at = COALESCE(queued_at, $1) \
-                 WHERE state NOT IN ('succeeded', 'dead') AND id IN ({}) RETURNING id, attempts, max_attempts",
+                 WHERE state NOT IN ('succeeded', 'dead') AND id IN ({}) RETURNING id, attempts, max_attempts, queued_at, run_after",
                 self.in_lock_order()
             ),
             2,
@@ -335,10 +339,13 @@ impl Store {
             for row in q.fetch_all(&self.pool).await? {
                 let attempt: i64 = row.try_get("attempts")?;
                 let max: i64 = row.try_get("max_attempts")?;
+                let queued_at: Option<i64> = row.try_get("queued_at")?;
+                let run_after: Option<i64> = row.try_get("run_after")?;
                 started.push(Started {
                     id: row.try_get("id")?,
                     attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                     max_attempts: u32::try_from(max).unwrap_or(u32::MAX),
+                    ready_at: queued_at.map(|q| q.max(run_after.unwrap_or(q))),
                 });
             }
         }

@@ -196,7 +196,10 @@ async fn gather(
 /// Runs a batch and replies to each request; on a batch-wide failure,
 /// retries each text alone so only the bad one fails.
 fn run_batch(model: &TextModel, batch: Vec<Request>, encode: usize, permit: OwnedSemaphorePermit) {
-    let results = match infer(model, &batch, encode) {
+    let started = std::time::Instant::now();
+    let inferred = infer(model, &batch, encode);
+    kairos_core::metrics::model_inference(super::KIND, batch.len(), started.elapsed());
+    let results = match inferred {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) if batch.len() == 1 => vec![Err(e)],
         Err(e) => {

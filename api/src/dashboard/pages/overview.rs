@@ -26,6 +26,7 @@ pub struct KindLine {
     wait: String,
     run: String,
     sparkline: String,
+    paused: bool,
 }
 
 impl From<&KindStats> for KindLine {
@@ -39,15 +40,29 @@ impl From<&KindStats> for KindLine {
             wait: format!("{} / {}", dur(k.wait_p50), dur(k.wait_p95)),
             run: format!("{} / {}", dur(k.run_p50), dur(k.run_p95)),
             sparkline: k.sparkline(),
+            paused: false,
         }
     }
 }
 
-/// The per-kind table (the page's live part).
+/// One worker process.
+pub struct WorkerLine {
+    id: String,
+    host: String,
+    pid: u32,
+    version: String,
+    kinds: String,
+    in_flight: u64,
+    last_heartbeat: String,
+    status: &'static str,
+}
+
+/// The per-kind table and the workers (the page's live part).
 #[derive(Template)]
 #[template(path = "overview_table.html")]
 pub struct OverviewTable {
     kinds: Vec<KindLine>,
+    workers: Vec<WorkerLine>,
     at: String,
     error: Option<String>,
     recent: i64,
@@ -57,7 +72,28 @@ pub struct OverviewTable {
 impl OverviewTable {
     fn new(snap: &Snapshot, user: &CurrentUser) -> Self {
         OverviewTable {
-            kinds: kind_stats(snap, |t| user.sees(t)).iter().map(KindLine::from).collect(),
+            kinds: kind_stats(snap, |t| user.sees(t))
+                .iter()
+                .map(|k| KindLine {
+                    paused: snap.paused.iter().any(|p| p.kind == k.kind),
+                    ..KindLine::from(k)
+                })
+                .collect(),
+            // Workers and pauses are deployment-wide, not tenant data.
+            workers: snap
+                .workers
+                .iter()
+                .map(|w| WorkerLine {
+                    id: w.id.clone(),
+                    host: w.host.clone(),
+                    pid: w.pid,
+                    version: w.version.clone(),
+                    kinds: w.kinds.join(", "),
+                    in_flight: w.in_flight,
+                    last_heartbeat: ts(w.last_heartbeat),
+                    status: w.status.as_str(),
+                })
+                .collect(),
             at: if snap.at_ms == 0 {
                 "not yet".into()
             } else {
