@@ -269,11 +269,48 @@ async fn dashboard_in_a_browser() {
         );
         screenshot(&c, name).await;
     }
+    // Pause a kind from the queues page, then resume it.
+    c.goto(&format!("{base}/dashboard/queues")).await.unwrap();
+    c.find(Locator::Css("#queue-probe button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("probe shown paused", Duration::from_secs(10), || async {
+        text_of(&c, "#queue-probe .queue-state")
+            .await
+            .is_some_and(|t| t.contains("paused by dashboard:ops"))
+    })
+    .await;
+    screenshot(&c, "queues-paused").await;
+    c.find(Locator::Css("#queue-probe button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("probe active again", Duration::from_secs(10), || async {
+        text_of(&c, "#queue-probe .queue-state").await.as_deref() == Some("active")
+    })
+    .await;
+
     let overview = {
         c.goto(&format!("{base}/dashboard")).await.unwrap();
         c.find(Locator::Css("#kind-probe")).await.unwrap().text().await.unwrap()
     };
     assert!(overview.contains("probe"), "{overview}");
+    let workers = c
+        .find(Locator::Css("[id^=worker-]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        workers.contains("alive"),
+        "the serve process's worker is listed alive: {workers}"
+    );
     let audit = {
         c.goto(&format!("{base}/dashboard/audit")).await.unwrap();
         c.find(Locator::Css("main")).await.unwrap().text().await.unwrap()

@@ -231,12 +231,18 @@ struct LiveList {
     user: CurrentUser,
     back: String,
     last: String,
+    /// When the stream read its rows: an older snapshot (its read began
+    /// before ours) would put stale rows back.
+    read_ms: i64,
 }
 
 impl LiveList {
     /// The rows after `snap`: current versions of the shown jobs, plus
     /// newer matching jobs on the first page, newest first.
     fn apply(&mut self, snap: &Snapshot) {
+        if snap.at_ms < self.read_ms {
+            return;
+        }
         let mut rows: Vec<JobRun> = self
             .rows
             .iter()
@@ -266,6 +272,7 @@ pub async fn live(
     let filter = q.filter(&user)?;
     // One read when the page connects: the rows it shows. From then on
     // the shared refresher keeps them current.
+    let read_ms = kairos_core::time::now_ms();
     let (rows, _) = split_page(state.app.store.job_page(&filter).await?);
     let guard = state.live.watch();
     guard.set(rows.iter().map(|j| j.id.clone()).collect());
@@ -279,6 +286,7 @@ pub async fn live(
         user,
         back,
         last,
+        read_ms,
     };
     let stream = futures::stream::unfold(list, |mut list| async move {
         loop {
