@@ -212,12 +212,14 @@ async fn dashboard_in_a_browser() {
     // The failed job shows up as dead (live: no reload needed).
     c.goto(&format!("{base}/dashboard/jobs?kind=probe")).await.unwrap();
     let flaky_state = format!("#job-{flaky} td.state");
-    until(
-        "the flaky job dead on the job list",
-        Duration::from_secs(30),
-        || async { text_of(&c, &flaky_state).await.as_deref() == Some("dead") },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while text_of(&c, &flaky_state).await.as_deref() != Some("dead") {
+        if Instant::now() > deadline {
+            screenshot(&c, "failed-waiting-for-dead").await;
+            panic!("the flaky job never showed dead: {}", c.source().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     screenshot(&c, "overview-jobs-dead").await;
 
     // Retry it from the list; the page (after the form's redirect) then
@@ -295,22 +297,18 @@ async fn dashboard_in_a_browser() {
     })
     .await;
 
-    let overview = {
-        c.goto(&format!("{base}/dashboard")).await.unwrap();
-        c.find(Locator::Css("#kind-probe")).await.unwrap().text().await.unwrap()
-    };
-    assert!(overview.contains("probe"), "{overview}");
-    let workers = c
-        .find(Locator::Css("[id^=worker-]"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        workers.contains("alive"),
-        "the serve process's worker is listed alive: {workers}"
-    );
+    // The overview's table is swapped live: read it until it holds both.
+    c.goto(&format!("{base}/dashboard")).await.unwrap();
+    until(
+        "the probe kind and an alive worker on the overview",
+        Duration::from_secs(10),
+        || async {
+            let kinds = text_of(&c, "#kind-probe").await.unwrap_or_default();
+            let workers = text_of(&c, "[id^=worker-]").await.unwrap_or_default();
+            kinds.contains("probe") && workers.contains("alive")
+        },
+    )
+    .await;
     let audit = {
         c.goto(&format!("{base}/dashboard/audit")).await.unwrap();
         c.find(Locator::Css("main")).await.unwrap().text().await.unwrap()
