@@ -19,8 +19,9 @@ CREATE TABLE dashboard_sessions (
 CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at);
 
 -- Keyset pages of the dashboard's job list: newest first over everything,
--- or per kind (the tenant and state filters use job_runs_tenant and
--- job_runs_state); recent outcomes for the overview by finish time.
+-- per kind, or per tenant and kind (a tenant alone uses job_runs_tenant, a
+-- state job_runs_state); recent outcomes for the overview by finish time.
 CREATE INDEX job_runs_created ON job_runs (created_at, id);
 CREATE INDEX job_runs_kind ON job_runs (kind, created_at, id);
+CREATE INDEX job_runs_tenant_kind ON job_runs (tenant_id, kind, created_at, id);
 CREATE INDEX job_runs_finished ON job_runs (finished_at);

@@ -53,11 +53,9 @@ impl Conditions {
         self.binds.push(Bind::Int(at));
         self.binds.push(Bind::Text(id));
         let n = self.binds.len();
-        self.sql.push(format!(
-            "({at_column} < ${} OR ({at_column} = ${} AND id < ${n}))",
-            n - 1,
-            n - 1
-        ));
+        // A row-value comparison (both engines) that Postgres turns into an
+        // index condition on `(..., created_at, id)`.
+        self.sql.push(format!("({at_column}, id) < (${}, ${n})", n - 1));
     }
 
     /// `LIMIT $n` with `n` bound last.
