@@ -80,6 +80,9 @@ pub struct Config {
     /// The SMTP relay for email; none: no email.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
+    /// The ops dashboard at `/dashboard` (served by the API role).
+    #[serde(default)]
+    pub dashboard: kairos_api::dashboard::DashboardConfig,
     /// The Prometheus `/metrics` endpoint: on or off, its own listener,
     /// its bearer token's variable.
     #[serde(default)]
@@ -134,6 +137,7 @@ impl Config {
         if let Some(smtp) = &self.smtp {
             smtp.validate().map_err(at("smtp"))?;
         }
+        self.dashboard.validate().map_err(at("dashboard"))?;
         self.metrics.validate().map_err(at("metrics"))?;
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
@@ -177,6 +181,7 @@ impl Config {
             scheduling: self.scheduling(),
             profiles: self.profiles.clone(),
             text_fields: self.sentiment.text_fields.clone(),
+            dashboard: self.dashboard.clone(),
         }
     }
 

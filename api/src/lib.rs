@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod body_deadline;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -44,6 +45,8 @@ pub struct Settings {
     /// The event `data` fields that hold a person's free text
     /// (`[sentiment] text_fields`): what an erasure redacts.
     pub text_fields: Vec<String>,
+    /// `[dashboard]`: the ops dashboard.
+    pub dashboard: dashboard::DashboardConfig,
 }
 
 impl Settings {
@@ -101,11 +104,21 @@ impl AppState {
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
+    router_until(state, CancellationToken::new())
+}
+
+/// The router; the dashboard's live streams end when `shutdown` is cancelled.
+fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
     let body_limit = state.config.api.max_body_bytes;
     let body_timeout = state.config.api.body_read_timeout;
     // Built once: the document states this process's own limits.
     let doc = Arc::new(openapi::document(&state.config.api));
-    Router::new()
+    let dashboard = state
+        .config
+        .dashboard
+        .enabled
+        .then(|| dashboard::router(state.clone(), shutdown));
+    let api = Router::new()
         .route("/v1/events", post(routes::events::ingest))
         .route("/v1/jobs/{id}", get(routes::jobs::get_job))
         .route("/v1/accounts", get(routes::accounts::list_accounts))
@@ -144,8 +157,13 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(metrics::track))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(metrics::track));
+    // After the JSON error layer: the dashboard answers with HTML pages.
+    let api = match dashboard {
+        Some(d) => api.nest("/dashboard", d),
+        None => api,
+    };
+    api.with_state(state)
 }
 
 /// Serves on `listener` until `shutdown`, then finishes in-flight requests.
@@ -160,12 +178,12 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
     use hyper_util::service::TowerToHyperService;
 
     let header_timeout = state.config.api.header_read_timeout;
-    let app = router(state);
+    let app = router_until(state, shutdown.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -180,7 +198,15 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         };
         // Reap finished connections so the set does not grow for ever.
         while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
+        // The peer address travels as `ConnectInfo` (the dashboard's login
+        // rate limit is per client address).
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let shutdown = shutdown.clone();
         connections.spawn(async move {

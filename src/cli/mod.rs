@@ -20,6 +20,7 @@ mod stats;
 mod table;
 mod tenants;
 mod train;
+mod users;
 mod workers;
 
 use std::path::PathBuf;
@@ -109,6 +110,11 @@ enum Command {
         #[command(subcommand)]
         action: score::ScoreCmd,
     },
+    /// Dashboard users: create one (viewer, operator or admin; optionally one tenant's).
+    Users {
+        #[command(subcommand)]
+        action: users::UsersCmd,
+    },
     /// Check the config file and exit (non-zero with the reason if invalid).
     CheckConfig,
     /// Measure queue throughput and latency per backend; prints a table.
@@ -157,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts { action } => accounts::run(config, action).await,
         Command::Reports { action } => reports::run(config, action).await,
         Command::Audit(args) => audit::run(config, args).await,
+        Command::Users { action } => users::run(config, action).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchWorker(args) => bench::worker::run(config, args).await,
         Command::BenchSentiment(args) => bench_sentiment::run(config, args).await,

@@ -8,6 +8,8 @@ mod alerts;
 mod churn;
 mod churn_scoring;
 mod common;
+mod dashboard;
+mod dashboard_browser;
 mod errors;
 mod failures;
 mod ingest;

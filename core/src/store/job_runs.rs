@@ -105,10 +105,10 @@ pub struct JobRun {
     pub run_after: Option<i64>,
 }
 
-const COLUMNS: &str = "id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, \
+pub(super) const COLUMNS: &str = "id, tenant_id, kind, event_id, payload, state, attempts, max_attempts, created_at, \
                        queued_at, started_at, finished_at, worker, last_error, result_ref, run_after";
 
-fn from_row(row: &AnyRow) -> Result<JobRun, StoreError> {
+pub(super) fn from_row(row: &AnyRow) -> Result<JobRun, StoreError> {
     let state: String = row.try_get("state")?;
     let attempts: i64 = row.try_get("attempts")?;
     let max_attempts: i64 = row.try_get("max_attempts")?;

@@ -11,10 +11,12 @@ mod alerts;
 mod audit;
 mod ingest;
 mod job_runs;
+mod ops;
 mod pauses;
 mod queue_stats;
 mod schedules;
 mod tenants;
+mod users;
 mod workers;
 
 use std::str::FromStr;
@@ -32,9 +34,11 @@ pub use audit::{record_audit_in, AuditEntry, NewAudit};
 pub use ingest::{Debounce, IngestOutcome, PlannedJob, StoredEvent};
 pub(crate) use job_runs::insert_job_rows;
 pub use job_runs::{Attempt, Finish, Finished, JobFilter, JobRun, JobState, Started};
+pub use ops::{ActiveCount, FinishedMinute, JobPageFilter, RecentTiming};
 pub use pauses::{PausedKind, AUDIT_PAUSED, AUDIT_RESUMED};
 pub use schedules::TickRecord;
 pub use tenants::{ApiKey, Tenant};
+pub use users::{DashboardSession, DashboardUser};
 pub use workers::{WorkerInfo, WorkerRegistration, WorkerStatus, DEAD_AFTER_BEATS, WORKER_RETENTION};
 
 /// Why a store operation failed. `Unavailable` is what the API maps to 503.

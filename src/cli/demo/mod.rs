@@ -186,6 +186,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  the API: {base}/openapi.json · {base}/readyz");
     println!("  ops:     cargo run --release -- jobs list | jobs dead | jobs retry ID");
+    first_admin(&store, &base).await?;
 
     if args.once {
         running.shutdown().await;
@@ -194,6 +195,23 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     println!("\nServing on {base} — Ctrl-C to stop.");
     shutdown_signal().await;
     running.shutdown().await;
+    Ok(())
+}
+
+/// The first-admin set-up: an admin user with a generated password (a new
+/// one per run, the user name carrying the run's time), printed once with
+/// the dashboard's URL.
+async fn first_admin(store: &kairos_core::Store, base: &str) -> anyhow::Result<()> {
+    use kairos_api::dashboard::auth::{create_user, generate_password, Role};
+    let name = format!("admin-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let password = generate_password();
+    create_user(store, &name, &password, Role::Admin, None)
+        .await
+        .context("creating the demo's dashboard admin")?;
+    let details = serde_json::json!({ "role": "admin", "by": "demo" });
+    super::audit::record(store, None, "dashboard_user.created", &name, details).await?;
+    println!("  dashboard: {base}/dashboard — log in as {name} / {password} (admin; shown once)");
+    println!("             more users: kairos users create NAME --role viewer|operator|admin [--tenant T]");
     Ok(())
 }
 

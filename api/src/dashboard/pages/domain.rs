@@ -1,0 +1,184 @@
+//! The domain pages of one tenant at a time: accounts at risk (the latest
+//! churn score of each account) and sentiment alerts. A tenant-scoped user
+//! always sees its own tenant; others pick one.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use kairos_core::store::AlertFilter;
+use serde::Deserialize;
+
+use super::{nonempty, pick_tenant, tenants_for, ts, Layout};
+use crate::dashboard::session::CurrentUser;
+use crate::dashboard::{render, DashError, DashState};
+
+const PAGE: usize = 50;
+
+/// Which tenant, and where the page starts.
+#[derive(Debug, Default, Deserialize)]
+pub struct DomainQuery {
+    /// Tenant id or name.
+    pub tenant: Option<String>,
+    /// Keyset cursor (risk: `probability_account`; alerts: `at_id`).
+    pub after: Option<String>,
+    /// Alerts: only at least this urgency.
+    pub min_urgency: Option<i64>,
+}
+
+/// One account at risk.
+pub struct RiskRow {
+    account_id: String,
+    level: String,
+    probability: String,
+    factors: Vec<String>,
+    actions: Vec<String>,
+    scored: String,
+    model: String,
+}
+
+/// The accounts-at-risk page.
+#[derive(Template)]
+#[template(path = "risk.html")]
+pub struct RiskPage {
+    l: Layout,
+    tenants: Vec<(String, String)>,
+    tenant: String,
+    rows: Vec<RiskRow>,
+    next: Option<String>,
+}
+
+fn strings(v: &serde_json::Value, field: &str) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.get(field).and_then(|d| d.as_str()).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /dashboard/risk`: accounts by churn probability, highest first.
+pub async fn risk(
+    State(state): State<DashState>,
+    user: CurrentUser,
+    Query(q): Query<DomainQuery>,
+) -> Result<Response, DashError> {
+    let tenants = tenants_for(&state, &user).await?;
+    let tenant = pick_tenant(&tenants, nonempty(&q.tenant).as_deref());
+    let mut rows = Vec::new();
+    let mut next = None;
+    if let Some(t) = &tenant {
+        let mut scores = kairos_jobs::churn::scores::latest(&state.app.store, &t.id)
+            .await
+            .map_err(|e| DashError::Unavailable(e.to_string()))?;
+        scores.sort_by(|a, b| {
+            b.probability
+                .total_cmp(&a.probability)
+                .then_with(|| a.account_id.cmp(&b.account_id))
+        });
+        // Cursor: the last row shown, as `probability_account`.
+        if let Some(after) = nonempty(&q.after) {
+            let (p, acc) = after
+                .split_once('_')
+                .and_then(|(p, a)| Some((p.parse::<f64>().ok()?, a.to_owned())))
+                .ok_or_else(|| DashError::BadRequest(format!("invalid cursor `{after}`")))?;
+            scores.retain(|s| (s.probability < p) || (s.probability == p && s.account_id > acc));
+        }
+        if scores.len() > PAGE {
+            scores.truncate(PAGE);
+            next = scores.last().map(|s| {
+                format!(
+                    "/dashboard/risk?tenant={}&after={}_{}",
+                    t.id, s.probability, s.account_id
+                )
+            });
+        }
+        rows = scores
+            .iter()
+            .map(|s| RiskRow {
+                account_id: s.account_id.clone(),
+                level: s.risk_level.clone(),
+                probability: format!("{:.1} %", s.probability * 100.0),
+                factors: strings(&s.factors, "description"),
+                actions: strings(&s.actions, "action"),
+                scored: ts(s.scored_at),
+                model: s.model_version.clone(),
+            })
+            .collect();
+    }
+    render(&RiskPage {
+        l: Layout::new(&user, "Accounts at risk", "/dashboard/risk", None),
+        tenants: tenants.into_iter().map(|t| (t.id, t.name)).collect(),
+        tenant: tenant.map(|t| t.id).unwrap_or_default(),
+        rows,
+        next,
+    })
+}
+
+/// One alert.
+pub struct AlertRow {
+    at: String,
+    account_id: String,
+    urgency: String,
+    severity: String,
+    text: String,
+    reason: String,
+}
+
+/// The sentiment alerts page.
+#[derive(Template)]
+#[template(path = "alerts.html")]
+pub struct AlertsPage {
+    l: Layout,
+    tenants: Vec<(String, String)>,
+    tenant: String,
+    min_urgency: String,
+    rows: Vec<AlertRow>,
+}
+
+/// `GET /dashboard/alerts`: the tenant's newest dissatisfaction alerts.
+pub async fn alerts(
+    State(state): State<DashState>,
+    user: CurrentUser,
+    Query(q): Query<DomainQuery>,
+) -> Result<Response, DashError> {
+    let tenants = tenants_for(&state, &user).await?;
+    let tenant = pick_tenant(&tenants, nonempty(&q.tenant).as_deref());
+    let mut rows = Vec::new();
+    if let Some(t) = &tenant {
+        let alerts = state
+            .app
+            .store
+            .alerts(
+                &t.id,
+                &AlertFilter {
+                    since_ms: 0,
+                    kind: Some(kairos_jobs::sentiment::ALERT_KIND.to_owned()),
+                    min_urgency: q.min_urgency,
+                    limit: 100,
+                },
+            )
+            .await?;
+        rows = alerts
+            .iter()
+            .map(|a| {
+                let payload: serde_json::Value = serde_json::from_str(&a.payload).unwrap_or_default();
+                AlertRow {
+                    at: ts(a.created_at),
+                    account_id: a.account_id.clone(),
+                    urgency: a.urgency.map(|u| u.to_string()).unwrap_or_default(),
+                    severity: a.severity.clone(),
+                    text: payload["text"].as_str().unwrap_or_default().to_owned(),
+                    reason: a.reason.clone(),
+                }
+            })
+            .collect();
+    }
+    render(&AlertsPage {
+        l: Layout::new(&user, "Sentiment alerts", "/dashboard/alerts", None),
+        tenants: tenants.into_iter().map(|t| (t.id, t.name)).collect(),
+        tenant: tenant.map(|t| t.id).unwrap_or_default(),
+        min_urgency: q.min_urgency.map(|u| u.to_string()).unwrap_or_default(),
+        rows,
+    })
+}

@@ -1,0 +1,365 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver
+//! (`/usr/bin/chromedriver`) against a real `kairos serve` process on the
+//! embedded store. Logs in with the keyboard, sees a dead job, retries it and
+//! sees it succeed without a reload; a viewer has no retry button and its
+//! forged POSTs get 403. Screenshots of every page are saved under
+//! `target/artifacts/dashboard/` (paths printed).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::common::*;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn artifacts() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("artifacts").join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    let path = artifacts().join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    println!("screenshot: {}", path.display());
+}
+
+/// Waits until `cond` holds, polling every 100 ms.
+async fn until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+/// Logs in with the keyboard only: type the name (the field has focus),
+/// Tab to the password, Enter to submit.
+async fn keyboard_login(c: &Client, base: &str, name: &str, password: &str) {
+    c.goto(&format!("{base}/dashboard")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/dashboard/login"));
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("id").await.unwrap().as_deref(),
+        Some("name"),
+        "the name field has focus"
+    );
+    focused.send_keys(name).await.unwrap();
+    focused.send_keys(&String::from(char::from(Key::Tab))).await.unwrap();
+    let password_field = c.active_element().await.unwrap();
+    assert_eq!(password_field.attr("id").await.unwrap().as_deref(), Some("password"));
+    password_field
+        .send_keys(&format!("{password}{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    until("the overview after login", Duration::from_secs(10), || async {
+        c.current_url().await.map(|u| u.path() == "/dashboard").unwrap_or(false)
+    })
+    .await;
+}
+
+/// A status of a `fetch` POST made by the page itself (a forged request
+/// from the user's own browser, cookies included).
+async fn page_post(c: &Client, path: &str, body: &str) -> u64 {
+    let status = c
+        .execute_async(
+            "const [path, body, done] = arguments; \
+             fetch(path, {method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'}, body}) \
+               .then(r => done(r.status), e => done(String(e)));",
+            vec![json!(path), json!(body)],
+        )
+        .await
+        .unwrap();
+    status.as_u64().unwrap_or_else(|| panic!("fetch failed: {status}"))
+}
+
+#[tokio::test]
+async fn dashboard_in_a_browser() {
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "needs chromium and chromium-driver (scripts/test installs them)"
+    );
+    let env = Env::new(Deployment::Embedded).await;
+    let port = free_port();
+    let config = env.config_file(&format!(
+        "{}\n[dashboard]\nrefresh = \"300ms\"\n",
+        super::dashboard::DASH.replace("[jobs.probe]", "[jobs.probe]\nbackoff_initial = \"100ms\"")
+    ));
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(&config, config_text).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Users and a tenant through the CLI, as an operator would.
+    let (ok, out, err) = run_cli(&config, &["tenants", "create", "acme"]).await;
+    assert!(ok, "{err}");
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("kairos_"))
+        .expect("API key printed")
+        .to_owned();
+    let (ok, out, err) = run_cli(&config, &["users", "create", "ops", "--role", "operator", "--generate"]).await;
+    assert!(ok, "{err}");
+    let ops_password = out.split_whitespace().last().unwrap().to_owned();
+    let mut viewer = kairos_cmd(
+        &config,
+        &["users", "create", "viewer", "--role", "viewer", "--tenant", "acme"],
+    );
+    viewer
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = viewer.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"viewer-password-123\n").await.unwrap();
+    }
+    assert!(child.wait().await.unwrap().success());
+
+    let mut server = spawn_proc(&config, &["serve"]);
+    let http = reqwest::Client::new();
+    until("kairos serve ready", Duration::from_secs(30), || async {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // Two jobs that die: one fails its only attempt (and will succeed when
+    // retried, slowly enough to watch), one fails for good.
+    let post = |id: &'static str, probe: serde_json::Value| {
+        let http = http.clone();
+        let base = base.clone();
+        let key = key.clone();
+        async move {
+            let resp = http
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(&key)
+                .json(&event(id, "diagnostic.run", "acc-1", json!({ "probe": probe })))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 202);
+            job_ids(&resp.json().await.unwrap())[0].clone()
+        }
+    };
+    let flaky = post("flaky", json!({"fail_attempts": 1, "sleep_ms": 2500})).await;
+    let doomed = post("doomed", json!({"permanent": true})).await;
+
+    let driver_port = free_port();
+    let mut driver = tokio::process::Command::new(CHROMEDRIVER)
+        .arg(format!("--port={driver_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let driver_url = format!("http://127.0.0.1:{driver_port}");
+    until("chromedriver ready", Duration::from_secs(20), || async {
+        http.get(format!("{driver_url}/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let c = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver_url)
+        .await
+        .expect("a WebDriver session");
+
+    // Log in with the keyboard.
+    c.goto(&format!("{base}/dashboard/login")).await.unwrap();
+    screenshot(&c, "login").await;
+    keyboard_login(&c, &base, "ops", &ops_password).await;
+
+    // The failed job shows up as dead (live: no reload needed).
+    c.goto(&format!("{base}/dashboard/jobs?kind=probe")).await.unwrap();
+    let flaky_state = format!("#job-{flaky} td.state");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while text_of(&c, &flaky_state).await.as_deref() != Some("dead") {
+        if Instant::now() > deadline {
+            screenshot(&c, "failed-waiting-for-dead").await;
+            panic!("the flaky job never showed dead: {}", c.source().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    screenshot(&c, "overview-jobs-dead").await;
+
+    // Retry it from the list; the page (after the form's redirect) then
+    // follows it to `succeeded` without reloading.
+    c.find(Locator::Css(&format!("#job-{flaky} button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the list after the retry", Duration::from_secs(10), || async {
+        c.current_url()
+            .await
+            .is_ok_and(|u| u.query().unwrap_or_default().contains("done=retried"))
+    })
+    .await;
+    c.execute("window.kairosMarker = 42;", vec![]).await.unwrap();
+    let state_now = text_of(&c, &flaky_state).await.unwrap_or_default();
+    assert!(
+        ["queued", "running", "pending"].contains(&state_now.as_str()),
+        "the retried job should still be on its way, was {state_now}"
+    );
+    until("the retried job succeeded, live", Duration::from_secs(30), || async {
+        text_of(&c, &flaky_state).await.as_deref() == Some("succeeded")
+    })
+    .await;
+    let marker = c.execute("return window.kairosMarker;", vec![]).await.unwrap();
+    assert_eq!(marker, json!(42), "the page was not reloaded");
+    screenshot(&c, "jobs").await;
+
+    // Every page, with a screenshot.
+    for (name, path) in [
+        ("overview", "/dashboard".to_owned()),
+        ("job-detail", format!("/dashboard/jobs/{flaky}")),
+        ("dead-letters", "/dashboard/dead".to_owned()),
+        ("queues", "/dashboard/queues".to_owned()),
+        ("schedules", "/dashboard/schedules".to_owned()),
+        ("rules", "/dashboard/rules".to_owned()),
+        ("models", "/dashboard/models".to_owned()),
+        ("accounts-at-risk", "/dashboard/risk".to_owned()),
+        ("sentiment-alerts", "/dashboard/alerts".to_owned()),
+        ("audit-log", "/dashboard/audit".to_owned()),
+    ] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        let h1 = c.find(Locator::Css("main h1")).await.unwrap().text().await.unwrap();
+        assert!(
+            !h1.is_empty() && !h1.starts_with('4') && !h1.starts_with('5'),
+            "{path}: {h1}"
+        );
+        screenshot(&c, name).await;
+    }
+    // Pause a kind from the queues page, then resume it.
+    c.goto(&format!("{base}/dashboard/queues")).await.unwrap();
+    c.find(Locator::Css("#queue-probe button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("probe shown paused", Duration::from_secs(10), || async {
+        text_of(&c, "#queue-probe .queue-state")
+            .await
+            .is_some_and(|t| t.contains("paused by dashboard:ops"))
+    })
+    .await;
+    screenshot(&c, "queues-paused").await;
+    c.find(Locator::Css("#queue-probe button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("probe active again", Duration::from_secs(10), || async {
+        text_of(&c, "#queue-probe .queue-state").await.as_deref() == Some("active")
+    })
+    .await;
+
+    // The overview's table is swapped live: read it until it holds both.
+    c.goto(&format!("{base}/dashboard")).await.unwrap();
+    until(
+        "the probe kind and an alive worker on the overview",
+        Duration::from_secs(10),
+        || async {
+            let kinds = text_of(&c, "#kind-probe").await.unwrap_or_default();
+            let workers = text_of(&c, "[id^=worker-]").await.unwrap_or_default();
+            kinds.contains("probe") && workers.contains("alive")
+        },
+    )
+    .await;
+    let audit = {
+        c.goto(&format!("{base}/dashboard/audit")).await.unwrap();
+        c.find(Locator::Css("main")).await.unwrap().text().await.unwrap()
+    };
+    assert!(
+        audit.contains("job.retried") && audit.contains("dashboard:ops"),
+        "{audit}"
+    );
+
+    // Log out (a form POST with the CSRF token), then in as the viewer.
+    c.find(Locator::Css("header form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the login form after logout", Duration::from_secs(10), || async {
+        c.current_url().await.is_ok_and(|u| u.path() == "/dashboard/login")
+    })
+    .await;
+    keyboard_login(&c, &base, "viewer", "viewer-password-123").await;
+    c.goto(&format!("{base}/dashboard/dead")).await.unwrap();
+    let main = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(main.contains(&doomed), "the viewer sees the dead job");
+    assert!(
+        c.find_all(Locator::Css("main form[method=post] button"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a viewer has no action buttons"
+    );
+    screenshot(&c, "dead-letters-viewer").await;
+    // Forged POSTs from the viewer's own browser: with its CSRF token, 403
+    // (role); without a token, 403 (CSRF). The job stays dead.
+    let csrf = c
+        .find(Locator::Css("header input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let retry = format!("/dashboard/dead/{doomed}/retry");
+    assert_eq!(page_post(&c, &retry, &format!("csrf={csrf}")).await, 403);
+    assert_eq!(page_post(&c, &retry, "").await, 403);
+
+    c.close().await.unwrap();
+    driver.kill().await.ok();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+    let store = kairos_core::Store::connect(&env.store_url, 1).await.unwrap();
+    let doomed_row = store.job(None, &doomed).await.unwrap().unwrap();
+    assert_eq!(doomed_row.state, kairos_core::store::JobState::Dead);
+}
