@@ -414,7 +414,7 @@ async fn a_long_text_is_scored_in_chunks_and_its_angry_ending_raises_the_alert()
     .join(" ");
     let complaint = "UPDATE: since yesterday the whole system is broken, nothing works, support ignores my \
                      tickets and I want a full refund. This is unacceptable and I am furious.";
-    let text = format!("{} {complaint}", vec![praise.as_str(); 4].join(" "));
+    let text = format!("{} {complaint}", [praise.as_str(); 4].join(" "));
     assert!(text.split_whitespace().count() > 300);
     let (status, body) = app
         .post_events(&json!([event(

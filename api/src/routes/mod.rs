@@ -8,6 +8,6 @@ pub mod churn;
 pub mod events;
 pub mod health;
 pub mod jobs;
-pub mod reports;
 pub mod metrics;
+pub mod reports;
 pub mod sentiment;
