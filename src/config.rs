@@ -18,6 +18,7 @@ use kairos_core::schedule::ScheduleConfig;
 use kairos_jobs::churn::ChurnConfig;
 use kairos_jobs::llm::LlmConfig;
 use kairos_jobs::mail::SmtpConfig;
+use kairos_jobs::nudge::NudgesConfig;
 use kairos_jobs::sentiment::SentimentConfig;
 use kairos_jobs::webhook::Webhooks;
 use serde::Deserialize;
@@ -77,6 +78,9 @@ pub struct Config {
     /// The SMTP relay for email; none: no email.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
+    /// Proactive nudges: rules, caps, quiet hours, kill switch.
+    #[serde(default)]
+    pub nudges: NudgesConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -126,6 +130,16 @@ impl Config {
         if let Some(smtp) = &self.smtp {
             smtp.validate().map_err(at("smtp"))?;
         }
+        self.nudges.validate().map_err(at("nudges"))?;
+        if let Some(i) = self.nudges.rules.iter().position(|r| r.trigger.sentiment_alert) {
+            let nudge = kairos_jobs::nudge::KIND;
+            if !self.sentiment.follow_up.iter().any(|k| k == nudge) {
+                return Err(self.invalid(
+                    format!("nudges.rules[{i}].trigger.sentiment_alert"),
+                    format!("sentiment alerts reach nudges through `follow_up = [\"{nudge}\"]` under [sentiment]"),
+                ));
+            }
+        }
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -159,11 +173,18 @@ impl Config {
         self.jobs.get(kind)
     }
 
+    /// `[[rules]]` with the ones nudge event triggers derive (`nudge:RULE`).
+    pub fn all_rules(&self) -> Vec<RuleConfig> {
+        let mut rules = self.rules.clone();
+        rules.extend(self.nudges.event_rules());
+        rules
+    }
+
     /// The API role's part.
     pub fn api(&self) -> kairos_api::Settings {
         kairos_api::Settings {
             api: self.api.clone(),
-            rules: self.rules.clone(),
+            rules: self.all_rules(),
             jobs: self.jobs.clone(),
             scheduling: self.scheduling(),
             profiles: self.profiles.clone(),
@@ -199,6 +220,8 @@ impl Config {
             llm: self.llm.clone(),
             smtp: self.smtp.clone(),
             queue: self.queue.clone(),
+            nudges: self.nudges.clone(),
+            profiles: self.profiles.clone(),
         }
     }
 }

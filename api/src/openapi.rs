@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentiment};
+use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, nudges, sentiment};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -28,6 +28,9 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentim
         churn::account_churn,
         churn::churn_overview,
         sentiment::account_sentiment,
+        nudges::feed,
+        nudges::mark_read,
+        nudges::account_nudges,
         admin::run_schedule,
         health::healthz,
         health::readyz
@@ -63,6 +66,11 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, sentim
         sentiment::SentimentScoreView,
         sentiment::SentimentAverage,
         sentiment::AccountSentiment,
+        nudges::Feed,
+        nudges::FeedItem,
+        nudges::NudgeView,
+        nudges::DeliveryView,
+        nudges::AccountNudges,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

@@ -17,6 +17,7 @@ pub mod churn;
 pub mod llm;
 pub mod mail;
 pub mod model_registry;
+pub mod nudge;
 pub mod probe;
 pub mod profile;
 pub mod sentiment;
@@ -129,6 +130,7 @@ impl<J: Job> DynJob for J {
 pub const KINDS: &[&str] = &[
     activity::Activity::KIND,
     churn::ChurnScore::KIND,
+    nudge::Nudge::KIND,
     probe::Probe::KIND,
     profile::Profile::KIND,
     sentiment::Sentiment::KIND,
@@ -154,6 +156,10 @@ pub struct JobsConfig {
     /// `[queue]`: the LLM quota is shared through the queue's Redis (or held
     /// in-process when the queue is SQLite).
     pub queue: kairos_core::config::QueueConfig,
+    /// `[nudges]`: the nudge rules and their guards.
+    pub nudges: nudge::NudgesConfig,
+    /// `[profiles]`: the language and time zone nudges fall back to.
+    pub profiles: kairos_core::profile::ProfilesConfig,
 }
 
 /// Why the job kinds could not be built (at process start: a wrong model
@@ -199,6 +205,9 @@ impl Registry {
         }
         if wanted(churn::ChurnScore::KIND) {
             r.register(churn::ChurnScore::new(config.churn.clone()));
+        }
+        if wanted(nudge::Nudge::KIND) {
+            r.register(nudge::Nudge::from_config(config)?);
         }
         if wanted(probe::Probe::KIND) {
             r.register(probe::Probe);

@@ -13,6 +13,7 @@ mod ingest;
 mod llm;
 mod lock_order;
 mod mail;
+mod nudges;
 mod people;
 mod processes;
 mod reliability;

@@ -8,4 +8,5 @@ pub mod churn;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod nudges;
 pub mod sentiment;
