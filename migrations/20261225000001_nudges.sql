@@ -13,7 +13,8 @@ CREATE TABLE nudges (
     person_id   TEXT NOT NULL,
     dedupe_key  TEXT NOT NULL,
     trigger_info TEXT NOT NULL,               -- JSON: what fired the rule
-    status      TEXT NOT NULL,                -- planned | delayed | sent | skipped | capped | dry_run
+    status      TEXT NOT NULL,                -- planned | delayed | sent | skipped | capped | dry_run | holdout
+    variant     TEXT,                         -- A/B variant (stable hash of rule + person); NULL without variants
     reason      TEXT NOT NULL DEFAULT '',     -- why: the guard that delayed, skipped or capped it
     channel     TEXT,                         -- the channel it went (or would have gone) out on
     language    TEXT,

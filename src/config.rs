@@ -375,6 +375,31 @@ mod tests {
     }
 
     #[test]
+    fn nudge_rules_add_their_event_rules_and_name_their_keys() {
+        let rule = "[[nudges.rules]]\nname = \"pay\"\ntrigger = { event = \"payment.failed\" }\n\
+                    channels = [\"in_app\"]\n[nudges.rules.templates.en]\nsubject = \"s\"\nbody = \"b\"\n";
+        let c = parse(rule).unwrap();
+        let rules = c.api().rules;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            (rules[0].on.as_str(), rules[0].run.as_slice()),
+            ("payment.failed", &["nudge".to_string()][..])
+        );
+        let e = err(&rule.replace("in_app", "fax"));
+        assert!(
+            e.contains("test.toml") && e.contains("nudges.rules[0].channels[0]"),
+            "{e}"
+        );
+        let e = err(&rule.replace("event = \"payment.failed\"", "sentiment_alert = true"));
+        assert!(
+            e.contains("nudges.rules[0].trigger.sentiment_alert") && e.contains("follow_up"),
+            "{e}"
+        );
+        let e = err(&rule.replace("channels", "chanels"));
+        assert!(e.contains("line 4") && e.contains("chanels"), "{e}");
+    }
+
+    #[test]
     fn the_shipped_configs_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         for file in ["config/default.toml", "config/distributed.example.toml"] {

@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alerts", get(routes::alerts::list_alerts))
         .route("/v1/accounts/{id}/nudges", get(routes::nudges::account_nudges))
         .route("/v1/people/{id}/feed", get(routes::nudges::feed))
+        .route("/v1/nudges/stats", get(routes::nudges::stats))
         .route("/v1/people/{id}/feed/{nudge_id}/read", post(routes::nudges::mark_read))
         .route("/v1/admin/schedules/{name}/run", post(routes::admin::run_schedule))
         .route("/healthz", get(routes::health::healthz))

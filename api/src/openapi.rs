@@ -31,6 +31,7 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, nudges
         nudges::feed,
         nudges::mark_read,
         nudges::account_nudges,
+        nudges::stats,
         admin::run_schedule,
         health::healthz,
         health::readyz
@@ -71,6 +72,10 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, nudges
         nudges::NudgeView,
         nudges::DeliveryView,
         nudges::AccountNudges,
+        nudges::GroupStats,
+        nudges::VariantStatsView,
+        nudges::RuleStatsView,
+        nudges::NudgeStats,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

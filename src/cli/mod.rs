@@ -11,6 +11,7 @@ pub mod demo;
 mod jobs;
 mod migrate;
 mod models;
+mod nudges;
 mod schedules;
 mod serve;
 mod stats;
@@ -83,6 +84,11 @@ enum Command {
     },
     /// The audit log of admin-side changes, newest first.
     Audit(audit::AuditArgs),
+    /// Proactive nudges: A/B stats.
+    Nudges {
+        #[command(subcommand)]
+        action: nudges::NudgesCmd,
+    },
     /// The model registry: list, show and activate versions.
     Models {
         #[command(subcommand)]
@@ -132,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models { action } => models::run(config, action).await,
         Command::Accounts { action } => accounts::run(config, action).await,
         Command::Audit(args) => audit::run(config, args).await,
+        Command::Nudges { action } => nudges::run(config, action).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchWorker(args) => bench::worker::run(config, args).await,
         Command::BenchSentiment(args) => bench_sentiment::run(config, args).await,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{event, job_ids, spawn_app, wait_for, Deployment, TestApp};
+use crate::common::{event, job_ids, run_cli, spawn_app, Deployment, TestApp};
 use crate::servers::SmtpServer;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -71,11 +71,11 @@ subject = "Hi {{person.name}}: the payment of {{account.display_name}} failed"
 body = "Reason: {{event.data.reason}}."
 "#;
 
-/// The account's history once every nudge has left `planned`/`delayed`
-/// (or after `WAIT`, whatever it is then).
-async fn settled_history(app: &TestApp, account: &str, expected: usize) -> Vec<Value> {
-    let mut last = Vec::new();
-    wait_for(WAIT, || async {
+/// The account's nudges once `cond` holds for them (polled every 50 ms;
+/// panics after `WAIT` with the last history).
+async fn history_when(app: &TestApp, account: &str, cond: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let (_, h) = call(
             app,
             reqwest::Method::GET,
@@ -83,14 +83,24 @@ async fn settled_history(app: &TestApp, account: &str, expected: usize) -> Vec<V
             None,
         )
         .await;
-        last = h["nudges"].as_array().cloned().unwrap_or_default();
-        last.len() == expected
-            && last
-                .iter()
+        let nudges = h["nudges"].as_array().cloned().unwrap_or_default();
+        if cond(&nudges) {
+            return nudges;
+        }
+        assert!(std::time::Instant::now() < deadline, "history of {account}: {nudges:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The account's history once it holds `expected` nudges, none of them
+/// still `planned` or `delayed`.
+async fn settled_history(app: &TestApp, account: &str, expected: usize) -> Vec<Value> {
+    history_when(app, account, |h| {
+        h.len() == expected
+            && h.iter()
                 .all(|n| !matches!(n["status"].as_str(), Some("planned" | "delayed")))
     })
-    .await;
-    last
+    .await
 }
 
 fn by_person<'a>(history: &'a [Value], person: &str) -> &'a Value {
@@ -295,16 +305,10 @@ body = "Sorry"
         .await;
     app.wait_settled(&job_ids(&r), WAIT).await;
     // Three go out now (welcome to Tokyo, outage to both); welcome to UTC waits.
-    let mut history = Vec::new();
-    assert!(
-        wait_for(WAIT, || async {
-            let (_, h) = call(&app, reqwest::Method::GET, "/v1/accounts/acme/nudges", None).await;
-            history = h["nudges"].as_array().cloned().unwrap_or_default();
-            history.iter().filter(|n| n["status"] == "sent").count() == 3
-        })
-        .await,
-        "{history:?}"
-    );
+    let history = history_when(&app, "acme", |h| {
+        h.len() == 4 && h.iter().filter(|n| n["status"] == "sent").count() == 3
+    })
+    .await;
     let delayed: Vec<&Value> = history.iter().filter(|n| n["status"] != "sent").collect();
     assert_eq!(delayed.len(), 1, "{history:?}");
     let d = delayed[0];
@@ -519,4 +523,111 @@ async fn the_sweep_nudges_inactive_and_risky_accounts_embedded() {
 #[tokio::test]
 async fn the_sweep_nudges_inactive_and_risky_accounts_distributed() {
     the_sweep_nudges_inactive_and_risky_accounts(Deployment::Distributed).await;
+}
+
+/// Stats from a constructed history with known answers: variant `a`
+/// re-engages 60 of 100, `b` 45 of 100, the holdout 40 of 100 (7-day
+/// window). `a` − holdout = 0.20, 95% interval [0.0642, 0.3358]: better.
+/// `b` − holdout = 0.05, interval [−0.0868, 0.1868] includes zero: no
+/// winner. Activity after the window and nudges younger than the window
+/// do not count.
+async fn stats_compare_variants_with_the_holdout(deployment: Deployment) {
+    let app = spawn_app(deployment, "").await;
+    let day = 86_400_000i64;
+    let now = kairos_core::time::now_ms();
+    let decided = now - 10 * day;
+    let mut tx = app.store.pool().begin().await.unwrap();
+    let mut rows: Vec<(String, &str, String, i64)> = Vec::new();
+    for (variant, k) in [("a", 60), ("b", 45), ("holdout", 40)] {
+        for i in 0..100 {
+            let person = format!("{variant}-{i}");
+            rows.push((format!("n-{person}"), variant, person.clone(), decided));
+            // Re-engaged within the window, or active only after it.
+            let at = if i < k { decided + day } else { decided + 8 * day };
+            sqlx::query(
+                "INSERT INTO events (tenant_id, event_id, type, account_id, user_id, occurred_at, received_at, data) \
+                 VALUES ($1, $2, 'user.logged_in', 'acme', $3, $4, $4, '{}')",
+            )
+            .bind(&app.tenant_id)
+            .bind(format!("ev-{person}"))
+            .bind(&person)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+    }
+    // Too recent to have had the whole window: left out.
+    rows.push(("n-late".into(), "a", "late".into(), now - day));
+    for (id, variant, person, created) in rows {
+        sqlx::query(
+            "INSERT INTO nudges (id, tenant_id, rule, account_id, person_id, dedupe_key, trigger_info, status, \
+             variant, run_after, created_at, updated_at) \
+             VALUES ($1, $2, 'exp', 'acme', $3, $1, '{}', $4, $5, $6, $6, $6)",
+        )
+        .bind(&id)
+        .bind(&app.tenant_id)
+        .bind(&person)
+        .bind(if variant == "holdout" { "holdout" } else { "sent" })
+        .bind(variant)
+        .bind(created)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let (s, stats) = call(&app, reqwest::Method::GET, "/v1/nudges/stats?window_days=7", None).await;
+    assert_eq!(s, 200, "{stats}");
+    let rule = &stats["rules"][0];
+    assert_eq!(rule["rule"], "exp", "{stats}");
+    assert_eq!(rule["holdout"]["assigned"], 100);
+    assert_eq!(rule["holdout"]["re_engaged"], 40);
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-4;
+    let a = &rule["variants"][0];
+    assert_eq!(
+        (a["variant"].as_str(), a["group"]["assigned"].as_u64()),
+        (Some("a"), Some(100)),
+        "{a}"
+    );
+    assert_eq!(a["group"]["re_engaged"], 60);
+    assert!(
+        close(&a["difference"], 0.2) && close(&a["ci_low"], 0.064210) && close(&a["ci_high"], 0.335790),
+        "{a}"
+    );
+    assert_eq!(a["verdict"], "better");
+    let b = &rule["variants"][1];
+    assert_eq!(b["group"]["re_engaged"], 45, "{b}");
+    assert!(close(&b["ci_low"], -0.086847) && close(&b["ci_high"], 0.186847), "{b}");
+    assert_eq!(b["verdict"], "no difference shown");
+    // A window longer than the history has: nothing old enough yet.
+    let (_, none) = call(&app, reqwest::Method::GET, "/v1/nudges/stats?window_days=30", None).await;
+    assert_eq!(none["rules"], json!([]), "{none}");
+
+    // The CLI prints the same numbers.
+    let config = app.env.config_file("");
+    let (ok, out, err) = run_cli(&config, &["nudges", "stats", "--tenant", "tenant-a"]).await;
+    assert!(ok, "{err}");
+    let line = |v: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(v))
+            .unwrap_or_else(|| panic!("no line for {v}: {out}"))
+            .to_owned()
+    };
+    let a = line("a");
+    assert!(
+        a.contains("60/100 (60.0%)") && a.contains("+20.0 pp [+6.4, +33.6]") && a.ends_with("better"),
+        "{a}"
+    );
+    assert!(line("b").ends_with("no difference shown"), "{out}");
+}
+
+#[tokio::test]
+async fn stats_compare_variants_with_the_holdout_embedded() {
+    stats_compare_variants_with_the_holdout(Deployment::Embedded).await;
+}
+
+#[tokio::test]
+async fn stats_compare_variants_with_the_holdout_distributed() {
+    stats_compare_variants_with_the_holdout(Deployment::Distributed).await;
 }

@@ -101,8 +101,11 @@ pub struct NudgeView {
     pub trigger: serde_json::Value,
     /// `planned`, `delayed` (quiet hours; sent at `run_after`), `sent`,
     /// `skipped` (kill switch, no consent on any channel, ...), `capped`
-    /// (a frequency cap was full) or `dry_run`.
+    /// (a frequency cap was full), `dry_run` or `holdout` (the A/B
+    /// baseline: sent nothing on purpose).
     pub status: String,
+    /// The A/B variant (stable per rule and person); absent without variants.
+    pub variant: Option<String>,
     /// Why it was delayed, skipped or capped; empty when sent as planned.
     pub reason: String,
     /// The channel it went (or would have gone) out on.
@@ -147,6 +150,7 @@ fn view((n, d): (NudgeRow, Vec<DeliveryRow>)) -> NudgeView {
         person_id: n.person_id,
         trigger: n.trigger,
         status: n.status,
+        variant: n.variant,
         reason: n.reason,
         channel: n.channel,
         language: n.language,
@@ -309,4 +313,137 @@ pub async fn account_nudges(
 fn unavailable(e: sqlx::Error) -> ApiError {
     tracing::error!(error = %e, "nudge store error");
     ApiError::Unavailable("store unavailable".into())
+}
+
+/// Stats filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// Re-engagement window in days (1-90, default 7): a person re-engaged
+    /// when they have an event on the same account within this many days
+    /// after the nudge was decided. Only nudges at least this old count.
+    #[param(minimum = 1, maximum = 90)]
+    pub window_days: Option<u32>,
+}
+
+/// A group's re-engagement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupStats {
+    /// People assigned (intention to treat: sent, skipped and capped alike).
+    pub assigned: u64,
+    /// Of them, active again within the window.
+    pub re_engaged: u64,
+    /// `re_engaged / assigned`; absent for an empty group.
+    pub rate: Option<f64>,
+}
+
+/// A variant against the rule's holdout.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VariantStatsView {
+    /// Variant name.
+    pub variant: String,
+    /// Its group.
+    pub group: GroupStats,
+    /// Variant rate − holdout rate; absent without a holdout.
+    pub difference: Option<f64>,
+    /// 95% interval of the difference (Wald), low end.
+    pub ci_low: Option<f64>,
+    /// 95% interval, high end.
+    pub ci_high: Option<f64>,
+    /// `better` or `worse` than the holdout only when the interval
+    /// excludes zero; otherwise `no difference shown` (or `no holdout`).
+    pub verdict: String,
+}
+
+/// A rule's experiment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleStatsView {
+    /// Rule name.
+    pub rule: String,
+    /// The holdout group (sent nothing).
+    pub holdout: GroupStats,
+    /// Each variant.
+    pub variants: Vec<VariantStatsView>,
+}
+
+/// Re-engagement per rule and variant against the holdout.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NudgeStats {
+    /// The window used.
+    pub window_days: u32,
+    /// Rules with variants or a holdout, by name.
+    pub rules: Vec<RuleStatsView>,
+}
+
+fn group(c: kairos_jobs::nudge::stats::Counts) -> GroupStats {
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let rate = (c.n > 0).then(|| c.k as f64 / c.n as f64);
+    GroupStats {
+        assigned: c.n,
+        re_engaged: c.k,
+        rate,
+    }
+}
+
+/// Each experimenting rule's variants against its holdout: re-engagement
+/// rates, their difference and its 95% interval, and a winner only when
+/// the interval excludes zero.
+#[utoipa::path(
+    get,
+    path = "/v1/nudges/stats",
+    tag = "nudges",
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "Per rule and variant", body = NudgeStats),
+        (status = 400, description = "Bad filter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<NudgeStats>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let window_days = q.window_days.unwrap_or(7);
+    if !(1..=90).contains(&window_days) {
+        return Err(ApiError::field("window_days", "must be between 1 and 90"));
+    }
+    let window_ms = i64::from(window_days) * 86_400_000;
+    let rows = store::experiment_counts(&state.store, &tenant.id, window_ms, now_ms())
+        .await
+        .map_err(unavailable)?;
+    let rules = kairos_jobs::nudge::stats::report(&rows)
+        .into_iter()
+        .map(|r| RuleStatsView {
+            rule: r.rule,
+            holdout: group(r.holdout),
+            variants: r
+                .variants
+                .into_iter()
+                .map(|v| {
+                    let c = v.vs_holdout;
+                    let verdict = match c.map(|c| c.variant_wins) {
+                        None => "no holdout",
+                        Some(Some(true)) => "better",
+                        Some(Some(false)) => "worse",
+                        Some(None) => "no difference shown",
+                    };
+                    VariantStatsView {
+                        variant: v.variant,
+                        group: group(v.counts),
+                        difference: c.map(|c| c.difference),
+                        ci_low: c.map(|c| c.ci_low),
+                        ci_high: c.map(|c| c.ci_high),
+                        verdict: verdict.to_owned(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(NudgeStats { window_days, rules }))
 }

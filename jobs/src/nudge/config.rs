@@ -51,7 +51,7 @@ pub const TASK: &str = "success_manager";
 pub const TEMPLATE_ROOTS: &[&str] = &["person", "account", "event", "alert", "score", "rule"];
 
 /// `[nudges]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NudgesConfig {
     /// Tenants (name or id) whose nudges are all stopped at once: planned
@@ -67,19 +67,6 @@ pub struct NudgesConfig {
     pub account_caps: Vec<Cap>,
     /// The rules.
     pub rules: Vec<NudgeRule>,
-}
-
-impl Default for NudgesConfig {
-    fn default() -> Self {
-        Self {
-            kill_switch: Vec::new(),
-            quiet_hours: None,
-            tenant_daily_cap: None,
-            person_caps: Vec::new(),
-            account_caps: Vec::new(),
-            rules: Vec::new(),
-        }
-    }
 }
 
 /// A frequency cap.
@@ -143,6 +130,52 @@ pub struct NudgeRule {
     /// May be sent during quiet hours.
     #[serde(default)]
     pub urgent: bool,
+    /// A/B variants, each with its own templates (none: the rule's); a
+    /// person's variant is a stable hash of rule and person, recorded.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+    /// Percent of the audience (0–50) held out: recorded as `holdout`, sent
+    /// nothing, the baseline each variant is compared with.
+    #[serde(default)]
+    pub holdout_percent: u32,
+}
+
+/// One A/B variant of a rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Name (unique in the rule), recorded on each nudge.
+    pub name: String,
+    /// Relative share of the non-holdout audience (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// `language → template`; empty: the rule's templates.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Template>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl NudgeRule {
+    /// Whether the rule measures itself (variants or a holdout).
+    pub fn is_experiment(&self) -> bool {
+        !self.variants.is_empty() || self.holdout_percent > 0
+    }
+
+    /// `(name, weight)` of each variant.
+    pub fn variant_weights(&self) -> Vec<(&str, u32)> {
+        self.variants.iter().map(|v| (v.name.as_str(), v.weight)).collect()
+    }
+
+    /// The templates for `variant` (its own, else the rule's).
+    pub fn templates_for(&self, variant: Option<&str>) -> &BTreeMap<String, Template> {
+        self.variants
+            .iter()
+            .find(|v| Some(v.name.as_str()) == variant && !v.templates.is_empty())
+            .map_or(&self.templates, |v| &v.templates)
+    }
 }
 
 fn default_window() -> Duration {
@@ -385,6 +418,32 @@ impl NudgeRule {
         if self.window.is_zero() {
             return Err(("window".into(), "must be longer than 0s".into()));
         }
+        if self.holdout_percent > 50 {
+            return Err(("holdout_percent".into(), "must be between 0 and 50".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, v) in self.variants.iter().enumerate() {
+            if v.name.trim().is_empty() || v.name == "holdout" || !names.insert(v.name.as_str()) {
+                return Err((
+                    format!("variants[{i}].name"),
+                    "must be a unique name other than `holdout`".into(),
+                ));
+            }
+            if v.weight == 0 {
+                return Err((format!("variants[{i}].weight"), "must be at least 1".into()));
+            }
+            for (lang, t) in &v.templates {
+                if !kairos_core::profile::valid_language(lang) {
+                    return Err((
+                        format!("variants[{i}].templates.{lang}"),
+                        format!("unknown language `{lang}` (es or en)"),
+                    ));
+                }
+                for (field, text) in [("subject", &t.subject), ("body", &t.body)] {
+                    check_template(text).map_err(|m| (format!("variants[{i}].templates.{lang}.{field}"), m))?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -470,6 +529,17 @@ body = "{{account.display_name}}: {{event.data.reason}}"
                     "churn_level = \"LOW\"",
                 ),
                 "rules[0].trigger.churn_level:",
+            ),
+            (
+                RULE.replace("channels =", "holdout_percent = 60\nchannels ="),
+                "rules[0].holdout_percent:",
+            ),
+            (
+                RULE.replace(
+                    "channels =",
+                    "variants = [{ name = \"a\" }, { name = \"a\" }]\nchannels =",
+                ),
+                "rules[0].variants[1].name:",
             ),
         ];
         for (text, want) in cases {

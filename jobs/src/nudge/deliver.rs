@@ -100,9 +100,10 @@ pub(super) async fn deliver(
         &kind.profiles,
     )
     .to_owned();
-    let (language, tpl) = match rule.templates.get(&language) {
+    let templates = rule.templates_for(n.variant.as_deref());
+    let (language, tpl) = match templates.get(&language) {
         Some(t) => (language, t),
-        None => match rule.templates.iter().next() {
+        None => match templates.iter().next() {
             Some((l, t)) => (l.clone(), t),
             None => return finish(outcome("skipped", "the rule has no template"), vec![], vec![]).await,
         },
@@ -110,7 +111,7 @@ pub(super) async fn deliver(
     let mut context = json!({
         "person": person,
         "account": account,
-        "rule": {"name": rule.name, "priority": rule.priority},
+        "rule": {"name": rule.name, "priority": rule.priority, "variant": n.variant},
     });
     if let (Some(ctx_obj), Value::Object(t)) = (context.as_object_mut(), &n.trigger) {
         for key in ["event", "alert", "score"] {

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod deliver;
 pub mod guards;
+pub mod stats;
 pub mod store;
 pub mod template;
 
@@ -171,7 +172,18 @@ impl Nudge {
                 Some((start, end)) if !rule.urgent => guards::quiet_until(now_utc, tz, start, end),
                 _ => None,
             };
+            let variant = rule.is_experiment().then(|| {
+                stats::assign(
+                    &rule.name,
+                    &person.id,
+                    rule.holdout_percent * 100,
+                    &rule.variant_weights(),
+                )
+            });
             let (status, reason, run_after) = match delay {
+                _ if variant == Some(stats::Assignment::Holdout) => {
+                    ("holdout", "holdout group: gets nothing (the baseline)".to_owned(), now)
+                }
                 Some(until) => (
                     "delayed",
                     format!(
@@ -193,6 +205,10 @@ impl Nudge {
                 dedupe_key: key,
                 trigger: trigger.clone(),
                 status,
+                variant: variant.map(|v| match v {
+                    stats::Assignment::Holdout => "holdout".to_owned(),
+                    stats::Assignment::Variant(name) => name,
+                }),
                 reason,
                 priority: rule.priority,
                 urgent: rule.urgent,
@@ -208,8 +224,10 @@ impl Nudge {
                 max_attempts: self.nudge_attempts,
                 run_after: (run_after > now).then_some(run_after),
             };
-            if store::plan(&ctx.store, &ctx.tenant_id, &planned, &job, now).await? {
-                jobs.push(job);
+            let holdout = status == "holdout";
+            let job = (!holdout).then_some(job);
+            if store::plan(&ctx.store, &ctx.tenant_id, &planned, job.as_ref(), now).await? {
+                jobs.extend(job);
             }
         }
         Ok(jobs)

@@ -24,8 +24,10 @@ pub struct NudgeRow {
     pub person_id: String,
     /// What fired the rule (JSON).
     pub trigger: serde_json::Value,
-    /// `planned`, `delayed`, `sent`, `skipped`, `capped` or `dry_run`.
+    /// `planned`, `delayed`, `sent`, `skipped`, `capped`, `dry_run` or `holdout`.
     pub status: String,
+    /// The A/B variant, if the rule has variants.
+    pub variant: Option<String>,
     /// Why it was delayed, skipped or capped ('' when sent as planned).
     pub reason: String,
     /// The channel it went (or would have gone) out on.
@@ -69,7 +71,8 @@ pub struct DeliveryRow {
     pub at: i64,
 }
 
-const COLUMNS: &str = "id, rule, account_id, person_id, trigger_info, status, reason, channel, language, subject, \
+const COLUMNS: &str =
+    "id, rule, account_id, person_id, trigger_info, status, variant, reason, channel, language, subject, \
                        body, priority, urgent, dry_run, run_after, created_at, updated_at, sent_at, read_at";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
@@ -81,6 +84,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
         person_id: r.try_get("person_id")?,
         trigger: serde_json::from_str(&trigger).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         status: r.try_get("status")?,
+        variant: r.try_get("variant")?,
         reason: r.try_get("reason")?,
         channel: r.try_get("channel")?,
         language: r.try_get("language")?,
@@ -112,8 +116,10 @@ pub struct Planned {
     pub dedupe_key: String,
     /// What fired it.
     pub trigger: serde_json::Value,
-    /// `planned` or `delayed`.
+    /// `planned`, `delayed` or `holdout`.
     pub status: &'static str,
+    /// The A/B variant.
+    pub variant: Option<String>,
     /// Why delayed.
     pub reason: String,
     /// Priority.
@@ -133,14 +139,14 @@ pub async fn plan(
     store: &Store,
     tenant_id: &str,
     nudge: &Planned,
-    job: &NewJob,
+    job: Option<&NewJob>,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = store.pool().begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO nudges (id, tenant_id, rule, account_id, person_id, dedupe_key, trigger_info, status, reason, \
-         priority, urgent, dry_run, run_after, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
+         priority, urgent, dry_run, run_after, created_at, updated_at, variant) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15) \
          ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
     )
     .bind(&nudge.id)
@@ -157,11 +163,12 @@ pub async fn plan(
     .bind(i64::from(nudge.dry_run))
     .bind(nudge.run_after)
     .bind(now)
+    .bind(nudge.variant.as_deref())
     .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
-    if inserted {
+    if let (true, Some(job)) = (inserted, job) {
         insert_jobs(&mut tx, std::slice::from_ref(job), now).await?;
     }
     tx.commit().await?;
@@ -428,4 +435,43 @@ pub async fn accounts_at_risk(
         }
     }
     Ok(out)
+}
+
+/// Per (rule, variant) of the rules with variants or a holdout: people
+/// assigned (intention to treat: sent, skipped and capped alike; dry runs
+/// left out) and how many re-engaged — an event of the person on the same
+/// account within `window_ms` after the nudge was decided. Only nudges
+/// decided at least `window_ms` before `now` count, so every one had the
+/// full window.
+pub async fn experiment_counts(
+    store: &Store,
+    tenant_id: &str,
+    window_ms: i64,
+    now: i64,
+) -> Result<Vec<(String, String, u64, u64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT n.rule, n.variant, COUNT(*) AS n, \
+         SUM(CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = n.tenant_id \
+         AND e.account_id = n.account_id AND e.user_id = n.person_id \
+         AND e.occurred_at > n.created_at AND e.occurred_at <= n.created_at + $2) THEN 1 ELSE 0 END) AS k \
+         FROM nudges n WHERE n.tenant_id = $1 AND n.variant IS NOT NULL AND n.dry_run = 0 \
+         AND n.created_at <= $3 GROUP BY n.rule, n.variant ORDER BY n.rule, n.variant",
+    )
+    .bind(tenant_id)
+    .bind(window_ms)
+    .bind(now - window_ms)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let n: i64 = r.try_get("n")?;
+            let k: i64 = r.try_get("k")?;
+            Ok((
+                r.try_get("rule")?,
+                r.try_get("variant")?,
+                u64::try_from(n).unwrap_or(0),
+                u64::try_from(k).unwrap_or(0),
+            ))
+        })
+        .collect()
 }
