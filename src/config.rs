@@ -278,8 +278,8 @@ mod tests {
         assert!(e.contains("rules[0].run") && e.contains("sentimnt"), "{e}");
         let e = err("[sentiment]\nbatch_max = 0\n");
         assert!(e.contains("sentiment.batch_max"), "{e}");
-        let e = err("[sentiment]\nfollow_up = [\"nudge\"]\n");
-        assert!(e.contains("sentiment.follow_up[0]") && e.contains("nudge"), "{e}");
+        let e = err("[sentiment]\nfollow_up = [\"nudger\"]\n");
+        assert!(e.contains("sentiment.follow_up[0]") && e.contains("nudger"), "{e}");
         let e = err("[webhooks.acme]\nurl = \"ftp://x\"\nsecret_env = \"S\"\n");
         assert!(e.contains("webhooks.acme.url"), "{e}");
     }

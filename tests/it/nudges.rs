@@ -631,3 +631,70 @@ async fn stats_compare_variants_with_the_holdout_embedded() {
 async fn stats_compare_variants_with_the_holdout_distributed() {
     stats_compare_variants_with_the_holdout(Deployment::Distributed).await;
 }
+
+/// The webhook channel: the tenant's endpoint gets the nudge as a signed
+/// body (a 503 first: the `webhook` job retries it), once; the history
+/// records the queued webhook job.
+async fn the_webhook_channel_posts_a_signed_nudge(deployment: Deployment) {
+    let (url, received) = crate::sentiment::receiver(1).await;
+    let extra = format!(
+        r#"{}
+[[nudges.rules]]
+name = "renewal"
+trigger = {{ event = "renewal.upcoming" }}
+channels = ["webhook", "in_app"]
+urgent = true
+[nudges.rules.templates.es]
+subject = "Tu renovación, {{{{person.name}}}}"
+body = "Renueva antes del {{{{event.data.date}}}}"
+"#,
+        crate::sentiment::webhook_config(&url)
+    );
+    let app = spawn_app(deployment, &extra).await;
+    put_person(
+        &app,
+        "acme",
+        "eva",
+        json!({"name": "Eva", "role": "executive", "language": "es", "channels": ["webhook"],
+               "consent": consent(&["webhook", "in_app"])}),
+    )
+    .await;
+    let (_, r) = app
+        .post_events(&json!([event(
+            "r1",
+            "renewal.upcoming",
+            "acme",
+            json!({"date": "2027-01-31"})
+        )]))
+        .await;
+    app.wait_settled(&job_ids(&r), WAIT).await;
+    let history = settled_history(&app, "acme", 1).await;
+    assert_eq!(
+        (history[0]["status"].as_str(), history[0]["channel"].as_str()),
+        (Some("sent"), Some("webhook"))
+    );
+    assert_eq!(history[0]["deliveries"][0]["outcome"], "queued", "{history:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while received.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no webhook received");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let body = crate::sentiment::verify(&got[0]);
+    assert_eq!(body["type"], "nudge");
+    assert_eq!(body["person_id"], "eva");
+    assert_eq!(body["subject"], "Tu renovación, Eva");
+    assert_eq!(body["body"], "Renueva antes del 2027-01-31");
+    assert_eq!(body["id"], history[0]["id"]);
+}
+
+#[tokio::test]
+async fn the_webhook_channel_posts_a_signed_nudge_embedded() {
+    the_webhook_channel_posts_a_signed_nudge(Deployment::Embedded).await;
+}
+
+#[tokio::test]
+async fn the_webhook_channel_posts_a_signed_nudge_distributed() {
+    the_webhook_channel_posts_a_signed_nudge(Deployment::Distributed).await;
+}

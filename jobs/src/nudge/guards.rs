@@ -122,9 +122,9 @@ pub fn cap_reason(
 /// `3d`, `12h`, `90s`: a cap's window as config writes it.
 fn short_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s % 86_400 == 0 {
+    if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s % 3_600 == 0 {
+    } else if s.is_multiple_of(3_600) {
         format!("{}h", s / 3_600)
     } else {
         format!("{s}s")

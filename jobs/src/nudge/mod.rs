@@ -331,3 +331,26 @@ impl Job for Nudge {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_producer_s_payload_parses_as_its_own_shape() {
+        let p = |v: Value| serde_json::from_value::<Payload>(v).unwrap();
+        assert!(matches!(p(json!({"nudge_id": "n1"})), Payload::Deliver { nudge_id } if nudge_id == "n1"));
+        // A schedule's payload with fan-out fields.
+        assert!(matches!(
+            p(json!({"sweep": true, "tenant_id": "t"})),
+            Payload::Sweep { sweep: true }
+        ));
+        // The sentiment alert as `follow_up` carries it.
+        let alert = json!({"id": "a1", "tenant_id": "t", "account_id": "acme", "event_id": "e1",
+            "kind": "client_dissatisfaction", "severity": "high", "urgency": 80, "reason": "r", "details": {}});
+        assert!(matches!(p(alert), Payload::Alert(a) if a.account_id == "acme" && a.severity == "high"));
+        let event = json!({"id": "e1", "type": "payment.failed", "account_id": "acme",
+            "occurred_at_ms": 1, "data": {"reason": "card"}});
+        assert!(matches!(p(event), Payload::Event(e) if e.event_type == "payment.failed"));
+    }
+}
