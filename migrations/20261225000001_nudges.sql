@@ -28,6 +28,9 @@ CREATE TABLE nudges (
     updated_at  BIGINT NOT NULL,
     sent_at     BIGINT,
     read_at     BIGINT,                       -- in-app: when the person marked it read
+    opened_at   BIGINT,                       -- outcome events (nudge.opened / clicked / replied):
+    clicked_at  BIGINT,                       --   the first of each, from the product
+    replied_at  BIGINT,
     UNIQUE (tenant_id, dedupe_key)
 );
 CREATE INDEX nudges_account ON nudges (tenant_id, account_id, created_at);

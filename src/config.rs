@@ -380,7 +380,7 @@ mod tests {
                     channels = [\"in_app\"]\n[nudges.rules.templates.en]\nsubject = \"s\"\nbody = \"b\"\n";
         let c = parse(rule).unwrap();
         let rules = c.api().rules;
-        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.len(), 2, "the rule's and the outcome events'");
         assert_eq!(
             (rules[0].on.as_str(), rules[0].run.as_slice()),
             ("payment.failed", &["nudge".to_string()][..])

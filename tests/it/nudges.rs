@@ -226,6 +226,29 @@ async fn event_nudges_with_consent_fallback_and_dedupe(deployment: Deployment) {
     .await;
     assert_eq!(s, 404);
 
+    // Outcome events from the product: the first of each is kept; another
+    // account's event cannot touch this nudge.
+    let opened = |id: &str, account: &str, at: &str| {
+        let mut e = event(id, "nudge.opened", account, json!({"nudge_id": ana_id}));
+        e["occurred_at"] = json!(at);
+        e
+    };
+    let (_, r) = app
+        .post_events(&json!([
+            opened("o1", "acme", "2026-11-20T10:00:00Z"),
+            opened("o2", "other", "2026-11-19T10:00:00Z")
+        ]))
+        .await;
+    app.wait_settled(&job_ids(&r), WAIT).await;
+    let (_, r) = app
+        .post_events(&json!([opened("o3", "acme", "2026-11-21T10:00:00Z")]))
+        .await;
+    app.wait_settled(&job_ids(&r), WAIT).await;
+    let (_, h) = call(&app, reqwest::Method::GET, "/v1/accounts/acme/nudges", None).await;
+    let ana_now = by_person(h["nudges"].as_array().unwrap(), "ana");
+    assert_eq!(ana_now["opened_at"], "2026-11-20T10:00:00.000Z", "{ana_now}");
+    assert_eq!(ana_now["clicked_at"], Value::Null);
+
     // A second failure in the same window: deduplicated, nothing new.
     let (_, r) = app
         .post_events(&json!([event(

@@ -130,6 +130,12 @@ pub struct NudgeView {
     pub sent_at: Option<String>,
     /// RFC 3339 (in-app).
     pub read_at: Option<String>,
+    /// First `nudge.opened` event for it (`data.nudge_id`), RFC 3339.
+    pub opened_at: Option<String>,
+    /// First `nudge.clicked`.
+    pub clicked_at: Option<String>,
+    /// First `nudge.replied`.
+    pub replied_at: Option<String>,
     /// Every attempt, in order.
     pub deliveries: Vec<DeliveryView>,
 }
@@ -163,6 +169,9 @@ fn view((n, d): (NudgeRow, Vec<DeliveryRow>)) -> NudgeView {
         created_at: to_rfc3339(n.created_at),
         sent_at: n.sent_at.map(to_rfc3339),
         read_at: n.read_at.map(to_rfc3339),
+        opened_at: n.opened_at.map(to_rfc3339),
+        clicked_at: n.clicked_at.map(to_rfc3339),
+        replied_at: n.replied_at.map(to_rfc3339),
         deliveries: d
             .into_iter()
             .map(|d| DeliveryView {

@@ -255,6 +255,16 @@ impl TriggerConfig {
     }
 }
 
+/// The derived rule that brings outcome events to the kind.
+pub const OUTCOME_RULE: &str = "nudge-outcomes";
+
+/// Outcome event types and the column each sets.
+pub const OUTCOMES: &[(&str, &str)] = &[
+    ("nudge.opened", "opened_at"),
+    ("nudge.clicked", "clicked_at"),
+    ("nudge.replied", "replied_at"),
+];
+
 /// Churn risk levels in order.
 pub const CHURN_LEVELS: &[&str] = &["LOW", "MEDIUM", "HIGH", "CRITICAL"];
 
@@ -311,9 +321,19 @@ impl NudgesConfig {
     }
 
     /// The `[[rules]]` entries event triggers need (one per rule, named
-    /// `nudge:RULE`, running the `nudge` kind on the event); `src/config.rs`
-    /// adds them to the configured rules.
+    /// `nudge:RULE`, running the `nudge` kind on the event), and with any
+    /// rule one more for the outcome events (`nudge.*`, named
+    /// `nudge-outcomes`); `src/config.rs` adds them to the configured rules.
     pub fn event_rules(&self) -> Vec<kairos_core::rules::RuleConfig> {
+        let outcomes = (!self.rules.is_empty()).then(|| kairos_core::rules::RuleConfig {
+            on: "nudge.*".into(),
+            run: vec![super::KIND.to_owned()],
+            filter: BTreeMap::new(),
+            delay: None,
+            debounce: None,
+            debounce_key: None,
+            name: Some(OUTCOME_RULE.into()),
+        });
         self.rules
             .iter()
             .filter_map(|r| {
@@ -327,6 +347,7 @@ impl NudgesConfig {
                     name: Some(format!("nudge:{}", r.name)),
                 })
             })
+            .chain(outcomes)
             .collect()
     }
 
@@ -487,7 +508,11 @@ body = "{{account.display_name}}: {{event.data.reason}}"
         let c = parse(RULE).unwrap();
         assert_eq!(c.rules[0].window, Duration::from_secs(86_400));
         let rules = c.event_rules();
-        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            (rules[1].on.as_str(), rules[1].name.as_deref()),
+            ("nudge.*", Some(OUTCOME_RULE))
+        );
         assert_eq!(rules[0].on, "payment.failed");
         assert_eq!(rules[0].run, ["nudge"]);
         assert_eq!(rules[0].name.as_deref(), Some("nudge:pay"));

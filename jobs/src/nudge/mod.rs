@@ -311,6 +311,20 @@ impl Job for Nudge {
         if let Payload::Deliver { nudge_id } = &payload {
             return deliver::deliver(self, ctx, &tenant, nudge_id, now).await;
         }
+        let mut outcome = None;
+        if let Payload::Event(e) = &payload {
+            let column = config::OUTCOMES
+                .iter()
+                .find(|(t, _)| *t == e.event_type)
+                .map(|(_, c)| *c);
+            if let (Some(column), Some(Value::String(id))) = (column, e.data.get("nudge_id")) {
+                let found =
+                    store::record_outcome(&ctx.store, &ctx.tenant_id, &e.account_id, id, column, e.occurred_at_ms)
+                        .await?;
+                let what = if found { "recorded" } else { "no such nudge" };
+                outcome = Some(format!("{} on nudge {id}: {what}", e.event_type));
+            }
+        }
         let fired = self.fired(ctx, &payload, now).await?;
         let mut jobs = Vec::new();
         for (rule, account, trigger) in &fired {
@@ -323,11 +337,10 @@ impl Job for Nudge {
             crate::sentiment::queue_after_commit(ctx, &jobs).await;
         }
         Ok(JobOutput {
-            result_ref: Some(format!(
-                "nudges: {} rule match(es), {} new nudge(s)",
-                fired.len(),
-                jobs.len()
-            )),
+            result_ref: Some(
+                outcome
+                    .unwrap_or_else(|| format!("nudges: {} rule match(es), {} new nudge(s)", fired.len(), jobs.len())),
+            ),
         })
     }
 }

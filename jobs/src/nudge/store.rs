@@ -54,6 +54,12 @@ pub struct NudgeRow {
     pub sent_at: Option<i64>,
     /// Epoch ms (in-app).
     pub read_at: Option<i64>,
+    /// First `nudge.opened` (epoch ms).
+    pub opened_at: Option<i64>,
+    /// First `nudge.clicked`.
+    pub clicked_at: Option<i64>,
+    /// First `nudge.replied`.
+    pub replied_at: Option<i64>,
 }
 
 /// One delivery attempt.
@@ -73,7 +79,8 @@ pub struct DeliveryRow {
 
 const COLUMNS: &str =
     "id, rule, account_id, person_id, trigger_info, status, variant, reason, channel, language, subject, \
-                       body, priority, urgent, dry_run, run_after, created_at, updated_at, sent_at, read_at";
+                       body, priority, urgent, dry_run, run_after, created_at, updated_at, sent_at, read_at, \
+                       opened_at, clicked_at, replied_at";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
     let trigger: String = r.try_get("trigger_info")?;
@@ -98,6 +105,9 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
         updated_at: r.try_get("updated_at")?,
         sent_at: r.try_get("sent_at")?,
         read_at: r.try_get("read_at")?,
+        opened_at: r.try_get("opened_at")?,
+        clicked_at: r.try_get("clicked_at")?,
+        replied_at: r.try_get("replied_at")?,
     })
 }
 
@@ -474,4 +484,33 @@ pub async fn experiment_counts(
             ))
         })
         .collect()
+}
+
+/// Records an outcome event (`column`: `opened_at`, `clicked_at` or
+/// `replied_at`, from [`super::config::OUTCOMES`]) on the account's nudge;
+/// the first time is kept. False when the tenant's account has no such nudge.
+pub async fn record_outcome(
+    store: &Store,
+    tenant_id: &str,
+    account_id: &str,
+    nudge_id: &str,
+    column: &str,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    // `column` is one of three constants, never input.
+    let Some((_, column)) = super::config::OUTCOMES.iter().find(|(_, c)| *c == column) else {
+        return Ok(false);
+    };
+    let sql = format!(
+        "UPDATE nudges SET {column} = COALESCE({column}, $4) WHERE tenant_id = $1 AND account_id = $2 AND id = $3"
+    );
+    let n = sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(account_id)
+        .bind(nudge_id)
+        .bind(at)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+    Ok(n == 1)
 }
