@@ -122,13 +122,14 @@ impl Nudge {
 
     /// Plans the nudges of `rule` for the audience of `account_id`; returns
     /// the delivery jobs of the new ones (recorded, to queue after commit).
+    /// `(trigger, at)`: what fired the rule and when (the dedupe window).
     async fn plan_account(
         &self,
         ctx: &JobContext,
         tenant: &Tenant,
         rule: &config::NudgeRule,
         account_id: &str,
-        trigger: Value,
+        (trigger, at): (Value, i64),
         now: i64,
     ) -> Result<Vec<NewJob>, JobError> {
         let store = &ctx.store;
@@ -195,7 +196,8 @@ impl Nudge {
                 None => ("planned", String::new(), now),
             };
             let window = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX / 4);
-            let key = guards::dedupe_key(&rule.name, account_id, &person.id, now, window);
+            // The trigger's own time (an event's), so a retried job lands in the same window.
+            let key = guards::dedupe_key(&rule.name, account_id, &person.id, at, window);
             let id = uuid::Uuid::new_v5(&NUDGE_NS, format!("{}|{key}", ctx.tenant_id).as_bytes()).to_string();
             let planned = store::Planned {
                 id: id.clone(),
@@ -239,7 +241,7 @@ impl Nudge {
         ctx: &JobContext,
         payload: &Payload,
         now: i64,
-    ) -> Result<Vec<(&config::NudgeRule, String, Value)>, JobError> {
+    ) -> Result<Vec<(&config::NudgeRule, String, (Value, i64))>, JobError> {
         let mut out = Vec::new();
         match payload {
             Payload::Deliver { .. } => {}
@@ -253,7 +255,7 @@ impl Nudge {
                             .unwrap_or_default();
                         if let Some(r) = self.config.rule(name) {
                             let trigger = json!({"type": "event", "event": event});
-                            out.push((r, event.account_id.clone(), trigger));
+                            out.push((r, event.account_id.clone(), (trigger, event.occurred_at_ms)));
                         }
                     }
                 }
@@ -263,7 +265,7 @@ impl Nudge {
                     for r in self.config.rules.iter().filter(|r| r.trigger.sentiment_alert) {
                         let trigger =
                             json!({"type": "sentiment_alert", "alert": alert.rest, "severity": alert.severity});
-                        out.push((r, alert.account_id.clone(), trigger));
+                        out.push((r, alert.account_id.clone(), (trigger, now)));
                     }
                 }
             }
@@ -273,7 +275,7 @@ impl Nudge {
                         let before = now - i64::from(days) * 86_400_000;
                         for account in store::inactive_accounts(&ctx.store, &ctx.tenant_id, before).await? {
                             let trigger = json!({"type": "inactivity", "inactive_days": days});
-                            out.push((r, account, trigger));
+                            out.push((r, account, (trigger, now)));
                         }
                     }
                     if let Some(level) = &r.trigger.churn_level {
@@ -285,7 +287,7 @@ impl Nudge {
                         for (account, risk, p) in store::accounts_at_risk(&ctx.store, &ctx.tenant_id, levels).await? {
                             let trigger =
                                 json!({"type": "churn_level", "score": {"risk_level": risk, "probability": p}});
-                            out.push((r, account, trigger));
+                            out.push((r, account, (trigger, now)));
                         }
                     }
                 }
