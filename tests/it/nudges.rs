@@ -721,3 +721,55 @@ async fn the_webhook_channel_posts_a_signed_nudge_embedded() {
 async fn the_webhook_channel_posts_a_signed_nudge_distributed() {
     the_webhook_channel_posts_a_signed_nudge(Deployment::Distributed).await;
 }
+
+/// A sentiment alert (the real model scoring an upset ticket) reaches the
+/// nudge kind through `follow_up = ["nudge"]` and nudges the account's
+/// executive, with the alert's fields in the message.
+#[tokio::test]
+async fn an_upset_customer_alert_nudges_the_executive() {
+    let rule = r#"
+[[nudges.rules]]
+name = "upset"
+trigger = { sentiment_alert = true }
+audience = { roles = ["executive"] }
+channels = ["in_app"]
+urgent = true
+[nudges.rules.templates.es]
+subject = "Cliente molesto ({{alert.severity}})"
+body = "Urgencia {{alert.urgency}}"
+"#;
+    let app = spawn_app(
+        Deployment::Embedded,
+        &crate::sentiment::sentiment_config_with("follow_up = [\"nudge\"]", rule),
+    )
+    .await;
+    put_person(
+        &app,
+        "acct-es",
+        "boss",
+        json!({"role": "executive", "language": "es", "consent": consent(&["in_app"])}),
+    )
+    .await;
+    let ticket = event(
+        "t1",
+        "ticket.created",
+        "acct-es",
+        json!({"text": crate::sentiment::NEGATIVE_ES}),
+    );
+    let (s, r) = app.post_events(&json!([ticket])).await;
+    assert_eq!(s, 202, "{r}");
+    let history = settled_history(&app, "acct-es", 1).await;
+    let n = &history[0];
+    assert_eq!(
+        (n["status"].as_str(), n["person_id"].as_str()),
+        (Some("sent"), Some("boss")),
+        "{n}"
+    );
+    assert_eq!(n["trigger"]["type"], "sentiment_alert");
+    assert_eq!(n["trigger"]["alert"]["kind"], "client_dissatisfaction");
+    let severity = n["trigger"]["alert"]["severity"].as_str().unwrap();
+    assert!(!severity.is_empty(), "{n}");
+    assert_eq!(n["subject"], format!("Cliente molesto ({severity})"), "{n}");
+    assert!(n["body"].as_str().unwrap().starts_with("Urgencia "), "{n}");
+    assert_ne!(n["body"], "Urgencia ", "the alert's urgency is filled in: {n}");
+}

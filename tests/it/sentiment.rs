@@ -55,7 +55,7 @@ fn sentiment_config(extra: &str) -> String {
 }
 
 /// As [`sentiment_config`], with more `[sentiment]` keys.
-fn sentiment_config_with(keys: &str, extra: &str) -> String {
+pub(crate) fn sentiment_config_with(keys: &str, extra: &str) -> String {
     let (encoder, head) = shipped_model();
     format!(
         "[sentiment]\nenabled = true\nencoder = \"{}\"\nhead = \"{}\"\nbatch_wait = \"20ms\"\n{keys}\n\n\
@@ -116,7 +116,7 @@ pub(crate) fn verify(r: &Received) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
-const NEGATIVE_ES: &str = "Estoy muy molesto: el sistema no funciona desde ayer, estamos bloqueados y nadie responde. ¡Es urgente, esto es inaceptable!";
+pub(crate) const NEGATIVE_ES: &str = "Estoy muy molesto: el sistema no funciona desde ayer, estamos bloqueados y nadie responde. ¡Es urgente, esto es inaceptable!";
 const NEGATIVE_EN: &str =
     "This is terrible. The app is broken again, it is blocking my whole team and support never answers. Awful service.";
 const POSITIVE_ES: &str =

@@ -262,9 +262,13 @@ impl Nudge {
             }
             Payload::Alert(alert) => {
                 if alert.kind == crate::sentiment::ALERT_KIND {
+                    // The whole alert, for `{{alert.*}}`.
+                    let mut full = alert.rest.clone();
+                    full.insert("kind".into(), json!(alert.kind));
+                    full.insert("severity".into(), json!(alert.severity));
+                    full.insert("account_id".into(), json!(alert.account_id));
                     for r in self.config.rules.iter().filter(|r| r.trigger.sentiment_alert) {
-                        let trigger =
-                            json!({"type": "sentiment_alert", "alert": alert.rest, "severity": alert.severity});
+                        let trigger = json!({"type": "sentiment_alert", "alert": full});
                         out.push((r, alert.account_id.clone(), (trigger, now)));
                     }
                 }
