@@ -228,6 +228,8 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
             rt.store.clone(),
             rt.queue.clone(),
             rt.config.scheduler.reconcile_interval,
+            rt.config.jobs.clone(),
+            rt.config.queue.lease,
         );
         tasks.spawn(reconciler.run(shutdown.clone()));
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(rt.config.scheduling()));

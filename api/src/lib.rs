@@ -6,6 +6,7 @@
 //! queues, answer `202` with the job ids.
 
 pub mod auth;
+pub mod body_deadline;
 pub mod error;
 pub mod openapi;
 pub mod rate_limit;
@@ -91,6 +92,7 @@ impl AppState {
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.api.max_body_bytes;
+    let body_timeout = state.config.api.body_read_timeout;
     // Built once: the document states this process's own limits.
     let doc = Arc::new(openapi::document(&state.config.api));
     Router::new()
@@ -115,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/accounts/{id}/churn", get(routes::churn::account_churn))
         .route("/v1/churn", get(routes::churn::churn_overview))
+        .route("/v1/churn:score", post(routes::churn::score))
         .route("/v1/accounts/{id}/sentiment", get(routes::sentiment::account_sentiment))
         .route("/v1/alerts", get(routes::alerts::list_alerts))
         .route("/v1/accounts/{id}/nudges", get(routes::nudges::account_nudges))
@@ -126,6 +129,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            body_deadline::enforce,
+        ))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -135,8 +142,9 @@ pub fn router(state: AppState) -> Router {
 ///
 /// HTTP/1 by hyper directly rather than `axum::serve`, which has no header
 /// read timeout: a client that opens a connection and stalls in its headers
-/// is dropped after `api.header_read_timeout` (the body has its own
-/// deadline, `api.body_read_timeout`, in the handlers that read one).
+/// is dropped after `api.header_read_timeout`, on every route and for every
+/// request of a kept-alive connection (the body has its own deadline,
+/// `api.body_read_timeout`, also on every route: [`body_deadline`]).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;

@@ -27,6 +27,7 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, nudges
         alerts::list_alerts,
         churn::account_churn,
         churn::churn_overview,
+        churn::score,
         sentiment::account_sentiment,
         nudges::feed,
         nudges::mark_read,
@@ -41,6 +42,7 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, nudges
         accounts::AccountInput,
         accounts::PersonInput,
         accounts::AccountBatch,
+        accounts::TimeZone,
         accounts::AccountView,
         accounts::PersonView,
         accounts::ConsentView,
@@ -64,6 +66,10 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, nudges
         churn::AccountChurn,
         churn::RiskGroup,
         churn::ChurnOverview,
+        churn::ChurnScoreRequest,
+        churn::ChurnScoreResponse,
+        churn::RowScore,
+        churn::ScoreFactor,
         sentiment::SentimentScoreView,
         sentiment::SentimentAverage,
         sentiment::AccountSentiment,
@@ -146,6 +152,63 @@ mod tests {
             .collect();
         assert_eq!(arrays.len(), 1, "{}", s["IngestBody"]);
         assert_eq!(arrays[0]["maxItems"], 7);
+        // Query parameters: enums and ranges (issue #12: `min_risk`, a
+        // `limit` beyond int32).
+        let param = |path: &str, name: &str| -> serde_json::Value {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{path} has no `{name}`"))
+        };
+        let min_risk = param("/v1/churn", "min_risk");
+        assert_eq!(min_risk["in"], "query");
+        assert!(min_risk["schema"].to_string().contains("critical"), "{min_risk}");
+        assert_eq!(param("/v1/alerts", "limit")["schema"]["maximum"], 1000);
+        // Profiles: every rule from kairos_core::profile's constants.
+        use kairos_core::profile;
+        let person = &s["PersonInput"]["properties"];
+        assert_eq!(person["email"]["pattern"], profile::EMAIL_PATTERN);
+        assert_eq!(person["email"]["maxLength"], profile::MAX_EMAIL_CHARS);
+        assert_eq!(person["phone"]["pattern"], profile::PHONE_PATTERN);
+        assert_eq!(person["name"]["maxLength"], profile::MAX_TEXT_CHARS);
+        assert_eq!(
+            person["channels"]["items"]["enum"],
+            serde_json::json!(profile::CHANNELS)
+        );
+        assert_eq!(person["role"]["enum"][0], profile::ROLES[0]);
+        assert_eq!(s["PersonInput"]["additionalProperties"], false);
+        assert_eq!(
+            person["consent"]["propertyNames"]["enum"],
+            serde_json::json!(profile::CHANNELS)
+        );
+        assert_eq!(
+            person["consent"]["additionalProperties"]["required"],
+            serde_json::json!(["granted", "given_at"])
+        );
+        let account = &s["AccountInput"]["properties"];
+        assert_eq!(account["renewal_date"]["pattern"], profile::DATE_PATTERN);
+        assert_eq!(account["time_zone"]["$ref"], "#/components/schemas/TimeZone");
+        let zones = s["TimeZone"]["enum"].as_array().unwrap();
+        assert!(
+            zones.len() > 400 && zones.contains(&"Europe/Madrid".into()) && zones.contains(&serde_json::Value::Null)
+        );
+        let batch = &s["AccountBatch"]["properties"]["accounts"];
+        assert_eq!(batch["maxItems"], crate::routes::accounts::MAX_BATCH);
+        assert_eq!(batch["items"]["properties"]["id"]["pattern"], IDENT_PATTERN);
+        let list = &doc["paths"]["/v1/accounts"]["get"]["parameters"];
+        let limit = list.as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["maximum"], kairos_core::store::PAGE_MAX);
+        let person_path = &doc["paths"]["/v1/accounts/{id}/people/{person_id}"]["put"];
+        for p in person_path["parameters"].as_array().unwrap() {
+            assert_eq!(p["in"], "path");
+            assert_eq!(p["schema"]["maxLength"], MAX_IDENT_LEN, "{}", person_path["parameters"]);
+        }
+        for code in ["400", "401", "408", "413", "415", "503"] {
+            assert!(person_path["responses"][code].is_object(), "PUT person lacks {code}");
+        }
         let cents = &s["EventData"]["properties"]["amount_cents"];
         assert_eq!(
             cents["maximum"].as_f64(),

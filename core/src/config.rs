@@ -256,8 +256,8 @@ pub struct ApiConfig {
     /// this long after it opened (or after its previous response) is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A request body not fully received this long after the handler starts
-    /// reading it gets 408 and the connection is closed.
+    /// A request body not fully received this long after the request's
+    /// headers (on any route) gets 408 and the connection is closed.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
 }

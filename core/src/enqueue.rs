@@ -338,6 +338,9 @@ pub async fn requeue(store: &Store, queue: &dyn Queue, filter: &RequeueFilter) -
 
 /// The store's name for the queue epoch a reconciler last saw.
 const EPOCH_META: &str = "queue_epoch";
+/// The store's name for when the queue was last found without its data
+/// (epoch ms), kept while jobs `running` from before then remain.
+const LOST_AT_META: &str = "queue_lost_at";
 /// How long a reconciler's claim to re-queue after a loss lasts: if it dies
 /// half-way, another takes over once the claim expires.
 const RECOVERY_CLAIM: std::time::Duration = std::time::Duration::from_secs(120);
@@ -349,6 +352,10 @@ pub struct Reconciled {
     pub lost: bool,
     /// Jobs pushed again.
     pub requeued: u64,
+    /// Jobs `running` when the queue lost its data, whose worker recorded
+    /// no outcome within their grace (it died): handed back to the
+    /// dispatcher.
+    pub released: u64,
 }
 
 /// One reconciliation of the queue with the store — safe with any number of
@@ -363,18 +370,30 @@ pub struct Reconciled {
 /// remembered epoch (a fresh deployment) the marker is just set. Nothing is
 /// pushed while the marker is there, so jobs genuinely on the queue are
 /// never pushed twice in normal operation.
-pub async fn reconcile(store: &Store, queue: &dyn Queue) -> Result<Reconciled, EnqueueError> {
-    let remembered = store.meta(EPOCH_META).await?;
-    match queue.epoch().await? {
+///
+/// Jobs `running` at the loss lost their lease with it: no pending entry
+/// is left to expire if their worker dies. Their worker may well be alive,
+/// though, and will record the outcome, so they are not pushed at once:
+/// one still `running` `grace(kind)` after its start (the kind's timeout
+/// plus the lease — a live worker has recorded an outcome by then, the
+/// timeout ends every attempt) is handed back to the dispatcher
+/// (`pending`), which queues it on its next round.
+pub async fn reconcile(
+    store: &Store,
+    queue: &dyn Queue,
+    grace: &(dyn Fn(&str) -> std::time::Duration + Sync),
+) -> Result<Reconciled, EnqueueError> {
+    let mut round = match queue.epoch().await? {
         // Another reconciler is re-queueing after a loss.
-        Some(current) if current.starts_with("recovering:") => Ok(Reconciled::default()),
+        Some(current) if current.starts_with("recovering:") => return Ok(Reconciled::default()),
         Some(current) => {
-            if remembered.as_deref() != Some(current.as_str()) {
+            if store.meta(EPOCH_META).await?.as_deref() != Some(current.as_str()) {
                 store.set_meta(EPOCH_META, &current).await?;
             }
-            Ok(Reconciled::default())
+            Reconciled::default()
         }
         None => {
+            let remembered = store.meta(EPOCH_META).await?;
             let epoch = uuid::Uuid::now_v7().to_string();
             let claim = format!("recovering:{epoch}");
             if !queue.claim_epoch(&claim, Some(RECOVERY_CLAIM)).await? {
@@ -383,6 +402,9 @@ pub async fn reconcile(store: &Store, queue: &dyn Queue) -> Result<Reconciled, E
             let lost = remembered.is_some();
             let requeued = if lost {
                 tracing::warn!("the queue lost its data (its epoch marker is gone); re-queueing from the store");
+                // Before the re-push: a reconciler dying half-way leaves
+                // the running jobs' recovery recorded all the same.
+                store.set_meta(LOST_AT_META, &now_ms().to_string()).await?;
                 let filter = RequeueFilter {
                     states: vec![JobState::Queued, JobState::Retrying],
                     kind: None,
@@ -399,7 +421,49 @@ pub async fn reconcile(store: &Store, queue: &dyn Queue) -> Result<Reconciled, E
             if lost {
                 tracing::warn!(count = requeued, "re-queued jobs the queue had lost");
             }
-            Ok(Reconciled { lost, requeued })
+            Reconciled {
+                lost,
+                requeued,
+                released: 0,
+            }
         }
+    };
+    round.released = release_lost_running(store, grace).await?;
+    Ok(round)
+}
+
+/// The running half of [`reconcile`]: jobs `running` since before the last
+/// loss whose grace is over go back to `pending`. Once none is left from
+/// before the loss, the loss is forgotten.
+async fn release_lost_running(
+    store: &Store,
+    grace: &(dyn Fn(&str) -> std::time::Duration + Sync),
+) -> Result<u64, EnqueueError> {
+    let Some(lost_at) = store.meta(LOST_AT_META).await?.and_then(|v| v.parse::<i64>().ok()) else {
+        return Ok(0);
+    };
+    let kinds = store.running_started_before(lost_at).await?;
+    if kinds.is_empty() {
+        store.delete_meta(LOST_AT_META).await?;
+        return Ok(0);
     }
+    let now = now_ms();
+    let mut released = 0;
+    for (kind, oldest) in kinds {
+        let grace_ms = i64::try_from(grace(&kind).as_millis()).unwrap_or(i64::MAX);
+        let cutoff = lost_at.min(now.saturating_sub(grace_ms));
+        if oldest >= cutoff {
+            continue;
+        }
+        let ids = store.release_running_started_before(&kind, cutoff).await?;
+        if !ids.is_empty() {
+            tracing::warn!(
+                kind,
+                count = ids.len(),
+                "jobs running when the queue lost its data recorded no outcome within their timeout; re-queueing them"
+            );
+        }
+        released += ids.len() as u64;
+    }
+    Ok(released)
 }

@@ -18,8 +18,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::event::MAX_IDENT_LEN;
-
 /// Supported languages.
 pub const LANGUAGES: &[&str] = &["es", "en"];
 /// Roles a person can have in an account.
@@ -34,10 +32,49 @@ pub const PERSON_EVENT: &str = "person.updated";
 /// What erased text is replaced with.
 pub const REDACTED: &str = "[erased]";
 
-/// Longest free-text profile field (names, plan, owner), in characters.
-const MAX_TEXT_CHARS: usize = 200;
-/// Largest `attributes` object, serialized.
-const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+// The rules below are each written once and used twice: by the validator
+// here and, through kairos-api, in the OpenAPI document — so the document
+// states exactly what the server refuses. Patterns are plain regular
+// expressions that mean the same to Rust's `regex`, ECMA-262 and Python's
+// `re` (no look-around, no `\p{..}` classes).
+
+/// Longest free-text profile field (names, plan, owner), in characters
+/// (surrounding spaces included; they are trimmed when stored).
+pub const MAX_TEXT_CHARS: usize = 200;
+/// A free-text field: no control character, not only spaces — the rule of
+/// identifiers ([`crate::event::IDENT_PATTERN`]).
+pub const TEXT_PATTERN: &str = crate::event::IDENT_PATTERN;
+/// Largest `attributes` object, serialized as JSON, in bytes.
+pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+/// Longest email address, in characters (RFC 5321's 254).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// A pragmatic email address: a local part of dot-separated runs of
+/// printable characters other than spaces and `@ " ( ) , : ; < > [ \ ]`,
+/// `@`, and a domain of at least two dot-separated labels of 1-63 letters,
+/// digits or `-` (not first or last). Deliverability is the mail system's
+/// business; this catches typos and pasted garbage.
+pub const EMAIL_PATTERN: &str = concat!(
+    r#"^[^\s@."(),:;<>\[\\\]\u0000-\u001f\u007f-\u009f]+(\.[^\s@."(),:;<>\[\\\]\u0000-\u001f\u007f-\u009f]+)*"#,
+    r"@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+);
+/// Longest phone number, in characters.
+pub const MAX_PHONE_CHARS: usize = 32;
+/// A phone number: 6-20 digits, with `+ - ( ) .` and spaces anywhere.
+pub const PHONE_PATTERN: &str = r"^[ +().-]*([0-9][ +().-]*){6,20}$";
+/// A calendar date `YYYY-MM-DD` (also checked to exist, year 0001-9999).
+pub const DATE_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$";
+
+/// Every time zone name accepted (the IANA names chrono-tz knows, exactly
+/// as spelled there).
+pub fn time_zone_names() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
+
+fn matches(pattern: &'static str, cell: &'static std::sync::OnceLock<Option<regex::Regex>>, s: &str) -> bool {
+    cell.get_or_init(|| regex::Regex::new(pattern).ok())
+        .as_ref()
+        .is_some_and(|re| re.is_match(s))
+}
 
 /// A field that failed validation: its path (relative to the object, e.g.
 /// `consent.email.given_at`) and why. Messages never repeat the rejected
@@ -281,56 +318,25 @@ impl PersonPatch {
     }
 }
 
-/// Checks an account or person id: like event ids, 1–128 bytes, not blank,
-/// no control characters.
+/// Checks an account or person id: the rule of event ids
+/// ([`crate::event::check_ident`]: 1-128 characters, not blank, no control
+/// characters).
 pub fn validate_id(field: &str, id: &str) -> Result<(), FieldError> {
-    if id.trim().is_empty() {
-        return Err(FieldError::new(field, "must not be empty"));
-    }
-    if id.len() > MAX_IDENT_LEN {
-        return Err(FieldError::new(field, format!("must be at most {MAX_IDENT_LEN} bytes")));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
-    }
-    Ok(())
+    crate::event::check_ident(id).map_err(|reason| FieldError::new(field, reason))
 }
 
-/// A pragmatic email check: one `@`, a local part of 1–64 printable
-/// non-space characters, a domain of dot-separated labels (letters, digits,
-/// `-`, not starting or ending with `-`) with at least one dot, at most 254
-/// bytes in all. Deliverability is the mail system's business; this catches
-/// typos and pasted garbage.
+/// Whether `s` is an email address by [`EMAIL_PATTERN`] and
+/// [`MAX_EMAIL_CHARS`].
 pub fn valid_email(s: &str) -> bool {
-    if s.len() > 254 {
-        return false;
-    }
-    let Some((local, domain)) = s.rsplit_once('@') else {
-        return false;
-    };
-    let local_ok = !local.is_empty()
-        && local.len() <= 64
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && local.chars().all(|c| {
-            !c.is_whitespace()
-                && !c.is_control()
-                && !matches!(
-                    c,
-                    '@' | '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | '\\' | ']'
-                )
-        });
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-        });
-    local_ok && domain_ok
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    s.chars().count() <= MAX_EMAIL_CHARS && matches(EMAIL_PATTERN, &RE, s)
+}
+
+/// Whether `s` is a phone number by [`PHONE_PATTERN`] and
+/// [`MAX_PHONE_CHARS`].
+pub fn valid_phone(s: &str) -> bool {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    s.chars().count() <= MAX_PHONE_CHARS && matches(PHONE_PATTERN, &RE, s)
 }
 
 /// Whether `tz` is an IANA zone name chrono-tz knows (`Europe/Madrid`, `UTC`).
@@ -372,8 +378,7 @@ fn string(field: &str, v: &Value) -> Result<String, FieldError> {
     let s = v
         .as_str()
         .ok_or_else(|| FieldError::new(field, "must be a string or null"))?;
-    let s = s.trim();
-    if s.is_empty() {
+    if s.trim().is_empty() {
         return Err(FieldError::new(field, "must not be empty (send null to clear it)"));
     }
     if s.chars().count() > MAX_TEXT_CHARS {
@@ -385,7 +390,13 @@ fn string(field: &str, v: &Value) -> Result<String, FieldError> {
     if s.chars().any(char::is_control) {
         return Err(FieldError::new(field, "must not contain control characters"));
     }
-    Ok(s.to_owned())
+    Ok(s.trim().to_owned())
+}
+
+/// Checks a free-text value (a list filter, say) by the rule of profile
+/// text fields ([`MAX_TEXT_CHARS`], [`TEXT_PATTERN`]).
+pub fn validate_text(field: &str, s: &str) -> Result<(), FieldError> {
+    string(field, &Value::String(s.to_owned())).map(|_| ())
 }
 
 fn one_of(field: &str, v: &Value, allowed: &[&str], what: &str) -> Result<String, FieldError> {
@@ -429,8 +440,7 @@ fn time_zone(field: &str, v: &Value) -> Result<String, FieldError> {
 fn email(field: &str, v: &Value) -> Result<String, FieldError> {
     let s = v
         .as_str()
-        .ok_or_else(|| FieldError::new(field, "must be a string or null"))?
-        .trim();
+        .ok_or_else(|| FieldError::new(field, "must be a string or null"))?;
     if valid_email(s) {
         Ok(s.to_owned())
     } else {
@@ -444,12 +454,8 @@ fn email(field: &str, v: &Value) -> Result<String, FieldError> {
 fn phone(field: &str, v: &Value) -> Result<String, FieldError> {
     let s = v
         .as_str()
-        .ok_or_else(|| FieldError::new(field, "must be a string or null"))?
-        .trim();
-    let digits = s.chars().filter(char::is_ascii_digit).count();
-    let ok =
-        (6..=20).contains(&digits) && s.len() <= 32 && s.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
-    if ok {
+        .ok_or_else(|| FieldError::new(field, "must be a string or null"))?;
+    if valid_phone(s) {
         Ok(s.to_owned())
     } else {
         Err(FieldError::new(
@@ -463,9 +469,16 @@ fn date(field: &str, v: &Value) -> Result<String, FieldError> {
     let s = v
         .as_str()
         .ok_or_else(|| FieldError::new(field, "must be a date string YYYY-MM-DD"))?;
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let bad = || FieldError::new(field, format!("`{}` is not a date like 2027-01-31", s.escape_debug()));
+    if !matches(DATE_PATTERN, &RE, s) {
+        return Err(bad());
+    }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|d| chrono::Datelike::year(d) >= 1)
         .map(|d| d.format("%Y-%m-%d").to_string())
-        .map_err(|_| FieldError::new(field, format!("`{}` is not a date like 2027-01-31", s.escape_debug())))
+        .ok_or_else(bad)
 }
 
 fn boolean(field: &str, v: &Value) -> Result<bool, FieldError> {
@@ -855,6 +868,45 @@ mod tests {
         ] {
             assert!(!valid_email(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn phones_dates_and_text_follow_their_stated_rules() {
+        for ok in ["+57 300 123 4567", "(555) 010-9999", "123456", " 300.123.456 "] {
+            assert!(valid_phone(ok), "{ok:?}");
+        }
+        for bad in [
+            "12345",
+            "call me",
+            "+1 555 0100 ext 5",
+            &"1".repeat(21),
+            &format!("{}123456", " ".repeat(30)),
+        ] {
+            assert!(!valid_phone(bad), "{bad:?}");
+        }
+        let date = |s: &str| parse_account(&obj(json!({ "renewal_date": s }))).map(|p| p.renewal_date);
+        assert_eq!(date("2027-03-31").unwrap(), Some(Some("2027-03-31".into())));
+        for bad in [
+            "2027-3-31",
+            "2027-02-30",
+            "0000-01-01",
+            "+2027-03-31",
+            "2027-03-31T00:00:00Z",
+        ] {
+            assert_eq!(date(bad).unwrap_err().field, "renewal_date", "{bad}");
+        }
+        // Length counts what was sent (the schema's maxLength), spaces too.
+        let name = |s: String| parse_person(&obj(json!({ "name": s }))).map(|p| p.name);
+        assert_eq!(
+            name(format!(" {} ", "a".repeat(198))).unwrap(),
+            Some(Some("a".repeat(198)))
+        );
+        assert!(name(format!(" {} ", "a".repeat(199))).is_err());
+        // No trimming of addresses: what is stored is what the schema allows.
+        assert!(!valid_email(" a@b.co") && !valid_email("a@b.co "));
+        assert!(valid_email(&format!("{}@b.co", "a".repeat(MAX_EMAIL_CHARS - 5))));
+        assert!(!valid_email(&format!("{}@b.co", "a".repeat(MAX_EMAIL_CHARS - 4))));
+        assert!(time_zone_names().any(|z| z == "America/Bogota"));
     }
 
     #[test]

@@ -53,7 +53,7 @@ for i = 1, #KEYS do
   local cap = tonumber(ARGV[i * 3 - 1])
   local rate = tonumber(ARGV[i * 3])
   local amount = tonumber(ARGV[i * 3 + 1])
-  local tokens = math.max(levels[i] - amount, -cap)
+  local tokens = math.min(cap, math.max(levels[i] - amount, -cap))
   redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'ts', tostring(now))
   redis.call('PEXPIRE', KEYS[i], math.ceil(2 * cap / rate) + 1000)
 end
@@ -195,7 +195,8 @@ impl TokenBuckets {
 
     /// Takes unconditionally (a correction after the fact, e.g. tokens
     /// actually used beyond an estimate); a bucket may go into debt down to
-    /// `-capacity`. A negative amount gives tokens back (up to capacity).
+    /// `-capacity`. A negative amount gives tokens back (never beyond
+    /// `capacity`).
     pub async fn charge(&self, takes: &[Take]) -> Result<(), BucketError> {
         self.apply(takes, true).await.map(|_| ())
     }
@@ -250,7 +251,7 @@ fn take_local(takes: &[Take], force: bool) -> Granted {
         buckets.insert(
             t.bucket.clone(),
             LocalBucket {
-                tokens: (level - t.amount).max(-t.limit.capacity),
+                tokens: (level - t.amount).clamp(-t.limit.capacity, t.limit.capacity),
                 last: now,
             },
         );
@@ -270,28 +271,67 @@ mod tests {
         }
     }
 
+    /// Both backends: this process's, and Redis (KAIROS_TEST_REDIS or the
+    /// local one) under a fresh prefix.
+    async fn backends() -> Vec<TokenBuckets> {
+        let url = std::env::var("KAIROS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("kt-bucket-{}", uuid::Uuid::new_v4().simple());
+        let redis = TokenBuckets::redis(&url, &prefix, Duration::from_secs(5))
+            .await
+            .expect("redis reachable");
+        assert!(redis.is_shared());
+        vec![TokenBuckets::local(), redis]
+    }
+
     #[tokio::test]
-    async fn local_buckets_grant_the_burst_then_the_rate_and_are_all_or_nothing() {
-        let b = TokenBuckets::local();
-        let name = format!("t-{}", uuid::Uuid::new_v4());
-        for _ in 0..3 {
-            assert_eq!(b.try_take(&[take(&name, 3.0, 1.0, 1.0)]).await.unwrap(), Granted::Yes);
+    async fn buckets_grant_the_burst_then_the_rate_and_are_all_or_nothing() {
+        for b in backends().await {
+            let name = format!("t-{}", uuid::Uuid::new_v4());
+            for _ in 0..3 {
+                assert_eq!(
+                    b.try_take(&[take(&name, 3.0, 1.0, 1.0)]).await.unwrap(),
+                    Granted::Yes,
+                    "{b:?}"
+                );
+            }
+            match b.try_take(&[take(&name, 3.0, 1.0, 1.0)]).await.unwrap() {
+                Granted::Wait(d) => assert!(
+                    d > Duration::from_millis(500) && d <= Duration::from_secs(1),
+                    "{b:?} {d:?}"
+                ),
+                Granted::Yes => panic!("{b:?}: a fourth take within the burst of 3"),
+            }
+            // A second bucket with room does not take when the first refuses.
+            let other = format!("o-{}", uuid::Uuid::new_v4());
+            let both = [take(&other, 5.0, 1.0, 1.0), take(&name, 3.0, 1.0, 1.0)];
+            assert!(matches!(b.try_take(&both).await.unwrap(), Granted::Wait(_)), "{b:?}");
+            for _ in 0..5 {
+                assert_eq!(
+                    b.try_take(&[take(&other, 5.0, 1.0, 1.0)]).await.unwrap(),
+                    Granted::Yes,
+                    "{b:?}"
+                );
+            }
+            assert!(matches!(
+                b.try_take(&[take(&other, 5.0, 1.0, 1.0)]).await.unwrap(),
+                Granted::Wait(_)
+            ));
         }
-        match b.try_take(&[take(&name, 3.0, 1.0, 1.0)]).await.unwrap() {
-            Granted::Wait(d) => assert!(d > Duration::from_millis(500) && d <= Duration::from_secs(1), "{d:?}"),
-            Granted::Yes => panic!("a fourth take within the burst of 3"),
-        }
-        // A second bucket with room does not take when the first refuses.
-        let other = format!("o-{}", uuid::Uuid::new_v4());
-        let both = [take(&other, 5.0, 1.0, 1.0), take(&name, 3.0, 1.0, 1.0)];
-        assert!(matches!(b.try_take(&both).await.unwrap(), Granted::Wait(_)));
-        for _ in 0..5 {
-            assert_eq!(b.try_take(&[take(&other, 5.0, 1.0, 1.0)]).await.unwrap(), Granted::Yes);
-        }
-        // Another handle in the same process sees the same buckets.
+    }
+
+    #[tokio::test]
+    async fn local_handles_share_the_process_buckets() {
+        let name = format!("s-{}", uuid::Uuid::new_v4());
+        assert_eq!(
+            TokenBuckets::local()
+                .try_take(&[take(&name, 1.0, 0.1, 1.0)])
+                .await
+                .unwrap(),
+            Granted::Yes
+        );
         assert!(matches!(
             TokenBuckets::local()
-                .try_take(&[take(&other, 5.0, 1.0, 1.0)])
+                .try_take(&[take(&name, 1.0, 0.1, 1.0)])
                 .await
                 .unwrap(),
             Granted::Wait(_)
@@ -300,16 +340,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_take_larger_than_the_bucket_passes_when_full_and_leaves_debt() {
-        let b = TokenBuckets::local();
-        let name = format!("big-{}", uuid::Uuid::new_v4());
-        assert_eq!(
-            b.try_take(&[take(&name, 10.0, 10.0, 25.0)]).await.unwrap(),
-            Granted::Yes
-        );
-        match b.try_take(&[take(&name, 10.0, 10.0, 1.0)]).await.unwrap() {
-            // In debt by 10 (clamped at -capacity): 1.1 s at 10 per second.
-            Granted::Wait(d) => assert!(d > Duration::from_millis(900), "{d:?}"),
-            Granted::Yes => panic!("granted while in debt"),
+        for b in backends().await {
+            let name = format!("big-{}", uuid::Uuid::new_v4());
+            assert_eq!(
+                b.try_take(&[take(&name, 10.0, 10.0, 25.0)]).await.unwrap(),
+                Granted::Yes
+            );
+            match b.try_take(&[take(&name, 10.0, 10.0, 1.0)]).await.unwrap() {
+                // In debt by 10 (clamped at -capacity): 1.1 s at 10 per second.
+                Granted::Wait(d) => assert!(d > Duration::from_millis(900), "{b:?} {d:?}"),
+                Granted::Yes => panic!("{b:?}: granted while in debt"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn charges_take_unconditionally_and_refunds_stop_at_capacity() {
+        for b in backends().await {
+            let name = format!("c-{}", uuid::Uuid::new_v4());
+            let t = |amount| take(&name, 4.0, 0.01, amount);
+            b.charge(&[t(3.0)]).await.unwrap();
+            b.charge(&[t(3.0)]).await.unwrap(); // -2: in debt
+            assert!(
+                matches!(b.try_take(&[t(1.0)]).await.unwrap(), Granted::Wait(_)),
+                "{b:?}"
+            );
+            b.charge(&[t(-100.0)]).await.unwrap(); // refunded, but only up to 4
+            for _ in 0..4 {
+                assert_eq!(b.try_take(&[t(1.0)]).await.unwrap(), Granted::Yes, "{b:?}");
+            }
+            assert!(
+                matches!(b.try_take(&[t(1.0)]).await.unwrap(), Granted::Wait(_)),
+                "{b:?}"
+            );
         }
     }
 }

@@ -22,7 +22,7 @@ use kairos_core::config::KeyError;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
@@ -74,6 +74,10 @@ pub struct SmtpConfig {
     /// Limit on each SMTP command's answer.
     #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// PEM file of CA certificates trusted besides the system's (a relay
+    /// with a private CA). Certificates are always verified.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_smtp_timeout() -> Duration {
@@ -299,8 +303,16 @@ impl Mailer {
         };
         let user = secret("username_env", &config.username_env)?;
         let password = secret("password_env", &config.password_env)?;
-        let tls_params =
-            || TlsParameters::new_rustls(config.host.clone()).map_err(|e| MailSetupError::Tls(e.to_string()));
+        let tls_params = || -> Result<TlsParameters, MailSetupError> {
+            let mut b = TlsParameters::builder(config.host.clone());
+            if let Some(path) = &config.ca_file {
+                let bad =
+                    |e: &dyn std::fmt::Display| MailSetupError::Tls(format!("smtp.ca_file {}: {e}", path.display()));
+                let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+                b = b.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| bad(&e))?);
+            }
+            b.build_rustls().map_err(|e| MailSetupError::Tls(e.to_string()))
+        };
         let tls = match config.tls {
             TlsMode::None => Tls::None,
             TlsMode::Starttls => Tls::Required(tls_params()?),

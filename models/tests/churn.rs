@@ -180,7 +180,12 @@ fn scoring_csv_non_number_in_numeric_column_names_line_and_column() {
 #[test]
 fn imputation_is_learned_from_training_rows_stored_and_applied() {
     let data = small();
-    let outcome = churn::train(&data, &small_config()).unwrap();
+    // Without the refit on every row, the shipped preprocessing is the evaluated one: training rows only.
+    let config = TrainConfig {
+        refit_on_all: false,
+        ..small_config()
+    };
+    let outcome = churn::train(&data, &config).unwrap();
     let model = &outcome.model;
     let spec = model
         .schema()
@@ -523,6 +528,117 @@ fn progress_events_arrive_in_order() {
 }
 
 #[test]
+fn the_shipped_model_is_refitted_on_every_row_and_keeps_its_held_out_metrics() {
+    let data = small();
+    let refit = churn::train(&data, &small_config()).unwrap();
+    let held = churn::train(
+        &data,
+        &TrainConfig {
+            refit_on_all: false,
+            ..small_config()
+        },
+    )
+    .unwrap();
+    // Same split, same evaluation…
+    assert_eq!(refit.split, held.split);
+    assert_eq!(refit.test_probabilities, held.test_probabilities);
+    assert_eq!(refit.model.metrics(), held.model.metrics());
+    // …but the shipped model saw the held-out rows too.
+    assert_eq!(refit.model.training().final_fit_rows, data.len());
+    assert_eq!(held.model.training().final_fit_rows, held.split.train.len());
+    assert_ne!(refit.model.coefficients(), held.model.coefficients());
+    // The refit's preprocessing is learned on every row (a level seen only in held-out rows appears).
+    let all_rows: Vec<usize> = (0..data.len()).collect();
+    assert_eq!(
+        refit.model.schema(),
+        &churn::FeatureSchema::fit(data.features(), &all_rows).unwrap()
+    );
+}
+
+#[test]
+fn a_strength_at_the_edge_of_the_grid_is_flagged() {
+    let mut events = Vec::new();
+    // Two strengths: whichever wins is at an edge.
+    let config = TrainConfig {
+        cv_folds: 2,
+        alphas: vec![0.5, 5.0],
+        ..small_config()
+    };
+    let model = churn::train_with_progress(&small(), &config, &mut |e| events.push(e.clone()))
+        .unwrap()
+        .model;
+    assert!(model.training().alpha_at_edge);
+    assert!(model.training().warnings.iter().any(|w| w.contains("edge")));
+    assert!(events.iter().any(|e| matches!(e, TrainEvent::AlphaAtEdge { .. })));
+    // Without a search nothing is claimed about the grid.
+    let model = churn::train(&small(), &small_config()).unwrap().model;
+    assert!(!model.training().alpha_at_edge);
+    assert!(model.training().warnings.is_empty());
+}
+
+#[test]
+fn the_auc_interval_brackets_the_estimate_and_is_reproducible() {
+    let scores = [0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.9, 0.55, 0.3, 0.65, 0.05, 0.45];
+    let labels = [
+        false, false, true, true, true, false, true, false, false, true, false, true,
+    ];
+    let auc = churn::roc_auc(&scores, &labels).unwrap();
+    let a = churn::auc_bootstrap_interval(&scores, &labels, 2000, 7).unwrap();
+    assert!(a.lower <= auc && auc <= a.upper, "{a:?} vs {auc}");
+    assert!(a.upper - a.lower > 0.1, "12 rows cannot give a narrow interval: {a:?}");
+    assert_eq!(Some(a), churn::auc_bootstrap_interval(&scores, &labels, 2000, 7));
+    // Perfect separation: every resample has AUC 1.
+    let perfect = churn::auc_bootstrap_interval(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true], 500, 1).unwrap();
+    assert_eq!((perfect.lower, perfect.upper), (1.0, 1.0));
+    // One class only: no interval.
+    assert_eq!(churn::auc_bootstrap_interval(&[0.1, 0.2], &[true, true], 500, 1), None);
+    // Training records it on the model.
+    let m = churn::train(&small(), &small_config()).unwrap().model;
+    assert!(m.metrics().auc_interval.is_some());
+}
+
+#[test]
+fn a_separate_test_set_is_appended_and_held_out() {
+    let train = small();
+    // `tier` is text in the training file (`high`) and only numbers here: read like the training file.
+    let options = CsvOptions::new("churned").like(&train);
+    let test = Dataset::from_csv_reader(
+        "account,plan,seats,monthly_fee,region,tier,churned,extra\nB1,basic,3,10.5,north,1,yes,x\nB2,pro,30,,south,2,no,x\nB3,gold,12,99,north,3,no,z\nB4,gold,12,99,south,3,no,z\n"
+            .as_bytes(),
+        "holdout",
+        &options,
+    )
+    .unwrap();
+    let n = train.len();
+    let (data, split) = train.with_test_set(test, 5).unwrap();
+    assert_eq!(data.len(), n + 4);
+    assert_eq!(split.train, (0..n).collect::<Vec<_>>());
+    assert_eq!(split.test, vec![n, n + 1, n + 2, n + 3]);
+    assert_eq!(&data.labels()[n..], &[true, false, false, false]);
+    // A column that changes kind between the files is refused by name.
+    let bad = Dataset::from_csv_reader(
+        "account,plan,seats,monthly_fee,region,tier,churned\nB1,basic,many,10.5,north,1,yes\nB2,basic,3,1,north,2,no\nB3,pro,3,1,south,2,no\n"
+            .as_bytes(),
+        "bad",
+        &options,
+    )
+    .unwrap();
+    let err = small().with_test_set(bad, 5).unwrap_err().to_string();
+    assert!(err.contains("seats"), "{err}");
+    // A missing column too.
+    let missing = Dataset::from_csv_reader(
+        "plan,churned\nbasic,yes\nbasic,no\npro,no\n".as_bytes(),
+        "m",
+        &CsvOptions::new("churned"),
+    )
+    .unwrap();
+    assert!(matches!(
+        small().with_test_set(missing, 5),
+        Err(ChurnError::MissingColumn { .. })
+    ));
+}
+
+#[test]
 fn bad_training_configs_are_refused() {
     let data = small();
     for config in [
@@ -697,13 +813,21 @@ fn telco_reaches_auc_0_84() {
     );
     let data = Dataset::from_csv_path(&path, &CsvOptions::new("Churn")).unwrap();
     assert_eq!((data.len(), data.positives()), (7043, 1869));
-    let config = TrainConfig {
-        alphas: vec![0.3, 3.0, 30.0],
-        cv_folds: 3,
-        ..Default::default()
-    };
-    let model = churn::train(&data, &config).unwrap().model;
+    // The default grid (11 strengths, 5 folds), 20 % held out, then the refit on all 7,043 rows.
+    let model = churn::train(&data, &TrainConfig::default()).unwrap().model;
     let m = model.metrics();
+    let ci = m.auc_interval.expect("a bootstrap interval");
+    let t = model.training();
+    println!(
+        "Telco held-out ({} rows): AUC {:.4} (95 % CI {:.4}–{:.4}), accuracy {:.4}, alpha {} (edge: {}), refit on {} rows",
+        m.rows, m.auc, ci.lower, ci.upper, m.accuracy, t.alpha, t.alpha_at_edge, t.final_fit_rows
+    );
     assert!(m.auc >= 0.84, "Telco held-out AUC {}", m.auc);
     assert!(m.accuracy >= 0.78, "accuracy {}", m.accuracy);
+    assert!(
+        ci.lower <= m.auc && m.auc <= ci.upper && ci.upper - ci.lower < 0.06,
+        "{ci:?}"
+    );
+    assert_eq!(t.final_fit_rows, 7043);
+    assert!(!t.alpha_at_edge, "alpha {} at the edge of the default grid", t.alpha);
 }

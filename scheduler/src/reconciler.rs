@@ -7,10 +7,14 @@
 //! Consumer groups that vanished with the data are re-created by the
 //! workers that meet `NOGROUP`. So after the queue returns empty, every
 //! accepted job is back on it within one interval plus the re-push.
+//! Jobs `running` at the loss are left to their worker for the kind's
+//! `timeout` plus the queue `lease`; one still `running` after that (its
+//! worker died) goes back to the dispatcher.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use kairos_core::config::JobPolicies;
 use kairos_core::enqueue::{reconcile, EnqueueError, Reconciled};
 use kairos_core::{Queue, Store};
 use tokio_util::sync::CancellationToken;
@@ -20,17 +24,28 @@ pub struct Reconciler {
     store: Store,
     queue: Arc<dyn Queue>,
     interval: Duration,
+    jobs: JobPolicies,
+    lease: Duration,
 }
 
 impl Reconciler {
-    /// A reconciler over an opened store and queue, running every `interval`.
-    pub fn new(store: Store, queue: Arc<dyn Queue>, interval: Duration) -> Self {
-        Self { store, queue, interval }
+    /// A reconciler over an opened store and queue, running every
+    /// `interval`; `jobs` (each kind's timeout) and the queue's `lease` give
+    /// a job running at a loss its grace.
+    pub fn new(store: Store, queue: Arc<dyn Queue>, interval: Duration, jobs: JobPolicies, lease: Duration) -> Self {
+        Self {
+            store,
+            queue,
+            interval,
+            jobs,
+            lease,
+        }
     }
 
     /// One round.
     pub async fn reconcile_once(&self) -> Result<Reconciled, EnqueueError> {
-        reconcile(&self.store, self.queue.as_ref()).await
+        let grace = |kind: &str| self.jobs.get(kind).timeout + self.lease;
+        reconcile(&self.store, self.queue.as_ref(), &grace).await
     }
 
     /// Runs rounds until `shutdown`. A failed round (the queue is still

@@ -13,6 +13,7 @@ mod migrate;
 mod models;
 mod nudges;
 mod schedules;
+mod score;
 mod serve;
 mod stats;
 mod table;
@@ -94,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         action: models::ModelsCmd,
     },
+    /// Apply a model to new rows (churn: a CSV in, scored CSV out).
+    Score {
+        #[command(subcommand)]
+        action: score::ScoreCmd,
+    },
     /// Check the config file and exit (non-zero with the reason if invalid).
     CheckConfig,
     /// Measure queue throughput and latency per backend; prints a table.
@@ -136,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, args).await,
         Command::Train { action } => train::run(config, action).await,
         Command::Models { action } => models::run(config, action).await,
+        Command::Score { action } => score::run(config, action).await,
         Command::Accounts { action } => accounts::run(config, action).await,
         Command::Audit(args) => audit::run(config, args).await,
         Command::Nudges { action } => nudges::run(config, action).await,

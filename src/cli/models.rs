@@ -1,6 +1,7 @@
 //! `kairos models list | show | activate`: the model registry (churn models
 //! and sentiment heads) and which version scores each tenant.
 
+use anyhow::Context;
 use kairos_core::time::to_rfc3339;
 use kairos_core::Store;
 
@@ -16,10 +17,19 @@ pub enum ModelsCmd {
     /// Every model version (churn with its AUC, sentiment heads with
     /// accuracy per language) and where each is active.
     List,
-    /// One version: metrics, schema, coefficients.
+    /// One version: metrics, training, the full preprocessing and coefficients.
     Show {
         /// Model version.
         version: String,
+    },
+    /// Write a version's artifact (the JSON a model is stored as) to a file
+    /// or standard output, to archive it or score with other tools.
+    Export {
+        /// Model version.
+        version: String,
+        /// Output file; standard output when absent.
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
     },
     /// Make a version the active model of its kind (globally, or for one tenant).
     Activate {
@@ -103,6 +113,7 @@ pub async fn run(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
             println!("created:  {}", to_rfc3339(info.created_at));
             println!("active:   {}", active_text(&info.active_in));
             print_metrics(&model);
+            print_preprocessing(&model);
             println!(
                 "intercept {:.4}; coefficients (per standardised unit):",
                 model.intercept()
@@ -112,6 +123,25 @@ pub async fn run(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
                 table.row([name.clone(), format!("{c:.4}")]);
             }
             print!("{table}");
+        }
+        ModelsCmd::Export { version, out } => {
+            // Exactly the stored artifact, byte for byte: what a worker loads.
+            let info = kairos_jobs::model_registry::find(&store, &version).await?;
+            let bytes = kairos_jobs::model_registry::artifact(&store, &info.kind, &version)
+                .await?
+                .into_bytes();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+                }
+                None => {
+                    use std::io::Write;
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&bytes)?;
+                    stdout.write_all(b"\n")?;
+                }
+            }
         }
         ModelsCmd::Activate { version, tenant } => {
             let tenant = match tenant {
@@ -141,6 +171,57 @@ pub async fn run(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints how each input column becomes model inputs, exactly as scoring
+/// applies it: numeric columns' imputed value, mean and scale, categorical
+/// columns' levels.
+fn print_preprocessing(model: &kairos_models::churn::ChurnModel) {
+    use kairos_models::churn::FeatureEncoding;
+    println!("preprocessing (learned with the shipped fit, applied as is when scoring):");
+    let mut table = Table::new([
+        left("column"),
+        left("kind"),
+        right("missing → "),
+        right("mean"),
+        right("scale (std)"),
+        right("missing in training"),
+        left("levels (one input each; blank or unseen → all 0)"),
+    ])
+    .indent(2);
+    for f in &model.schema().features {
+        match &f.encoding {
+            FeatureEncoding::Numeric {
+                impute,
+                mean,
+                std,
+                missing_in_training,
+            } => table.row([
+                f.name.clone(),
+                "numeric".into(),
+                format!("{impute:.4}"),
+                format!("{mean:.4}"),
+                format!("{std:.4}"),
+                missing_in_training.to_string(),
+                String::new(),
+            ]),
+            FeatureEncoding::Categorical { levels } => table.row([
+                f.name.clone(),
+                "categorical".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                levels.join(", "),
+            ]),
+        }
+    }
+    print!("{table}");
+    let dropped = &model.training().dropped_columns;
+    if !dropped.is_empty() {
+        let names: Vec<String> = dropped.iter().map(|d| format!("{} ({:?})", d.name, d.reason)).collect();
+        println!("  columns not used: {}", names.join(", "));
+    }
 }
 
 async fn is_sentiment(store: &Store, version: &str) -> anyhow::Result<bool> {

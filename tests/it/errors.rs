@@ -356,8 +356,42 @@ async fn slow_clients_are_cut_off() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
+
+    // The same on a route that is not ingest: a profile PUT's body stalls.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/accounts/acct-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"plan\":",
+        app.key
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1) + slack, s.read_to_end(&mut buf)).await;
+    let profile_cut = start.elapsed();
+    assert!(read.is_ok(), "connection still open after {profile_cut:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    let (status, _) = app.get("/v1/accounts/acct-1", Some(&app.key)).await;
+    assert_eq!(status, 404, "a timed-out write wrote nothing");
+
+    // A kept-alive connection: one full request, then the next one's
+    // headers stall — cut off as well, whatever the route.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/alerts HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1) + slack, s.read_to_end(&mut buf)).await;
+    let keepalive_cut = start.elapsed();
+    assert!(read.is_ok(), "kept-alive connection still open after {keepalive_cut:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
     println!(
-        "slow clients (timeouts 1s): stalled headers closed after {header_cut:?}; stalled body got 408 after {body_cut:?}"
+        "slow clients (timeouts 1s): stalled headers closed after {header_cut:?}; stalled body got 408 after {body_cut:?} \
+         (ingest), {profile_cut:?} (profile PUT); kept-alive connection with stalled headers closed after {keepalive_cut:?}"
     );
     assert_eq!(event_count(&app).await, 0);
     app.shutdown().await;

@@ -446,6 +446,12 @@ async fn the_quota_is_shared_by_every_worker_through_redis() {
         assert!(seen <= allowed(2.0, 4.0, w), "{seen} requests within {w} s");
     }
 
+    eprintln!(
+        "redis, two connections: {} requests in {span:.2} s, at most {} in 1 s (limit 4/s, burst 2)",
+        times.len(),
+        max_in_window(&times, 1.0)
+    );
+
     // Control: the same two workers with a quota each (as with per-process
     // limits) overrun it — so the assertions above can fail.
     let control = LlmServer::start().await;
@@ -459,6 +465,11 @@ async fn the_quota_is_shared_by_every_worker_through_redis() {
     let b = Llm::from_config(Some(&config), &own("b")).await.unwrap();
     call_until(vec![a, b], run).await;
     let times = arrival_times(&control).await;
+    eprintln!(
+        "control, a quota per worker: {} requests, at most {} in 1 s",
+        times.len(),
+        max_in_window(&times, 1.0)
+    );
     assert!(
         max_in_window(&times, 1.0) > allowed(2.0, 4.0, 1.0),
         "separate quotas should have exceeded the shared limit: {}",

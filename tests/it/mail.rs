@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kairos_jobs::mail::{Attachment, Email, MailError, Mailer};
+use kairos_jobs::mail::{Attachment, Email, MailError, Mailer, TlsMode};
 use sha2::{Digest, Sha256};
 
 use crate::servers::{closed_port, SmtpServer};
@@ -136,5 +136,35 @@ async fn a_refused_connection_is_transient() {
     match mailer.send(&email("ana@cliente.test")).await {
         Err(MailError::Transient { code: None, .. }) => {}
         other => panic!("expected a transient failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_verify_the_server_certificate() {
+    for mode in [TlsMode::Starttls, TlsMode::Tls] {
+        let server = SmtpServer::start_with(mode).await;
+        // Trusting the server's CA (`ca_file`): sent and read back.
+        let mailer = Mailer::from_config(&server.config("reports@kairos.test")).unwrap();
+        mailer
+            .send(&email("ana@cliente.test"))
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(
+            server.wait_for(1, Duration::from_secs(10)).await[0]["subject"],
+            "Prueba"
+        );
+        // With the system's roots only, the self-signed certificate is refused.
+        let untrusting = Mailer::from_config(&kairos_jobs::mail::SmtpConfig {
+            ca_file: None,
+            ..server.config("reports@kairos.test")
+        })
+        .unwrap();
+        match untrusting.send(&email("ana@cliente.test")).await {
+            Err(MailError::Transient { code: None, reason }) => {
+                assert!(reason.to_lowercase().contains("certificate"), "{mode:?}: {reason}")
+            }
+            other => panic!("{mode:?}: expected a TLS failure, got {other:?}"),
+        }
+        assert_eq!(server.messages().len(), 1);
     }
 }

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod churn;
+mod churn_scoring;
 mod common;
 mod errors;
 mod failures;

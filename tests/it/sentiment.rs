@@ -260,13 +260,24 @@ async fn distributed_upset_customers_in_spanish_and_english_are_alerted_with_sig
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_text_the_job_cannot_score_fails_alone_and_clearly() {
-    let app = spawn_app(Deployment::Embedded, &sentiment_config("")).await;
+async fn an_event_without_text_is_skipped_and_a_text_too_long_fails_alone_and_clearly() {
+    let app = spawn_app(Deployment::Embedded, &sentiment_config_with("max_text_chars = 50", "")).await;
     let (_, body) = app
         .post_events(&json!([
-            event("ok-1", "comment.created", "a1", json!({"text": POSITIVE_EN})),
+            event(
+                "ok-1",
+                "comment.created",
+                "a1",
+                json!({"text": "Todo perfecto, gracias"})
+            ),
             event("no-text", "comment.created", "a2", json!({"rating": 3})),
-            event("ok-2", "comment.created", "a3", json!({"text": NEGATIVE_EN})),
+            event("too-long", "comment.created", "a3", json!({"text": "x".repeat(51)})),
+            event(
+                "ok-2",
+                "comment.created",
+                "a4",
+                json!({"text": "Broken again. Refund now."})
+            ),
         ]))
         .await;
     let ids = job_ids(&body);
@@ -274,7 +285,21 @@ async fn a_text_the_job_cannot_score_fails_alone_and_clearly() {
     let by_event = |e: &str| jobs.iter().find(|j| j.event_id.as_deref() == Some(e)).unwrap();
     assert_eq!(by_event("ok-1").state, kairos_core::store::JobState::Succeeded);
     assert_eq!(by_event("ok-2").state, kairos_core::store::JobState::Succeeded);
-    let bad = by_event("no-text");
+    // No text: succeeded as skipped (no dead letter, no score).
+    let skipped = by_event("no-text");
+    assert_eq!(skipped.state, kairos_core::store::JobState::Succeeded);
+    let result = skipped.result_ref.clone().unwrap_or_default();
+    assert!(
+        result.starts_with("skipped: no text") && result.contains("data.text"),
+        "{result}"
+    );
+    let scored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sentiment_scores")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(scored, 2, "only the two texts are scored");
+    // Too long: a permanent, clear error, without retries, and alone.
+    let bad = by_event("too-long");
     assert_eq!(
         bad.state,
         kairos_core::store::JobState::Dead,
@@ -282,7 +307,7 @@ async fn a_text_the_job_cannot_score_fails_alone_and_clearly() {
     );
     assert_eq!(bad.attempts, 1);
     let err = bad.last_error.clone().unwrap_or_default();
-    assert!(err.contains("no text to score") && err.contains("data.text"), "{err}");
+    assert!(err.contains("51 characters") && err.contains("max_text_chars"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

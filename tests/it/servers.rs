@@ -47,6 +47,70 @@ async fn start_python(python: &Path, script: &str, args: &[&str]) -> (Child, u16
     (child, port)
 }
 
+/// In `dir`: a test CA (`ca.pem`) and a server certificate for 127.0.0.1
+/// it signed (`cert.pem`, `key.pem`). webpki refuses a self-signed CA
+/// certificate used as the server's own, hence two.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-days",
+            "1",
+            "-subj",
+            "/CN=Kairos test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "cert.csr"],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().expect("utf-8 temp path").to_owned()
+}
+
 /// A port nothing listens on (bound, then released).
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -123,12 +187,22 @@ pub struct SmtpServer {
     _child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    /// Where it writes `N.eml` and `N.json`.
+    /// What it speaks.
+    pub tls: TlsMode,
+    /// Its certificate and, under `messages/`, `N.eml` and `N.json`.
     pub dir: tempfile::TempDir,
 }
 
 impl SmtpServer {
+    /// A plain SMTP server.
     pub async fn start() -> SmtpServer {
+        Self::start_with(TlsMode::None).await
+    }
+
+    /// A server speaking `tls` (STARTTLS required, or TLS from the first
+    /// byte) with a fresh certificate for 127.0.0.1 signed by a fresh test
+    /// CA ([`SmtpServer::ca_file`]; both made with the `openssl` command).
+    pub async fn start_with(tls: TlsMode) -> SmtpServer {
         let python = repo_root().join(".cache/test-tools-venv/bin/python");
         assert!(
             python.exists(),
@@ -136,19 +210,42 @@ impl SmtpServer {
             python.display()
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().to_str().expect("utf-8 temp path").to_owned();
-        let (child, port) = start_python(&python, "smtp_server.py", &[&out]).await;
+        let out = dir.path().join("messages");
+        let out = out.to_str().expect("utf-8 temp path").to_owned();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let mut args = vec![out];
+        if tls != TlsMode::None {
+            make_certificates(dir.path());
+            let flag = if tls == TlsMode::Tls { "--tls" } else { "--starttls" };
+            args.extend([flag.to_owned(), path_str(&cert), path_str(&key)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, port) = start_python(&python, "smtp_server.py", &args).await;
         SmtpServer {
             _child: child,
             port,
+            tls,
             dir,
         }
     }
 
-    /// `[smtp]` for this server (no TLS), sending as `from`.
+    /// The CA that signed a TLS server's certificate (for `ca_file`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("messages")
+    }
+
+    /// `[smtp]` for this server, sending as `from` (TLS servers: trusting
+    /// their certificate).
     pub fn config(&self, from: &str) -> SmtpConfig {
         SmtpConfig {
             from: from.into(),
+            tls: self.tls,
+            ca_file: (self.tls != TlsMode::None).then(|| self.ca_file()),
             ..Self::config_for_port(self.port)
         }
     }
@@ -163,6 +260,7 @@ impl SmtpServer {
             username_env: None,
             password_env: None,
             timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 
@@ -170,7 +268,7 @@ impl SmtpServer {
     pub fn messages(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for n in 1.. {
-            let path = self.dir.path().join(format!("{n}.json"));
+            let path = self.out().join(format!("{n}.json"));
             let Ok(text) = std::fs::read_to_string(&path) else {
                 break;
             };
@@ -181,7 +279,7 @@ impl SmtpServer {
 
     /// The raw bytes of message `n` (from 1).
     pub fn raw(&self, n: usize) -> Vec<u8> {
-        std::fs::read(self.dir.path().join(format!("{n}.eml"))).expect("raw message")
+        std::fs::read(self.out().join(format!("{n}.eml"))).expect("raw message")
     }
 
     /// Waits until at least `n` messages arrived.

@@ -12,16 +12,20 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use kairos_core::event::{IDENT_PATTERN, MAX_IDENT_LEN};
 use kairos_core::profile::{
     self, parse_account, parse_person, resolve_language, resolve_time_zone, validate_id, Account, Person,
 };
 use kairos_core::store::{
-    AccountFilter, EraseRequest, Erasure, PersonFilter, Tenant, Upserted, WriteMode, WriteSource,
+    AccountFilter, EraseRequest, Erasure, PersonFilter, Tenant, Upserted, WriteMode, WriteSource, CURSOR_PATTERN,
+    PAGE_DEFAULT, PAGE_MAX,
 };
 use kairos_core::time::to_rfc3339;
 use kairos_core::StoreError;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{RefOr, Required, Schema};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthTenant;
@@ -31,75 +35,235 @@ use crate::AppState;
 /// Most accounts in one `POST /v1/accounts:batch`.
 pub const MAX_BATCH: usize = 1_000;
 
-/// An account body (PUT: the whole profile; PATCH: the fields to change;
-/// `null` clears a field). This type documents the body; it is parsed by
-/// `kairos_core::profile::parse_account`, which events use too.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct AccountInput {
-    /// Name shown in reports.
-    #[schema(example = "Clínica Norte")]
-    pub display_name: Option<String>,
-    /// `es` or `en`; unset inherits the tenant's, then the config's.
-    #[schema(example = "es")]
-    pub language: Option<String>,
-    /// IANA time zone.
-    #[schema(example = "America/Bogota")]
-    pub time_zone: Option<String>,
-    /// The customer's plan.
-    pub plan: Option<String>,
-    /// Next renewal, `YYYY-MM-DD`.
-    #[schema(example = "2027-03-31")]
-    pub renewal_date: Option<String>,
-    /// Success manager on your side.
-    pub owner: Option<String>,
-    /// Anything else (a JSON object, at most 16 KiB).
-    #[schema(value_type = Option<Object>)]
-    pub attributes: Option<Value>,
-    /// Whether reports are sent for this account (default true).
-    pub reports_enabled: Option<bool>,
+// The request bodies and parameters below are documented by hand, from the
+// very constants `kairos_core::profile` validates with (lengths, patterns,
+// enums, the batch size), so the OpenAPI document states every rule the
+// server enforces and cannot drift from it. The bodies are parsed by
+// `kairos_core::profile::parse_account` / `parse_person` (events use them
+// too), not by serde.
+
+/// A JSON Schema written as JSON, as utoipa's type. Only ever given the
+/// literal schemas of this module, which a test checks survive the trip.
+fn schema(value: Value) -> RefOr<Schema> {
+    match serde_json::from_value::<Schema>(value) {
+        Ok(s) => RefOr::T(s),
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable OpenAPI schema");
+            RefOr::T(Schema::default())
+        }
+    }
 }
 
-/// A person body; see [`AccountInput`]. Parsed by
-/// `kairos_core::profile::parse_person`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct PersonInput {
-    /// Full name.
-    pub name: Option<String>,
-    /// Email address.
-    #[schema(example = "ana@clinicanorte.co")]
-    pub email: Option<String>,
-    /// Phone number.
-    pub phone: Option<String>,
-    /// `executive`, `admin` or `member` (default).
-    #[schema(example = "executive")]
-    pub role: Option<String>,
-    /// `es` or `en`; unset inherits the account's.
-    pub language: Option<String>,
-    /// IANA time zone; unset inherits the account's.
-    pub time_zone: Option<String>,
-    /// Preferred channels, most preferred first: `email`, `webhook`,
-    /// `in_app`, `success_manager`.
-    pub channels: Option<Vec<String>>,
-    /// Per channel: `{"granted": bool, "given_at": RFC 3339}`, or `null` to
-    /// forget it. Channels not listed keep their consent.
-    #[schema(value_type = Option<Object>)]
-    pub consent: Option<Value>,
-    /// Anything else (a JSON object).
-    #[schema(value_type = Option<Object>)]
-    pub attributes: Option<Value>,
+/// `null` added to a list of allowed values.
+fn or_null(values: impl IntoIterator<Item = &'static str>) -> Vec<Value> {
+    values.into_iter().map(Value::from).chain([Value::Null]).collect()
 }
+
+/// An account or person id (the rule of event ids).
+fn ident_schema(description: &str) -> Value {
+    json!({
+        "type": "string", "minLength": 1, "maxLength": MAX_IDENT_LEN, "pattern": IDENT_PATTERN,
+        "description": description,
+    })
+}
+
+/// A free-text field (`null` clears it).
+fn text_schema(description: &str) -> Value {
+    json!({
+        "type": ["string", "null"], "minLength": 1, "maxLength": profile::MAX_TEXT_CHARS,
+        "pattern": profile::TEXT_PATTERN, "description": description,
+    })
+}
+
+fn language_schema(description: &str) -> Value {
+    json!({"type": ["string", "null"], "enum": or_null(profile::LANGUAGES.iter().copied()), "description": description})
+}
+
+fn time_zone_schema(description: &str) -> Value {
+    json!({"$ref": "#/components/schemas/TimeZone", "description": description})
+}
+
+fn attributes_schema() -> Value {
+    json!({
+        "type": ["object", "null"],
+        "description": format!(
+            "Anything else: a JSON object of at most {} bytes as JSON (larger is a 400). Replaces the stored object; \
+             `null` empties it.",
+            profile::MAX_ATTRIBUTES_BYTES
+        ),
+    })
+}
+
+/// The properties of an account body.
+fn account_properties() -> Map<String, Value> {
+    let props = json!({
+        "display_name": text_schema("Name shown in reports."),
+        "language": language_schema("Unset inherits the tenant's, then the config's."),
+        "time_zone": time_zone_schema("Unset inherits the tenant's, then the config's."),
+        "plan": text_schema("The customer's plan."),
+        "renewal_date": {
+            "type": ["string", "null"], "format": "date", "pattern": profile::DATE_PATTERN,
+            "description": "Next renewal, `YYYY-MM-DD`.", "example": "2027-03-31",
+        },
+        "owner": text_schema("Success manager on your side."),
+        "attributes": attributes_schema(),
+        "reports_enabled": {"type": ["boolean", "null"], "description": "Whether reports are sent (`null`: back to the default, true)."},
+    });
+    match props {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// An account body (PUT: the whole profile; PATCH: the fields to change;
+/// `null` clears a field; unknown fields are refused).
+pub struct AccountInput;
+
+impl utoipa::PartialSchema for AccountInput {
+    fn schema() -> RefOr<Schema> {
+        schema(json!({
+            "type": "object",
+            "description": "An account profile. Every field is optional; `null` clears one; unknown fields are refused.",
+            "properties": account_properties(),
+            "additionalProperties": false,
+            "example": {"display_name": "Clínica Norte", "language": "es", "time_zone": "America/Bogota", "plan": "pro"},
+        }))
+    }
+}
+
+impl ToSchema for AccountInput {}
+
+/// A person body; see [`AccountInput`].
+pub struct PersonInput;
+
+impl utoipa::PartialSchema for PersonInput {
+    fn schema() -> RefOr<Schema> {
+        let channel = json!({"type": "string", "enum": profile::CHANNELS});
+        schema(json!({
+            "type": "object",
+            "description": "A person profile. Every field is optional; `null` clears one; unknown fields are refused.",
+            "properties": {
+                "name": text_schema("Full name."),
+                "email": {
+                    "type": ["string", "null"], "maxLength": profile::MAX_EMAIL_CHARS, "pattern": profile::EMAIL_PATTERN,
+                    "description": "Email address.", "example": "ana@clinicanorte.co",
+                },
+                "phone": {
+                    "type": ["string", "null"], "maxLength": profile::MAX_PHONE_CHARS, "pattern": profile::PHONE_PATTERN,
+                    "description": "Phone number: 6-20 digits, with `+ - ( ) .` and spaces.",
+                },
+                "role": {"type": ["string", "null"], "enum": or_null(profile::ROLES.iter().copied()),
+                    "description": "`null`: back to `member`."},
+                "language": language_schema("Unset inherits the account's."),
+                "time_zone": time_zone_schema("Unset inherits the account's."),
+                "channels": {
+                    "type": ["array", "null"], "items": channel, "uniqueItems": true,
+                    "description": "Preferred channels, most preferred first.",
+                },
+                "consent": {
+                    "type": ["object", "null"],
+                    "description": "Per channel: the consent, or `null` to forget it. Channels not listed keep theirs.",
+                    "propertyNames": {"type": "string", "enum": profile::CHANNELS},
+                    "additionalProperties": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "granted": {"type": "boolean", "description": "Contact allowed."},
+                            "given_at": {"type": "string", "format": "date-time", "description": "When given or withdrawn, RFC 3339."},
+                        },
+                        "required": ["granted", "given_at"],
+                        "additionalProperties": false,
+                    },
+                },
+                "attributes": attributes_schema(),
+            },
+            "additionalProperties": false,
+            "example": {"name": "Ana Ruiz", "email": "ana@clinicanorte.co", "role": "executive", "channels": ["email"]},
+        }))
+    }
+}
+
+impl ToSchema for PersonInput {}
 
 /// Bulk upsert: each item is an [`AccountInput`] plus its `id`. Items are
 /// merged into existing profiles (only the fields sent change).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct AccountBatch {
-    /// At most 1,000.
-    #[schema(value_type = Vec<Object>)]
-    pub accounts: Vec<Value>,
+pub struct AccountBatch;
+
+impl utoipa::PartialSchema for AccountBatch {
+    fn schema() -> RefOr<Schema> {
+        let mut item = account_properties();
+        item.insert("id".into(), ident_schema("Account id (as in events)."));
+        schema(json!({
+            "type": "object",
+            "properties": {
+                "accounts": {
+                    "type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                    "items": {"type": "object", "properties": item, "required": ["id"], "additionalProperties": false},
+                    "description": format!("At most {MAX_BATCH} accounts (more is a 413)."),
+                },
+            },
+            "required": ["accounts"],
+            "additionalProperties": false,
+        }))
+    }
 }
+
+impl ToSchema for AccountBatch {}
+
+/// An IANA time zone name, exactly as the tz database spells it (or `null`).
+pub struct TimeZone;
+
+impl utoipa::PartialSchema for TimeZone {
+    fn schema() -> RefOr<Schema> {
+        let names: Vec<Value> = profile::time_zone_names()
+            .map(Value::from)
+            .chain([Value::Null])
+            .collect();
+        schema(json!({"type": ["string", "null"], "enum": names, "example": "Europe/Madrid"}))
+    }
+}
+
+impl ToSchema for TimeZone {}
+
+/// One documented parameter.
+fn param(name: &str, at: ParameterIn, required: bool, description: &str, value: Value) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(at)
+        .required(if required { Required::True } else { Required::False })
+        .description(Some(description))
+        .schema(Some(schema(value)))
+        .build()
+}
+
+fn page_params(out: &mut Vec<Parameter>) {
+    out.push(param(
+        "limit",
+        ParameterIn::Query,
+        false,
+        &format!("Page size (default {PAGE_DEFAULT})."),
+        json!({"type": "integer", "minimum": 1, "maximum": PAGE_MAX}),
+    ));
+    out.push(param(
+        "cursor",
+        ParameterIn::Query,
+        false,
+        "`next_cursor` of the previous page.",
+        json!({"type": "string", "pattern": CURSOR_PATTERN}),
+    ));
+}
+
+/// An account or person id in a path (the rule of event ids).
+pub struct Ident;
+
+impl utoipa::PartialSchema for Ident {
+    fn schema() -> RefOr<Schema> {
+        schema(ident_schema(
+            "An id: 1-128 characters, not blank, no control characters.",
+        ))
+    }
+}
+
+impl ToSchema for Ident {}
 
 /// Language and time zone after the fallbacks (person → account → tenant
 /// → config).
@@ -246,39 +410,83 @@ pub struct ErasureView {
 }
 
 /// Account list filters.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
     /// Only this plan.
     pub plan: Option<String>,
     /// Only accounts with reports on (`true`) or off (`false`).
     pub reports_enabled: Option<bool>,
-    /// Page size, 1-200 (default 50).
+    /// Page size.
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+impl IntoParams for AccountsQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let mut plan = text_schema("Only this plan.");
+        plan["type"] = "string".into();
+        let mut out = vec![
+            param("plan", ParameterIn::Query, false, "Only this plan.", plan),
+            param(
+                "reports_enabled",
+                ParameterIn::Query,
+                false,
+                "Only accounts with reports on (`true`) or off (`false`).",
+                json!({"type": "boolean"}),
+            ),
+        ];
+        page_params(&mut out);
+        out
+    }
 }
 
 /// People list filters.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeopleQuery {
-    /// Only this role (`executive`, `admin`, `member`).
+    /// Only this role.
     pub role: Option<String>,
-    /// Page size, 1-200 (default 50).
+    /// Page size.
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
+impl IntoParams for PeopleQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let mut out = vec![param(
+            "role",
+            ParameterIn::Query,
+            false,
+            "Only this role.",
+            json!({"type": "string", "enum": profile::ROLES}),
+        )];
+        page_params(&mut out);
+        out
+    }
+}
+
 /// Account deletion options.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAccountQuery {
-    /// `true`: erase the account's personal data (profile, people, the
-    /// texts of its events and alerts) and keep a record; otherwise only the
-    /// profile and its people's profiles are deleted.
+    /// `true`: erase the account's personal data.
     pub erase: Option<bool>,
+}
+
+impl IntoParams for DeleteAccountQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![param(
+            "erase",
+            ParameterIn::Query,
+            false,
+            "`true`: erase the account's personal data (profile, people, the texts of its events and alerts) and \
+             keep a record; otherwise only the profile and its people's profiles are deleted.",
+            json!({"type": "boolean"}),
+        )]
+    }
 }
 
 fn resolved(state: &AppState, tenant: &Tenant, person: Option<&Person>, account: Option<&Account>) -> Resolved {
@@ -384,11 +592,11 @@ fn store_err(e: StoreError) -> ApiError {
 }
 
 fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(50);
-    if (1..=200).contains(&limit) {
+    let limit = limit.unwrap_or(PAGE_DEFAULT);
+    if (1..=PAGE_MAX).contains(&limit) {
         Ok(limit)
     } else {
-        Err(ApiError::field("limit", "must be between 1 and 200"))
+        Err(ApiError::field("limit", format!("must be between 1 and {PAGE_MAX}")))
     }
 }
 
@@ -462,14 +670,19 @@ async fn write_person(
     put,
     path = "/v1/accounts/{id}",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id (as in events)")),
     request_body = AccountInput,
+    params(("id" = inline(Ident), Path, description = "Account id (as in events)")),
     responses(
         (status = 200, description = "Replaced", body = AccountView),
         (status = 201, description = "Created", body = AccountView),
-        (status = 400, description = "Invalid field (named in `field`)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid key", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The body did not arrive within `api.body_read_timeout`", body = ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a charset other than UTF-8", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -488,12 +701,19 @@ pub async fn put_account(
     patch,
     path = "/v1/accounts/{id}",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id")),
     request_body = AccountInput,
+    params(("id" = inline(Ident), Path, description = "Account id (as in events)")),
     responses(
         (status = 200, description = "Updated", body = AccountView),
-        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such account profile", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `api.body_read_timeout`", body = ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a charset other than UTF-8", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -512,10 +732,15 @@ pub async fn patch_account(
     get,
     path = "/v1/accounts/{id}",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = inline(Ident), Path, description = "Account id (as in events)")),
     responses(
         (status = 200, description = "The profile", body = AccountView),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such account profile", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -538,11 +763,16 @@ pub async fn get_account(
     delete,
     path = "/v1/accounts/{id}",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id"), DeleteAccountQuery),
+    params(("id" = inline(Ident), Path, description = "Account id (as in events)"), DeleteAccountQuery),
     responses(
         (status = 200, description = "Erased (`erase=true`): the erasure record; repeating the call returns it again", body = ErasureView),
         (status = 204, description = "Profile and its people's profiles deleted"),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "Nothing known about this account", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -596,7 +826,11 @@ async fn erase(
     params(AccountsQuery),
     responses(
         (status = 200, description = "A page", body = AccountPage),
-        (status = 400, description = "Bad filter or cursor", body = ErrorBody),
+        (status = 400, description = "Bad filter or cursor (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -607,6 +841,9 @@ pub async fn list_accounts(
 ) -> Result<Json<AccountPage>, ApiError> {
     let Query(q) = query.map_err(query_err)?;
     check_cursor(&q.cursor)?;
+    if let Some(plan) = &q.plan {
+        profile::validate_text("plan", plan).map_err(field_err)?;
+    }
     let filter = AccountFilter {
         plan: q.plan,
         reports_enabled: q.reports_enabled,
@@ -636,8 +873,14 @@ pub async fn list_accounts(
     request_body = AccountBatch,
     responses(
         (status = 200, description = "All written", body = BatchResponse),
-        (status = 400, description = "An invalid item (`accounts[3].email`); nothing written", body = ErrorBody),
-        (status = 413, description = "More than 1,000 accounts", body = ErrorBody),
+        (status = 400, description = "An invalid item (`accounts[3].plan`); nothing written", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The body did not arrive within `api.body_read_timeout`", body = ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`, or more than 1,000 accounts", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a charset other than UTF-8", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -705,15 +948,22 @@ pub async fn batch_accounts(
     put,
     path = "/v1/accounts/{id}/people/{person_id}",
     tag = "profiles",
-    params(
-        ("id" = String, Path, description = "Account id"),
-        ("person_id" = String, Path, description = "Person id (the `user_id` of their events)")
-    ),
     request_body = PersonInput,
+    params(
+        ("id" = inline(Ident), Path, description = "Account id (as in events)"),
+        ("person_id" = inline(Ident), Path, description = "Person id (the `user_id` of their events)")
+    ),
     responses(
         (status = 200, description = "Replaced", body = PersonView),
         (status = 201, description = "Created", body = PersonView),
-        (status = 400, description = "Invalid field (named in `field`)", body = ErrorBody),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The body did not arrive within `api.body_read_timeout`", body = ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a charset other than UTF-8", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -732,12 +982,22 @@ pub async fn put_person(
     patch,
     path = "/v1/accounts/{id}/people/{person_id}",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id"), ("person_id" = String, Path, description = "Person id")),
     request_body = PersonInput,
+    params(
+        ("id" = inline(Ident), Path, description = "Account id (as in events)"),
+        ("person_id" = inline(Ident), Path, description = "Person id (the `user_id` of their events)")
+    ),
     responses(
         (status = 200, description = "Updated", body = PersonView),
-        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such person", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `api.body_read_timeout`", body = ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a charset other than UTF-8", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -764,10 +1024,18 @@ pub async fn patch_person(
     get,
     path = "/v1/accounts/{id}/people/{person_id}",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id"), ("person_id" = String, Path, description = "Person id")),
+    params(
+        ("id" = inline(Ident), Path, description = "Account id (as in events)"),
+        ("person_id" = inline(Ident), Path, description = "Person id (the `user_id` of their events)")
+    ),
     responses(
         (status = 200, description = "The profile", body = PersonView),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such person", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -793,10 +1061,18 @@ pub async fn get_person(
     delete,
     path = "/v1/accounts/{id}/people/{person_id}",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id"), ("person_id" = String, Path, description = "Person id")),
+    params(
+        ("id" = inline(Ident), Path, description = "Account id (as in events)"),
+        ("person_id" = inline(Ident), Path, description = "Person id (the `user_id` of their events)")
+    ),
     responses(
         (status = 200, description = "Erased: the erasure record; repeating the call returns it again", body = ErasureView),
+        (status = 400, description = "An invalid id, parameter or field (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "Nothing known about this person", body = ErrorBody),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -815,10 +1091,14 @@ pub async fn delete_person(
     get,
     path = "/v1/accounts/{id}/people",
     tag = "profiles",
-    params(("id" = String, Path, description = "Account id"), PeopleQuery),
+    params(("id" = inline(Ident), Path, description = "Account id (as in events)"), PeopleQuery),
     responses(
         (status = 200, description = "A page", body = PersonPage),
-        (status = 400, description = "Bad filter or cursor", body = ErrorBody),
+        (status = 400, description = "An invalid id, filter or cursor (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]

@@ -5,6 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use kairos_core::time::to_rfc3339;
+use kairos_jobs::churn::on_demand::{self, OnDemandError};
 use kairos_jobs::churn::scores::{self, ScoreRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -212,4 +213,175 @@ pub async fn churn_overview(
 fn unavailable(e: kairos_jobs::churn::ChurnStoreError) -> ApiError {
     tracing::error!(error = %e, "churn store error");
     ApiError::Unavailable("store unavailable".into())
+}
+
+/// Most rows scored in one `POST /v1/churn:score`.
+pub const MAX_SCORE_ROWS: usize = 1000;
+/// Most factors explained per row.
+pub const MAX_EXPLAIN: usize = 10;
+/// Factors per row when `explain` is absent.
+const DEFAULT_EXPLAIN: usize = 3;
+
+/// Rows to score with a churn model.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnScoreRequest {
+    /// Model version; default: the model active for the calling tenant.
+    /// A version trained for another tenant is not found.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub model: Option<String>,
+    /// Rows keyed by the model's input column names (`kairos models show`
+    /// lists them). A value is a number, a string (a categorical level, or a
+    /// number written as text) or `null` (missing: the training median, or no
+    /// level). An absent column counts as missing; an unknown one is a 400.
+    #[schema(min_items = 1, max_items = 1000, value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Factors explained per row (0–10, default 3). Read as a number so that
+    /// `5.0`, an integer in JSON Schema's sense, is accepted as 5.
+    #[schema(value_type = Option<u8>, minimum = 0, maximum = 10)]
+    pub explain: Option<f64>,
+}
+
+/// One feature's push towards (positive) or away from churn.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreFactor {
+    /// Input column.
+    pub feature: String,
+    /// The row's value as the model read it (`missing` when absent).
+    pub value: String,
+    /// Contribution to the log-odds of churn.
+    pub contribution: f64,
+}
+
+/// A scored row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowScore {
+    /// Churn probability (0 … 1).
+    pub probability: f64,
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
+    pub risk_level: String,
+    /// Whether the probability is above the model's decision threshold.
+    pub churn: bool,
+    /// The largest contributions, largest first.
+    pub factors: Vec<ScoreFactor>,
+}
+
+/// The scores of `POST /v1/churn:score`, in the order of the rows sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChurnScoreResponse {
+    /// The model version used.
+    pub model_version: String,
+    /// Its decision threshold.
+    pub threshold: f64,
+    /// One per row.
+    pub scores: Vec<RowScore>,
+}
+
+/// Score rows with a churn model (nothing is stored).
+///
+/// The model's stored preprocessing (imputation, scaling, category levels)
+/// is applied exactly as in training, so the answer equals `kairos score
+/// churn` for the same rows.
+#[utoipa::path(
+    post,
+    path = "/v1/churn:score",
+    tag = "churn",
+    request_body = ChurnScoreRequest,
+    responses(
+        (status = 200, description = "One score per row, in order", body = ChurnScoreResponse),
+        (status = 400, description = "Malformed body, unknown column (`rows[2].tenure_mnths`) or a value of the wrong type", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such model for this tenant, or no active model", body = ErrorBody),
+        (status = 413, description = "More than 1,000 rows, or the body is too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json` in UTF-8", body = ErrorBody),
+        (status = 429, description = "Over the tenant's rate", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Store unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn score(
+    State(state): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<ChurnScoreResponse>, ApiError> {
+    super::events::require_json(&headers)?;
+    let body = body.map_err(|e| super::events::body_error(e, state.config.api.max_body_bytes))?;
+    let request: ChurnScoreRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::field("body", e.to_string()),
+        _ => ApiError::MalformedJson(e.to_string()),
+    })?;
+    if request.rows.is_empty() {
+        return Err(ApiError::field("rows", "no rows sent"));
+    }
+    if request.rows.len() > MAX_SCORE_ROWS {
+        return Err(ApiError::TooLarge(format!(
+            "{} rows in one request; at most {MAX_SCORE_ROWS} allowed",
+            request.rows.len()
+        )));
+    }
+    let explain = match request.explain {
+        None => DEFAULT_EXPLAIN,
+        Some(n) if n.fract() == 0.0 && (0.0..=MAX_EXPLAIN as f64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ApiError::field(
+                "explain",
+                format!("{n} is not a whole number from 0 to {MAX_EXPLAIN}"),
+            ))
+        }
+    };
+    // Scoring is cheap, but a row is work: it costs what an event costs.
+    if let Err(wait) = state
+        .limiter
+        .check(&tenant.id, tenant.rate_per_second, request.rows.len())
+    {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: wait.as_secs().max(1),
+        });
+    }
+    if let Some(v) = &request.model {
+        ApiError::check_ident("model", v)?;
+    }
+    let scored = on_demand::score(
+        &state.store,
+        &tenant.id,
+        request.model.as_deref(),
+        &request.rows,
+        explain,
+    )
+    .await
+    .map_err(|e| match e {
+        OnDemandError::NoActiveModel | OnDemandError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        OnDemandError::Field { field, reason } => ApiError::field(field, reason),
+        OnDemandError::Store(e) => unavailable(e),
+    })?;
+    let scores = scored
+        .rows
+        .into_iter()
+        .map(|r| RowScore {
+            probability: r.probability,
+            risk_level: r.risk_level,
+            churn: r.churn,
+            factors: r
+                .factors
+                .into_iter()
+                .map(|f| ScoreFactor {
+                    feature: f.feature,
+                    value: f.value,
+                    contribution: f.contribution,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(ChurnScoreResponse {
+        model_version: scored.model_version,
+        threshold: scored.threshold,
+        scores,
+    }))
 }

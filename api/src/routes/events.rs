@@ -182,12 +182,9 @@ pub async fn ingest(
     request: Request,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     require_json(request.headers())?;
-    // The whole body within one deadline: a client trickling bytes must not
-    // hold a connection (and its buffer) open for ever.
-    let timeout = state.config.api.body_read_timeout;
-    let body = tokio::time::timeout(timeout, Bytes::from_request(request, &state))
+    // Within `api.body_read_timeout` (the router's `body_deadline` layer).
+    let body = Bytes::from_request(request, &state)
         .await
-        .map_err(|_| ApiError::RequestTimeout(format!("request body not received within {timeout:?}")))?
         .map_err(|e| body_error(e, state.config.api.max_body_bytes))?;
     let events = parse_events(&body, state.config.api.max_batch)?;
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();

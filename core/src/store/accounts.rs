@@ -134,7 +134,12 @@ pub struct EraseRequest<'a> {
 /// [`Erasure`] have these keys.
 pub const ERASURE_TABLES: &[&str] = &["people", "accounts", "events", "job_runs", "alerts"];
 
-const PAGE_MAX: u32 = 200;
+/// Largest page of a profile list (`limit`).
+pub const PAGE_MAX: u32 = 200;
+/// Page size of a profile list when `limit` is not given.
+pub const PAGE_DEFAULT: u32 = 50;
+/// What a cursor looks like: hex, two digits a byte (see [`decode_cursor`]).
+pub const CURSOR_PATTERN: &str = "^([0-9A-Fa-f]{2})*$";
 
 const ACCOUNT_COLUMNS: &str = "account_id, display_name, language, time_zone, plan, renewal_date, owner, \
                                attributes, reports_enabled, created_at, updated_at";
@@ -187,12 +192,16 @@ fn encode_cursor(last_id: &str) -> String {
     hex::encode(last_id.as_bytes())
 }
 
-/// The id a cursor stands for; `Err` names the problem for a 400.
+/// The id a cursor stands for; `Err` (a 400) only for what is not hex
+/// ([`CURSOR_PATTERN`]). Any hex is a position in id order — a cursor this
+/// API did not return only moves the page — so bytes that are not UTF-8
+/// are replaced and the position ends at a NUL (no id holds one, and
+/// PostgreSQL text cannot).
 pub fn decode_cursor(cursor: &str) -> Result<String, String> {
-    hex::decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| "not a cursor returned by this API (pass `next_cursor` unchanged)".to_owned())
+    let bytes = hex::decode(cursor)
+        .map_err(|_| "not a cursor returned by this API (pass `next_cursor` unchanged)".to_owned())?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text.split('\0').next().unwrap_or_default().to_owned())
 }
 
 fn page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> &str) -> Page<T> {

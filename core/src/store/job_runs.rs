@@ -527,6 +527,60 @@ impl Store {
         q.fetch_all(&self.pool).await?.iter().map(from_row).collect()
     }
 
+    /// Per kind, the oldest start of the jobs `running` since before
+    /// `before_ms` (the reconciler's view of the jobs whose delivery the
+    /// queue lost).
+    pub async fn running_started_before(&self, before_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, MIN(started_at) AS oldest FROM job_runs WHERE state = 'running' AND started_at < $1 \
+             GROUP BY kind ORDER BY kind",
+        )
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("oldest")?)))
+            .collect()
+    }
+
+    /// Hands the jobs of `kind` still `running` since before
+    /// `started_before_ms` back to the dispatcher (`pending`, pushed on its
+    /// next round) and returns their ids. A conditional UPDATE, so
+    /// concurrent reconcilers release disjoint sets; rows locked in id
+    /// order (see [`Self::mark_queued`]).
+    pub async fn release_running_started_before(
+        &self,
+        kind: &str,
+        started_before_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = match self.engine {
+            super::Engine::Postgres => {
+                "UPDATE job_runs SET state = 'pending' WHERE state = 'running' AND id IN \
+                 (SELECT id FROM job_runs WHERE state = 'running' AND kind = $1 AND started_at < $2 \
+                 ORDER BY id FOR UPDATE) RETURNING id"
+            }
+            super::Engine::Sqlite => {
+                "UPDATE job_runs SET state = 'pending' WHERE state = 'running' AND kind = $1 AND started_at < $2 \
+                 RETURNING id"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(kind)
+            .bind(started_before_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Forgets a remembered fact (`kairos_meta`).
+    pub async fn delete_meta(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM kairos_meta WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A remembered fact (`kairos_meta`), if set.
     pub async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT value FROM kairos_meta WHERE name = $1")

@@ -22,7 +22,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use accounts::{
     decode_cursor, guard_subject, is_erased, AccountFilter, EraseRequest, Erasure, Page, PersonFilter, Upserted,
-    WriteMode, WriteSource, ERASURE_TABLES,
+    WriteMode, WriteSource, CURSOR_PATTERN, ERASURE_TABLES, PAGE_DEFAULT, PAGE_MAX,
 };
 pub use alerts::{raise_alert, Alert, AlertFilter, NewAlert};
 pub use audit::{record_audit_in, AuditEntry, NewAudit};

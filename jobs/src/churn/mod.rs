@@ -15,6 +15,7 @@
 pub mod config;
 pub mod describe;
 pub mod features;
+pub mod on_demand;
 pub mod registry;
 pub mod scores;
 
@@ -82,18 +83,38 @@ impl From<ChurnStoreError> for JobError {
 /// `AccountFeatures` fields), so a CSV-trained model with other columns is
 /// refused with a clear error instead of scoring garbage.
 pub fn check_account_schema(model: &ChurnModel) -> Result<(), String> {
-    for f in &model.schema().features {
-        if !AccountFeatures::FEATURE_NAMES.contains(&f.name.as_str()) {
+    let foreign: Vec<&str> = model
+        .schema()
+        .features
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|name| !AccountFeatures::FEATURE_NAMES.contains(name))
+        .collect();
+    if foreign.is_empty() {
+        // Account features are numbers; a column read as text from a CSV cannot take their values.
+        if let Some(f) = model
+            .schema()
+            .features
+            .iter()
+            .find(|f| !matches!(f.encoding, kairos_models::churn::FeatureEncoding::Numeric { .. }))
+        {
             return Err(format!(
-                "model {} was not trained on the account-feature schema (its feature `{}` is not one of {}); \
-                 train one with `kairos train churn` from the store, or from a CSV with those columns",
+                "model {} cannot score Kairos accounts: its column `{}` was categorical (text) in training, \
+                 but account features are numbers",
                 model.version(),
-                f.name,
-                AccountFeatures::FEATURE_NAMES.join(", ")
+                f.name
             ));
         }
+        return Ok(());
     }
-    Ok(())
+    Err(format!(
+        "model {} cannot score Kairos accounts: its columns {} are not account features \
+         (accounts provide {}); train one with `kairos train churn` from the store, or from a CSV \
+         whose columns are among those",
+        model.version(),
+        foreign.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+        AccountFeatures::FEATURE_NAMES.join(", ")
+    ))
 }
 
 /// The churn scoring job, with its config and model cache.

@@ -365,6 +365,53 @@ mod tests {
         assert_eq!(ungrounded_numbers("Week W49 brought 7, the 2nd best", &f), ["49", "2"]);
     }
 
+    /// `value` (≥ 0) with `decimals` decimals, grouped by thousands, the
+    /// English (`1,234.5`) or Spanish (`1.234,5`) way.
+    fn format(value: f64, decimals: usize, spanish: bool) -> String {
+        let text = format!("{value:.decimals$}");
+        let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+        let (group, point) = if spanish { ('.', ',') } else { (',', '.') };
+        let mut out = String::new();
+        for (i, c) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i) % 3 == 0 {
+                out.push(group);
+            }
+            out.push(c);
+        }
+        if !frac.is_empty() {
+            out.push(point);
+            out.push_str(frac);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_fact_written_either_way_and_rounded_is_grounded(
+            value in 0.0f64..10_000_000.0,
+            decimals in 0usize..3,
+            spanish: bool,
+            percent: bool,
+        ) {
+            let facts = json!({ "metric": { "value": value } });
+            let (shown, suffix) = if percent { (value * 100.0, " %") } else { (value, "") };
+            let facts = if percent { json!({ "metric": { "ratio": value } }) } else { facts };
+            let text = format!("The metric was {}{suffix} this week.", format(shown, decimals, spanish));
+            proptest::prop_assert!(ungrounded_numbers(&text, &facts).is_empty(), "{text} {facts}");
+        }
+
+        #[test]
+        fn a_number_off_by_more_than_its_rounding_is_flagged(
+            value in 1.0f64..1_000_000.0,
+            spanish: bool,
+        ) {
+            let facts = json!({ "value": value });
+            // Two decimals written, the fact moved by 0.02: beyond ±0.005.
+            let text = format!("Total: {}.", format(value + 0.02, 2, spanish));
+            proptest::prop_assert_eq!(ungrounded_numbers(&text, &facts).len(), 1, "{}", text);
+        }
+    }
+
     #[test]
     fn no_break_space_groups_are_one_number() {
         let f = json!({ "total": 1234567 });

@@ -47,6 +47,9 @@ pub const ALERT_KIND: &str = "client_dissatisfaction";
 /// The message of a job that finds no head to use.
 pub const NO_MODEL: &str =
     "no active sentiment model; set sentiment.head in config or train one with `kairos train sentiment --activate`";
+/// The result of a sentiment job whose event has no text: skipped, not failed.
+pub const SKIPPED_NO_TEXT: &str = "skipped: no text";
+
 /// Characters of the text kept in an alert (enough for ops to see the gist).
 const EXCERPT_CHARS: usize = 280;
 
@@ -258,8 +261,9 @@ impl Sentiment {
         Ok((Some(head), version))
     }
 
-    /// The text of an event: the first non-empty configured data field.
-    fn text_of(&self, event: &Event) -> Result<String, String> {
+    /// The text of an event: the first non-empty configured data field;
+    /// `None` when it has none (nothing to score, which is not an error).
+    fn text_of(&self, event: &Event) -> Result<Option<String>, String> {
         for field in &self.config.text_fields {
             if let Some(Value::String(s)) = event.data.get(field) {
                 if !s.trim().is_empty() {
@@ -270,16 +274,11 @@ impl Sentiment {
                             self.config.max_text_chars
                         ));
                     }
-                    return Ok(s.clone());
+                    return Ok(Some(s.clone()));
                 }
             }
         }
-        Err(format!(
-            "event {} ({}) has no text to score: none of data.{} is a non-empty string",
-            event.id,
-            event.event_type,
-            self.config.text_fields.join(", data.")
-        ))
+        Ok(None)
     }
 
     fn has_webhook(&self, tenant: &kairos_core::store::Tenant) -> bool {
@@ -403,9 +402,21 @@ impl Job for Sentiment {
     type Payload = Event;
 
     async fn run(&self, ctx: &JobContext, event: Event) -> Result<JobOutput, JobError> {
-        let text = self
+        let Some(text) = self
             .text_of(&event)
-            .map_err(|e| JobError::Permanent(format!("sentiment: {e}")))?;
+            .map_err(|e| JobError::Permanent(format!("sentiment: {e}")))?
+        else {
+            // A rating without a comment, a ticket closed without a message: nothing to score, and
+            // nothing for ops to fix — a dead letter would bury real failures. The job succeeds
+            // with "skipped" as its result, so the skips are counted (`kairos jobs`, the job API).
+            tracing::debug!(event = %event.id, "sentiment: no text, skipped");
+            return Ok(JobOutput {
+                result_ref: Some(format!(
+                    "{SKIPPED_NO_TEXT}: none of data.{} is a non-empty string",
+                    self.config.text_fields.join(", data.")
+                )),
+            });
+        };
         let (head, version) = self.head(ctx).await?;
         let result = self.batcher.analyze(text.clone(), head).await.map_err(|e| match e {
             InferenceError::Model(m) => JobError::Permanent(format!("sentiment: {m}")),

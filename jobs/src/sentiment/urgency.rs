@@ -12,7 +12,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct UrgencyConfig {
     /// Words and phrases (Spanish and English) that make a text more urgent;
-    /// matched case- and accent-insensitively on word boundaries.
+    /// matched as whole words, case- and accent-insensitively, in any
+    /// inflection (Snowball stems in Spanish and English: "bloqueado" finds
+    /// "bloqueadas", "blocked" finds "blocking").
     pub keywords: Vec<String>,
     /// Points the negative confidence contributes at most (confidence × this).
     pub negative_weight: f64,
@@ -38,6 +40,8 @@ pub fn default_keywords() -> Vec<String> {
     [
         "urgente",
         "urgencia",
+        "emergencia",
+        "crítico",
         "bloqueado",
         "bloqueada",
         "bloqueante",
@@ -51,6 +55,7 @@ pub fn default_keywords() -> Vec<String> {
         "ya mismo",
         "urgent",
         "urgently",
+        "emergency",
         "asap",
         "critical",
         "blocking",
@@ -95,27 +100,92 @@ fn fold(text: &str) -> String {
         .collect()
 }
 
-/// Whether `needle` occurs in `haystack` on word boundaries (so "down" does
-/// not match "download", nor "roto" "protocolo").
-fn contains_word(haystack: &str, needle: &str) -> bool {
-    let is_word = |c: char| c.is_alphanumeric() || c == '\'';
-    haystack.match_indices(needle).any(|(i, _)| {
-        let before = haystack[..i].chars().next_back();
-        let after = haystack[i + needle.len()..].chars().next();
-        !before.is_some_and(is_word) && !after.is_some_and(is_word)
-    })
+/// Words of a folded text: runs of letters, digits and apostrophes (so
+/// "doesn't" stays one word and "down" is never found inside "download").
+fn words(folded: &str) -> Vec<&str> {
+    folded
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// A word's stems under both languages' Snowball stemmers: "bloqueados" and
+/// "bloqueado" share `bloqu`, "blocked" and "blocking" share `block`, so a
+/// keyword matches its plural, gender and tense forms. Customers mix
+/// languages, so a word matches a keyword if either stemmer relates them.
+struct Stems {
+    es: String,
+    en: String,
+}
+
+impl Stems {
+    fn of(word: &str, stemmers: &Stemmers) -> Self {
+        Stems {
+            es: stemmers.es.stem(word).into_owned(),
+            en: stemmers.en.stem(word).into_owned(),
+        }
+    }
+
+    fn matches(&self, other: &Stems) -> bool {
+        self.es == other.es || self.en == other.en
+    }
+}
+
+struct Stemmers {
+    es: rust_stemmers::Stemmer,
+    en: rust_stemmers::Stemmer,
+}
+
+impl Stemmers {
+    fn new() -> Self {
+        Stemmers {
+            es: rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::Spanish),
+            en: rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::English),
+        }
+    }
+}
+
+/// Whether the word sequence `phrase` occurs in `text` (both as stems).
+fn contains_phrase(text: &[Stems], phrase: &[Stems]) -> bool {
+    !phrase.is_empty()
+        && text
+            .windows(phrase.len())
+            .any(|w| w.iter().zip(phrase).all(|(a, b)| a.matches(b)))
 }
 
 /// Scores `text` scored as `result`: `negative_weight × P(negative)` plus
 /// `keyword_points` per keyword found, capped at `keyword_max`; 0–100.
+/// Keywords are matched as whole words, accent- and case-insensitively, in
+/// any inflection; keywords of the same stem ("bloqueado", "bloqueada")
+/// count once, as the first one configured.
 pub fn urgency(text: &str, result: &SentimentResult, config: &UrgencyConfig) -> Urgency {
+    let stemmers = Stemmers::new();
     let folded = fold(text);
-    let keywords: Vec<String> = config
-        .keywords
-        .iter()
-        .filter(|k| contains_word(&folded, &fold(k.trim())))
-        .cloned()
-        .collect();
+    let text_words = words(&folded);
+    let text_stems: Vec<Stems> = text_words.iter().map(|w| Stems::of(w, &stemmers)).collect();
+    // (config index, phrase stems, written exactly as in the text)
+    let mut found: Vec<(usize, Vec<Stems>, bool)> = Vec::new();
+    for (i, k) in config.keywords.iter().enumerate() {
+        let folded_k = fold(k.trim());
+        let k_words = words(&folded_k);
+        let phrase: Vec<Stems> = k_words.iter().map(|w| Stems::of(w, &stemmers)).collect();
+        if contains_phrase(&text_stems, &phrase) {
+            let exact = !k_words.is_empty() && text_words.windows(k_words.len()).any(|w| w == k_words.as_slice());
+            found.push((i, phrase, exact));
+        }
+    }
+    // Keywords of one stem count once: the one written as in the text, else the first configured.
+    found.sort_by_key(|(i, _, exact)| (!exact, *i));
+    let mut accepted: Vec<(usize, Vec<Stems>)> = Vec::new();
+    for (i, phrase, _) in found {
+        let same =
+            |other: &Vec<Stems>| other.len() == phrase.len() && other.iter().zip(&phrase).all(|(a, b)| a.matches(b));
+        if !accepted.iter().any(|(_, p)| same(p)) {
+            accepted.push((i, phrase));
+        }
+    }
+    accepted.sort_by_key(|(i, _)| *i);
+    let keywords: Vec<String> = accepted.into_iter().map(|(i, _)| config.keywords[i].clone()).collect();
     let negative = result
         .probabilities
         .iter()
@@ -159,6 +229,23 @@ mod tests {
         let u = urgency("Checkout is BROKEN, this is blocking us", &result(1.0), &c);
         assert_eq!(u.keywords, vec!["blocking", "broken"]);
         assert_eq!(u.score, 100);
+    }
+
+    #[test]
+    fn keywords_match_their_plural_gender_and_tense_forms() {
+        let c = UrgencyConfig::default();
+        let found = |t: &str| urgency(t, &result(0.9), &c).keywords;
+        assert_eq!(found("Estamos BLOQUEADOS desde ayer"), vec!["bloqueado"]);
+        assert_eq!(found("las cuentas están bloqueadas"), vec!["bloqueado"]);
+        assert_eq!(found("los servidores están caídos"), vec!["caído"]);
+        assert_eq!(found("las integraciones no funcionan"), vec!["no funciona"]);
+        assert_eq!(found("es un problema crítico, críticos todos"), vec!["crítico"]);
+        assert_eq!(found("We are blocked by this"), vec!["blocked"]);
+        assert_eq!(found("it broke again, refunds please"), vec!["broken", "refund"]);
+        assert_eq!(found("Situación de emergencia"), vec!["emergencia"]);
+        // Still whole words only.
+        assert!(found("the protocol download page").is_empty());
+        assert!(found("un protocolo nuevo").is_empty());
     }
 
     #[test]

@@ -319,6 +319,8 @@ pub struct CsvOptions {
     pub labels: LabelMap,
     /// Field delimiter (default `b','`).
     pub delimiter: u8,
+    /// Columns read as categorical whatever their cells look like (see [`CsvOptions::like`]).
+    pub categorical: Vec<String>,
 }
 
 impl CsvOptions {
@@ -330,7 +332,24 @@ impl CsvOptions {
             auto_drop_ids: true,
             labels: LabelMap::default(),
             delimiter: b',',
+            categorical: Vec::new(),
         }
+    }
+
+    /// Options for reading a separate test file of `train`: its categorical columns stay categorical even
+    /// where the test file's cells all look like numbers (a `tier` column with `high` in training and only
+    /// `1`, `2` in the test file), and nothing is auto-dropped as an identifier.
+    pub fn like(&self, train: &Dataset) -> Self {
+        let mut options = self.clone();
+        options.auto_drop_ids = false;
+        options.categorical = train
+            .features
+            .columns
+            .iter()
+            .filter(|c| matches!(c.data, ColumnData::Categorical(_)))
+            .map(|c| c.name.clone())
+            .collect();
+        options
     }
 
     /// Adds an id column to drop.
@@ -376,6 +395,76 @@ impl Dataset {
             label_column: label_column.into(),
             dropped: Vec::new(),
         })
+    }
+
+    /// Appends a separate test set (e.g. a second CSV) after this training set and returns the combined data
+    /// set with the split that keeps them apart: rows `0..self.len()` train, the appended rows are held out.
+    /// Every training column must be in the test set with the same kind (a column that is numeric in one
+    /// file and text in the other is an error naming it); extra test columns are ignored. Row ids are kept
+    /// when both sets have them. `seed` seeds the cross-validation folds.
+    pub fn with_test_set(self, test: Dataset, seed: u64) -> Result<(Dataset, super::split::Split)> {
+        let (n_train, n_test) = (self.len(), test.len());
+        let mut columns = Vec::with_capacity(self.features.columns.len());
+        for column in self.features.columns {
+            let other = test
+                .features
+                .column(&column.name)
+                .ok_or_else(|| ChurnError::MissingColumn {
+                    column: column.name.clone(),
+                })?;
+            let data = match (column.data, &other.data) {
+                (ColumnData::Numeric(mut a), ColumnData::Numeric(b)) => {
+                    a.extend_from_slice(b);
+                    ColumnData::Numeric(a)
+                }
+                (ColumnData::Categorical(mut a), ColumnData::Categorical(b)) => {
+                    a.extend_from_slice(b);
+                    ColumnData::Categorical(a)
+                }
+                (a, b) => {
+                    return Err(ChurnError::SchemaMismatch(format!(
+                        "column `{}` is {} in the training set but {} in the test set",
+                        column.name,
+                        a.kind_name(),
+                        b.kind_name()
+                    )))
+                }
+            };
+            columns.push(Column {
+                name: column.name,
+                data,
+            });
+        }
+        let ids = match (self.features.ids, test.features.ids) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        let name = format!("{}+{}", self.features.name, test.features.name);
+        let mut features = FeatureTable::new(name, columns, ids)?;
+        if let (Some(mut a), Some(b)) = (self.features.lines, test.features.lines) {
+            a.extend(b);
+            features.lines = Some(a);
+        }
+        let mut labels = self.labels;
+        labels.extend(test.labels);
+        let split = super::split::Split {
+            train: (0..n_train).collect(),
+            test: (n_train..n_train + n_test).collect(),
+            seed,
+            test_fraction: n_test as f64 / (n_train + n_test) as f64,
+        };
+        Ok((
+            Dataset {
+                features,
+                labels,
+                label_column: self.label_column,
+                dropped: self.dropped,
+            },
+            split,
+        ))
     }
 
     /// Reads a labelled CSV file, following the rules [above](Dataset). The data set is named after
@@ -437,7 +526,8 @@ impl Dataset {
                 });
                 continue;
             }
-            let numeric = cells.iter().all(|c| c.is_empty() || parse_number(c).is_some());
+            let numeric =
+                !options.categorical.contains(name) && cells.iter().all(|c| c.is_empty() || parse_number(c).is_some());
             if numeric {
                 let values = cells.iter().map(|c| parse_number(c)).collect();
                 columns.push(Column {

@@ -195,6 +195,10 @@ pub struct Metrics {
     pub positives: usize,
     /// ROC AUC.
     pub auc: f64,
+    /// 95 % bootstrap interval of the AUC (percentile method over resamples of these rows; `None` in
+    /// artifacts written before it was computed).
+    #[serde(default)]
+    pub auc_interval: Option<AucInterval>,
     /// Decision threshold the following four use (`p > threshold` = churned).
     pub threshold: f64,
     /// Accuracy at the threshold.
@@ -232,6 +236,7 @@ impl Metrics {
             rows,
             positives: labels.iter().filter(|&&l| l).count(),
             auc: roc_auc(scores, labels)?,
+            auc_interval: None,
             threshold,
             accuracy: confusion.accuracy(),
             precision: confusion.precision(),
@@ -244,4 +249,50 @@ impl Metrics {
             reliability,
         })
     }
+}
+
+/// A bootstrap confidence interval of the ROC AUC.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AucInterval {
+    /// Lower bound (2.5th percentile of the resampled AUCs).
+    pub lower: f64,
+    /// Upper bound (97.5th percentile).
+    pub upper: f64,
+    /// Resamples used (those with both classes present).
+    pub resamples: usize,
+}
+
+/// 95 % percentile-bootstrap interval of the AUC: `resamples` draws of `scores.len()` rows with replacement
+/// (seeded, so the same model and data give the same interval). A draw with only one class has no AUC and is
+/// skipped. `None` when fewer than 100 usable draws remain (a test set too small to say anything).
+pub fn auc_bootstrap_interval(scores: &[f64], labels: &[bool], resamples: usize, seed: u64) -> Option<AucInterval> {
+    if scores.len() != labels.len() || scores.is_empty() {
+        return None;
+    }
+    let mut rng = super::rng::SplitMix64::new(seed ^ 0xB007_57A9);
+    let n = scores.len();
+    let (mut s, mut l) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut aucs = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        s.clear();
+        l.clear();
+        for _ in 0..n {
+            let i = rng.below(n);
+            s.push(scores[i]);
+            l.push(labels[i]);
+        }
+        if let Ok(auc) = roc_auc(&s, &l) {
+            aucs.push(auc);
+        }
+    }
+    if aucs.len() < 100 {
+        return None;
+    }
+    aucs.sort_by(f64::total_cmp);
+    let at = |q: f64| aucs[((aucs.len() - 1) as f64 * q).round() as usize];
+    Some(AucInterval {
+        lower: at(0.025),
+        upper: at(0.975),
+        resamples: aucs.len(),
+    })
 }

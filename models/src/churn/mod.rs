@@ -20,7 +20,10 @@ mod train;
 pub use account::{AccountFeatures, ACCOUNT_FEATURE_COUNT};
 pub use data::{Column, ColumnData, CsvOptions, Dataset, DropReason, DroppedColumn, FeatureTable, LabelMap};
 pub use error::{ChurnError, Result};
-pub use metrics::{brier_score, log_loss, reliability_table, roc_auc, Confusion, Metrics, ReliabilityBin};
+pub use metrics::{
+    auc_bootstrap_interval, brier_score, log_loss, reliability_table, roc_auc, AucInterval, Confusion, Metrics,
+    ReliabilityBin,
+};
 pub use model::{
     AlphaScore, ChurnModel, Explanation, Factor, FieldValue, ModelKind, Record, TrainingSummary, MODEL_FORMAT,
     MODEL_FORMAT_VERSION,

@@ -68,6 +68,17 @@ pub struct TrainingSummary {
     pub dropped_columns: Vec<DroppedColumn>,
     /// Wall-clock seconds of the whole training (search, final fit, evaluation).
     pub training_seconds: f64,
+    /// Rows the shipped coefficients were fitted on: `train_rows` + `test_rows` when the model was refitted
+    /// on every row after its held-out evaluation, `train_rows` otherwise (and in older artifacts, where 0
+    /// is read as `train_rows`).
+    #[serde(default)]
+    pub final_fit_rows: usize,
+    /// The chosen strength was at the edge of the searched grid.
+    #[serde(default)]
+    pub alpha_at_edge: bool,
+    /// What a data scientist should know about this training run.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One input value of a [`Record`]. In JSON: a number, a string, or `null` (missing).

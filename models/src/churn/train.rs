@@ -7,16 +7,17 @@ use linfa::DatasetBase;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 
-use super::data::Dataset;
+use super::data::{Dataset, FeatureTable};
 use super::error::{ChurnError, Result};
-use super::metrics::{roc_auc, Metrics};
+use super::metrics::{auc_bootstrap_interval, roc_auc, Metrics};
 use super::model::{sigmoid, AlphaScore, ChurnModel, TrainingSummary};
 use super::preprocess::FeatureSchema;
 use super::risk::RiskThresholds;
 use super::split::{stratified_folds, Split};
 
 /// Training settings. `Default` is what the Telco benchmark uses: 80/20 split, seed 42, 5-fold search over
-/// seven L2 strengths, threshold 0.5.
+/// eleven L2 strengths (0.01 … 1000, five decades), threshold 0.5, 1,000 bootstrap resamples for the AUC
+/// interval, and the final model refitted on every row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     /// Seed of the split and the folds: same seed, same data → same model.
@@ -37,6 +38,14 @@ pub struct TrainConfig {
     pub gradient_tolerance: f64,
     /// Model version; `None` gives `churn-lr-<UTC timestamp>`.
     pub version: Option<String>,
+    /// After the held-out evaluation, fit the shipped model again on training *and* held-out rows with the
+    /// chosen strength. The stored metrics stay those of the held-out evaluation (a slightly pessimistic
+    /// estimate for the refitted model, which saw 25 % more data); without the refit the held-out rows would
+    /// never reach the model a user runs. Off when the held-out rows are a separate test file that must stay
+    /// unseen (`kairos train churn --test`).
+    pub refit_on_all: bool,
+    /// Bootstrap resamples for the held-out AUC's 95 % interval; 0 skips it.
+    pub bootstrap_resamples: usize,
 }
 
 impl Default for TrainConfig {
@@ -45,12 +54,14 @@ impl Default for TrainConfig {
             seed: 42,
             test_fraction: 0.2,
             cv_folds: 5,
-            alphas: vec![0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
+            alphas: vec![0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
             threshold: 0.5,
             risk_thresholds: RiskThresholds::default(),
             max_iterations: 1000,
             gradient_tolerance: 1e-6,
             version: None,
+            refit_on_all: true,
+            bootstrap_resamples: 1000,
         }
     }
 }
@@ -103,7 +114,13 @@ pub enum TrainEvent {
         /// Its mean AUC over the folds.
         mean_auc: f64,
     },
-    /// The final fit on all training rows is starting.
+    /// The chosen strength is the smallest or largest of the grid: the best value may lie outside it, so
+    /// the search should be widened (`alphas`). Also recorded in the model's training summary.
+    AlphaAtEdge {
+        /// The chosen strength.
+        alpha: f64,
+    },
+    /// The fit on the training rows, evaluated on the held-out rows, is starting.
     FinalFit {
         /// Chosen strength.
         alpha: f64,
@@ -111,6 +128,11 @@ pub enum TrainEvent {
         rows: usize,
         /// Encoded features.
         features: usize,
+    },
+    /// The shipped model is being refitted on every row (training and held-out) with the chosen strength.
+    Refit {
+        /// Rows of the refit.
+        rows: usize,
     },
     /// Training and evaluation are done.
     Done {
@@ -180,19 +202,123 @@ pub fn train_on_split(
     });
     let table = data.features();
 
-    // Regularisation search.
+    let (alpha, alpha_search, search) = search_alpha(table, labels, &split.train, split.seed, config, progress)?;
+
+    let mut warnings = Vec::new();
+    let alpha_at_edge = search && {
+        let lo = config.alphas.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = config.alphas.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        alpha == lo || alpha == hi
+    };
+    if alpha_at_edge {
+        progress(&TrainEvent::AlphaAtEdge { alpha });
+        warnings.push(format!(
+            "the chosen L2 strength {alpha} is at the edge of the searched grid; the best value may lie beyond it \
+             (widen the grid)"
+        ));
+    }
+
+    // Fit on the training rows, evaluation on the held-out rows.
+    let schema = FeatureSchema::fit(table, &split.train)?;
+    let x_train = schema.encode_rows(table, &split.train)?;
+    let y_train: Vec<bool> = split.train.iter().map(|&r| labels[r]).collect();
+    progress(&TrainEvent::FinalFit {
+        alpha,
+        rows: split.train.len(),
+        features: x_train.ncols(),
+    });
+    let (coefficients, intercept) = fit_logistic(&x_train, &y_train, alpha, config)?;
+    let x_test = schema.encode_rows(table, &split.test)?;
+    let y_test: Vec<bool> = split.test.iter().map(|&r| labels[r]).collect();
+    let test_probabilities: Vec<f64> = linear_scores(&x_test, &coefficients, intercept)
+        .into_iter()
+        .map(sigmoid)
+        .collect();
+    let mut metrics = Metrics::compute(&test_probabilities, &y_test, config.threshold)?;
+    if config.bootstrap_resamples > 0 {
+        metrics.auc_interval =
+            auc_bootstrap_interval(&test_probabilities, &y_test, config.bootstrap_resamples, split.seed);
+    }
+
+    // The shipped model: the same strength refitted on every row, so no labelled row is wasted.
+    let (schema, coefficients, intercept, final_fit_rows) = if config.refit_on_all {
+        let mut all: Vec<usize> = split.train.iter().chain(&split.test).copied().collect();
+        all.sort_unstable();
+        progress(&TrainEvent::Refit { rows: all.len() });
+        let schema = FeatureSchema::fit(table, &all)?;
+        let x_all = schema.encode_rows(table, &all)?;
+        let y_all: Vec<bool> = all.iter().map(|&r| labels[r]).collect();
+        let (w, b) = fit_logistic(&x_all, &y_all, alpha, config)?;
+        (schema, w, b, all.len())
+    } else {
+        (schema, coefficients, intercept, split.train.len())
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let auc = metrics.auc;
+
+    let training = TrainingSummary {
+        dataset: table.name().to_string(),
+        rows: n,
+        positives: data.positives(),
+        label_column: data.label_column().to_string(),
+        train_rows: split.train.len(),
+        test_rows: split.test.len(),
+        test_fraction: split.test_fraction,
+        seed: split.seed,
+        alpha,
+        alpha_search,
+        cv_folds: if search { config.cv_folds } else { 0 },
+        dropped_columns: data.dropped().to_vec(),
+        training_seconds: seconds,
+        final_fit_rows,
+        alpha_at_edge,
+        warnings,
+    };
+    let version = config
+        .version
+        .clone()
+        .unwrap_or_else(|| format!("churn-lr-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
+    let model = ChurnModel::from_parts(
+        version,
+        schema,
+        coefficients,
+        intercept,
+        config.threshold,
+        config.risk_thresholds,
+        training,
+        metrics,
+    )?;
+    progress(&TrainEvent::Done { auc, seconds });
+    Ok(TrainOutcome {
+        model,
+        split,
+        test_probabilities,
+    })
+}
+
+/// The regularisation search: `config.cv_folds`-fold stratified cross-validation over `config.alphas` on
+/// `rows`, each fold's schema fitted on its own fitting rows. Returns the chosen strength, every strength's
+/// mean validation AUC, and whether a search ran (otherwise `alphas[0]`).
+fn search_alpha(
+    table: &FeatureTable,
+    labels: &[bool],
+    rows: &[usize],
+    seed: u64,
+    config: &TrainConfig,
+    progress: &mut dyn FnMut(&TrainEvent),
+) -> Result<(f64, Vec<AlphaScore>, bool)> {
     let mut alpha_search = Vec::new();
     let mut alpha = config.alphas[0];
     let search = config.cv_folds >= 2 && config.alphas.len() > 1;
     if search {
         let k = config.cv_folds;
-        let train_pos = split.train.iter().filter(|&&r| labels[r]).count();
-        if train_pos < k || split.train.len() - train_pos < k {
+        let train_pos = rows.iter().filter(|&&r| labels[r]).count();
+        if train_pos < k || rows.len() - train_pos < k {
             return Err(ChurnError::InvalidConfig(format!(
                 "{k}-fold search needs at least {k} rows of each class in the training set"
             )));
         }
-        let folds = stratified_folds(labels, &split.train, k, split.seed);
+        let folds = stratified_folds(labels, rows, k, seed);
         let mut sums = vec![0.0; config.alphas.len()];
         let steps = k * config.alphas.len();
         let mut step = 0;
@@ -201,7 +327,7 @@ pub fn train_on_split(
                 .iter()
                 .enumerate()
                 .filter(|(g, _)| *g != f)
-                .flat_map(|(_, rows)| rows.iter().copied())
+                .flat_map(|(_, fold)| fold.iter().copied())
                 .collect();
             fit_rows.sort_unstable();
             let schema = FeatureSchema::fit(table, &fit_rows)?;
@@ -241,61 +367,7 @@ pub fn train_on_split(
         }
     }
 
-    // Final fit on all training rows, evaluation on the held-out rows.
-    let schema = FeatureSchema::fit(table, &split.train)?;
-    let x_train = schema.encode_rows(table, &split.train)?;
-    let y_train: Vec<bool> = split.train.iter().map(|&r| labels[r]).collect();
-    progress(&TrainEvent::FinalFit {
-        alpha,
-        rows: split.train.len(),
-        features: x_train.ncols(),
-    });
-    let (coefficients, intercept) = fit_logistic(&x_train, &y_train, alpha, config)?;
-    let x_test = schema.encode_rows(table, &split.test)?;
-    let y_test: Vec<bool> = split.test.iter().map(|&r| labels[r]).collect();
-    let test_probabilities: Vec<f64> = linear_scores(&x_test, &coefficients, intercept)
-        .into_iter()
-        .map(sigmoid)
-        .collect();
-    let metrics = Metrics::compute(&test_probabilities, &y_test, config.threshold)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let auc = metrics.auc;
-
-    let training = TrainingSummary {
-        dataset: table.name().to_string(),
-        rows: n,
-        positives: data.positives(),
-        label_column: data.label_column().to_string(),
-        train_rows: split.train.len(),
-        test_rows: split.test.len(),
-        test_fraction: split.test_fraction,
-        seed: split.seed,
-        alpha,
-        alpha_search,
-        cv_folds: if search { config.cv_folds } else { 0 },
-        dropped_columns: data.dropped().to_vec(),
-        training_seconds: seconds,
-    };
-    let version = config
-        .version
-        .clone()
-        .unwrap_or_else(|| format!("churn-lr-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
-    let model = ChurnModel::from_parts(
-        version,
-        schema,
-        coefficients,
-        intercept,
-        config.threshold,
-        config.risk_thresholds,
-        training,
-        metrics,
-    )?;
-    progress(&TrainEvent::Done { auc, seconds });
-    Ok(TrainOutcome {
-        model,
-        split,
-        test_probabilities,
-    })
+    Ok((alpha, alpha_search, search))
 }
 
 /// `x · w + b` per row (log-odds).

@@ -13,7 +13,9 @@ use kairos_core::store::Tenant;
 use kairos_core::time::to_rfc3339;
 use kairos_core::Store;
 use kairos_jobs::churn::{features, registry};
-use kairos_models::churn::{self, ChurnModel, CsvOptions, Dataset, TrainConfig, TrainEvent};
+use kairos_models::churn::{self, ChurnModel, CsvOptions, Dataset, Split, TrainConfig, TrainEvent};
+
+use crate::cli::table::{left, right, Table};
 
 /// Options of `kairos train churn`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +40,11 @@ pub struct TrainChurnArgs {
     /// A CSV id column to drop from the features.
     #[arg(long)]
     pub id_column: Option<String>,
+    /// Evaluate on this labelled CSV (same columns) instead of holding out
+    /// 20 % of `--csv`: the model is fitted on the whole `--csv` and never
+    /// sees the test file.
+    #[arg(long, requires = "csv")]
+    pub test: Option<PathBuf>,
     /// Make the new version active right away.
     #[arg(long)]
     pub activate: bool,
@@ -81,10 +88,21 @@ pub async fn dataset_from_store(
 }
 
 /// Trains with a text progress bar on stderr; returns the model (version set).
-pub fn train_dataset(data: &Dataset, seed: u64, show_progress: bool) -> anyhow::Result<ChurnModel> {
+///
+/// Without `split`, 20 % is held out (stratified) to measure the model and
+/// the shipped model is then refitted on every row; with a `split` (a
+/// separate test file) the model is fitted on the training rows only, so the
+/// test rows stay unseen.
+pub fn train_dataset(
+    data: &Dataset,
+    split: Option<Split>,
+    seed: u64,
+    show_progress: bool,
+) -> anyhow::Result<ChurnModel> {
     let config = TrainConfig {
         seed,
         version: Some(new_version()),
+        refit_on_all: split.is_none(),
         ..TrainConfig::default()
     };
     let mut progress = |e: &TrainEvent| {
@@ -109,21 +127,39 @@ pub fn train_dataset(data: &Dataset, seed: u64, show_progress: bool) -> anyhow::
                 let _ = std::io::stderr().flush();
             }
             TrainEvent::FinalFit { alpha, rows, features } => {
-                eprintln!("final fit: alpha {alpha}, {rows} rows × {features} encoded features")
+                eprintln!("fit for evaluation: alpha {alpha}, {rows} rows × {features} encoded features")
             }
+            TrainEvent::AlphaAtEdge { alpha } => {
+                eprintln!("warning: the chosen L2 strength {alpha} is at the edge of the grid searched")
+            }
+            TrainEvent::Refit { rows } => eprintln!("refit of the shipped model on all {rows} rows"),
             _ => {}
         }
     };
-    let outcome = churn::train_with_progress(data, &config, &mut progress).context("training the churn model")?;
+    let outcome = match split {
+        Some(split) => churn::train_on_split(data, split, &config, &mut progress),
+        None => churn::train_with_progress(data, &config, &mut progress),
+    }
+    .context("training the churn model")?;
     Ok(outcome.model)
 }
 
-/// Prints a model's held-out metrics.
+/// Prints a model's held-out metrics: AUC with its bootstrap interval,
+/// the threshold metrics, and the reliability table.
 pub fn print_metrics(model: &ChurnModel) {
     let m = model.metrics();
     let pct = |v: Option<f64>| v.map(|v| format!("{:.3}", v)).unwrap_or_else(|| "n/a".into());
+    let interval = m
+        .auc_interval
+        .map(|i| {
+            format!(
+                " (95 % CI {:.3}–{:.3}, {} bootstrap resamples)",
+                i.lower, i.upper, i.resamples
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "held-out ({} rows, {} churned): AUC {:.3} · accuracy {:.3} · precision {} · recall {} at threshold {:.2} · Brier {:.3} · ECE {:.3}",
+        "held-out ({} rows, {} churned): AUC {:.3}{interval} · accuracy {:.3} · precision {} · recall {} at threshold {:.2} · Brier {:.3} · ECE {:.3}",
         m.rows,
         m.positives,
         m.auc,
@@ -134,6 +170,37 @@ pub fn print_metrics(model: &ChurnModel) {
         m.brier,
         m.expected_calibration_error
     );
+    let t = model.training();
+    let fitted_on = if t.final_fit_rows == 0 {
+        t.train_rows
+    } else {
+        t.final_fit_rows
+    };
+    println!(
+        "training: {} ({} rows, {} churned) · {} trained, {} held out (seed {}) · L2 strength {} by {}-fold CV · shipped model fitted on {} rows",
+        t.dataset, t.rows, t.positives, t.train_rows, t.test_rows, t.seed, t.alpha, t.cv_folds, fitted_on
+    );
+    for w in &t.warnings {
+        println!("warning: {w}");
+    }
+    println!("reliability (held-out):");
+    let mut table = Table::new([
+        left("predicted"),
+        right("rows"),
+        right("mean predicted"),
+        right("observed"),
+    ])
+    .indent(2);
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    for b in &m.reliability {
+        table.row([
+            format!("{:.1}–{:.1}", b.lower, b.upper),
+            b.count.to_string(),
+            opt(b.mean_predicted),
+            opt(b.observed_rate),
+        ]);
+    }
+    print!("{table}");
 }
 
 /// Trains a model from the store and registers it (activating it if asked).
@@ -161,7 +228,7 @@ pub async fn train_from_store(
             horizon_ms / features::DAY_MS
         );
     }
-    let model = tokio::task::spawn_blocking(move || train_dataset(&data, seed, show_progress)).await??;
+    let model = tokio::task::spawn_blocking(move || train_dataset(&data, None, seed, show_progress)).await??;
     let source = format!(
         "store cutoff={} horizon={}d",
         to_rfc3339(cutoff_ms),
@@ -196,9 +263,25 @@ pub async fn run(config: Config, args: TrainChurnArgs) -> anyhow::Result<()> {
             data.features().columns().len()
         );
         let seed = args.seed;
-        let model = tokio::task::spawn_blocking(move || train_dataset(&data, seed, true)).await??;
+        let (data, split) = match &args.test {
+            Some(test_path) => {
+                let test = Dataset::from_csv_path(test_path, &options.like(&data))
+                    .with_context(|| format!("reading {}", test_path.display()))?;
+                eprintln!("{}: {} test rows", test_path.display(), test.len());
+                let (data, split) = data
+                    .with_test_set(test, seed)
+                    .with_context(|| format!("{} does not match {}", test_path.display(), path.display()))?;
+                (data, Some(split))
+            }
+            None => (data, None),
+        };
+        let model = tokio::task::spawn_blocking(move || train_dataset(&data, split, seed, true)).await??;
         let scope = tenant.as_ref().map(|t| t.id.as_str());
-        registry::register(&store, &model, scope, &format!("csv {}", path.display())).await?;
+        let source = match &args.test {
+            Some(test) => format!("csv {} (test {})", path.display(), test.display()),
+            None => format!("csv {}", path.display()),
+        };
+        registry::register(&store, &model, scope, &source).await?;
         if args.activate {
             registry::activate(&store, model.version(), scope).await?;
         }
@@ -224,7 +307,7 @@ pub async fn run(config: Config, args: TrainChurnArgs) -> anyhow::Result<()> {
     };
     print_metrics(&model);
     if let Err(e) = kairos_jobs::churn::check_account_schema(&model) {
-        println!("note: this model cannot score Kairos accounts: {e}");
+        println!("note: {e}");
     }
     println!(
         "registered model {} ({})",
