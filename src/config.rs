@@ -18,6 +18,7 @@ use kairos_core::schedule::ScheduleConfig;
 use kairos_jobs::churn::ChurnConfig;
 use kairos_jobs::llm::LlmConfig;
 use kairos_jobs::mail::SmtpConfig;
+use kairos_jobs::nudge::NudgesConfig;
 use kairos_jobs::sentiment::SentimentConfig;
 use kairos_jobs::webhook::Webhooks;
 use serde::Deserialize;
@@ -87,6 +88,9 @@ pub struct Config {
     /// its bearer token's variable.
     #[serde(default)]
     pub metrics: kairos_api::metrics::MetricsConfig,
+    /// Proactive nudges: rules, caps, quiet hours, kill switch.
+    #[serde(default)]
+    pub nudges: NudgesConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -139,6 +143,16 @@ impl Config {
         }
         self.dashboard.validate().map_err(at("dashboard"))?;
         self.metrics.validate().map_err(at("metrics"))?;
+        self.nudges.validate().map_err(at("nudges"))?;
+        if let Some(i) = self.nudges.rules.iter().position(|r| r.trigger.sentiment_alert) {
+            let nudge = kairos_jobs::nudge::KIND;
+            if !self.sentiment.follow_up.iter().any(|k| k == nudge) {
+                return Err(self.invalid(
+                    format!("nudges.rules[{i}].trigger.sentiment_alert"),
+                    format!("sentiment alerts reach nudges through `follow_up = [\"{nudge}\"]` under [sentiment]"),
+                ));
+            }
+        }
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
             for (i, rule) in self.rules.iter().enumerate() {
@@ -172,11 +186,18 @@ impl Config {
         self.jobs.get(kind)
     }
 
+    /// `[[rules]]` with the ones nudge event triggers derive (`nudge:RULE`).
+    pub fn all_rules(&self) -> Vec<RuleConfig> {
+        let mut rules = self.rules.clone();
+        rules.extend(self.nudges.event_rules());
+        rules
+    }
+
     /// The API role's part.
     pub fn api(&self) -> kairos_api::Settings {
         kairos_api::Settings {
             api: self.api.clone(),
-            rules: self.rules.clone(),
+            rules: self.all_rules(),
             jobs: self.jobs.clone(),
             scheduling: self.scheduling(),
             profiles: self.profiles.clone(),
@@ -215,6 +236,7 @@ impl Config {
             llm: self.llm.clone(),
             smtp: self.smtp.clone(),
             queue: self.queue.clone(),
+            nudges: self.nudges.clone(),
         }
     }
 }
@@ -271,8 +293,8 @@ mod tests {
         assert!(e.contains("rules[0].run") && e.contains("sentimnt"), "{e}");
         let e = err("[sentiment]\nbatch_max = 0\n");
         assert!(e.contains("sentiment.batch_max"), "{e}");
-        let e = err("[sentiment]\nfollow_up = [\"nudge\"]\n");
-        assert!(e.contains("sentiment.follow_up[0]") && e.contains("nudge"), "{e}");
+        let e = err("[sentiment]\nfollow_up = [\"nudger\"]\n");
+        assert!(e.contains("sentiment.follow_up[0]") && e.contains("nudger"), "{e}");
         let e = err("[webhooks.acme]\nurl = \"ftp://x\"\nsecret_env = \"S\"\n");
         assert!(e.contains("webhooks.acme.url"), "{e}");
         let e = err("[metrics]\nlisten = \"9187\"\n");
@@ -369,6 +391,31 @@ mod tests {
         let bad = vec![("KAIROS__SENTIMENT__BATCH_MAX".to_string(), "0".to_string())];
         let e = Config::from_toml("", "t.toml", &bad).unwrap_err().to_string();
         assert!(e.contains("sentiment.batch_max"), "{e}");
+    }
+
+    #[test]
+    fn nudge_rules_add_their_event_rules_and_name_their_keys() {
+        let rule = "[[nudges.rules]]\nname = \"pay\"\ntrigger = { event = \"payment.failed\" }\n\
+                    channels = [\"in_app\"]\n[nudges.rules.templates.en]\nsubject = \"s\"\nbody = \"b\"\n";
+        let c = parse(rule).unwrap();
+        let rules = c.api().rules;
+        assert_eq!(rules.len(), 2, "the rule's and the outcome events'");
+        assert_eq!(
+            (rules[0].on.as_str(), rules[0].run.as_slice()),
+            ("payment.failed", &["nudge".to_string()][..])
+        );
+        let e = err(&rule.replace("in_app", "fax"));
+        assert!(
+            e.contains("test.toml") && e.contains("nudges.rules[0].channels[0]"),
+            "{e}"
+        );
+        let e = err(&rule.replace("event = \"payment.failed\"", "sentiment_alert = true"));
+        assert!(
+            e.contains("nudges.rules[0].trigger.sentiment_alert") && e.contains("follow_up"),
+            "{e}"
+        );
+        let e = err(&rule.replace("channels", "chanels"));
+        assert!(e.contains("line 4") && e.contains("chanels"), "{e}");
     }
 
     #[test]

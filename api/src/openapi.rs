@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metrics, reports, sentiment};
+use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metrics, nudges, reports, sentiment};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -31,6 +31,10 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metric
         sentiment::account_sentiment,
         reports::list_reports,
         reports::get_report,
+        nudges::feed,
+        nudges::mark_read,
+        nudges::account_nudges,
+        nudges::stats,
         admin::run_schedule,
         health::healthz,
         health::readyz,
@@ -77,6 +81,15 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metric
         reports::ReportPage,
         reports::ReportDetail,
         reports::DeliveryView,
+        nudges::Feed,
+        nudges::FeedItem,
+        nudges::NudgeView,
+        nudges::DeliveryView,
+        nudges::AccountNudges,
+        nudges::GroupStats,
+        nudges::VariantStatsView,
+        nudges::RuleStatsView,
+        nudges::NudgeStats,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

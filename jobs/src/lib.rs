@@ -17,6 +17,7 @@ pub mod churn;
 pub mod llm;
 pub mod mail;
 pub mod model_registry;
+pub mod nudge;
 pub mod probe;
 pub mod profile;
 pub mod report;
@@ -130,6 +131,7 @@ impl<J: Job> DynJob for J {
 pub const KINDS: &[&str] = &[
     activity::Activity::KIND,
     churn::ChurnScore::KIND,
+    nudge::Nudge::KIND,
     probe::Probe::KIND,
     profile::Profile::KIND,
     report::Report::KIND,
@@ -149,7 +151,8 @@ pub struct JobsConfig {
     pub webhooks: webhook::Webhooks,
     /// `[reports]`.
     pub reports: report::ReportsConfig,
-    /// `[profiles]`: the language and zone reports are written and timed in.
+    /// `[profiles]`: the language and time zone reports are written and
+    /// timed in, and nudges fall back to.
     pub profiles: kairos_core::profile::ProfilesConfig,
     /// `[jobs.KIND]` (sentiment records its notification jobs with their attempts).
     pub policies: JobPolicies,
@@ -160,6 +163,8 @@ pub struct JobsConfig {
     /// `[queue]`: the LLM quota is shared through the queue's Redis (or held
     /// in-process when the queue is SQLite).
     pub queue: kairos_core::config::QueueConfig,
+    /// `[nudges]`: the nudge rules and their guards.
+    pub nudges: nudge::NudgesConfig,
 }
 
 /// Why the job kinds could not be built (at process start: a wrong model
@@ -205,6 +210,9 @@ impl Registry {
         }
         if wanted(churn::ChurnScore::KIND) {
             r.register(churn::ChurnScore::new(config.churn.clone()));
+        }
+        if wanted(nudge::Nudge::KIND) {
+            r.register(nudge::Nudge::from_config(config)?);
         }
         if wanted(probe::Probe::KIND) {
             r.register(probe::Probe);

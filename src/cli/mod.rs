@@ -11,6 +11,7 @@ pub mod demo;
 mod jobs;
 mod migrate;
 mod models;
+mod nudges;
 mod queues;
 mod reports;
 mod schedules;
@@ -100,6 +101,11 @@ enum Command {
     },
     /// The audit log of admin-side changes, newest first.
     Audit(audit::AuditArgs),
+    /// Proactive nudges: A/B stats.
+    Nudges {
+        #[command(subcommand)]
+        action: nudges::NudgesCmd,
+    },
     /// The model registry: list, show and activate versions.
     Models {
         #[command(subcommand)]
@@ -164,6 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reports { action } => reports::run(config, action).await,
         Command::Audit(args) => audit::run(config, args).await,
         Command::Users { action } => users::run(config, action).await,
+        Command::Nudges { action } => nudges::run(config, action).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchWorker(args) => bench::worker::run(config, args).await,
         Command::BenchSentiment(args) => bench_sentiment::run(config, args).await,

@@ -17,6 +17,7 @@ mod llm;
 mod lock_order;
 mod mail;
 mod metrics;
+mod nudges;
 mod ops;
 mod people;
 mod processes;

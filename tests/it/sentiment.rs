@@ -55,7 +55,7 @@ fn sentiment_config(extra: &str) -> String {
 }
 
 /// As [`sentiment_config`], with more `[sentiment]` keys.
-fn sentiment_config_with(keys: &str, extra: &str) -> String {
+pub(crate) fn sentiment_config_with(keys: &str, extra: &str) -> String {
     let (encoder, head) = shipped_model();
     format!(
         "[sentiment]\nenabled = true\nencoder = \"{}\"\nhead = \"{}\"\nbatch_wait = \"20ms\"\n{keys}\n\n\
@@ -67,14 +67,14 @@ fn sentiment_config_with(keys: &str, extra: &str) -> String {
 }
 
 #[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Received {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// A webhook receiver on a free port; answers 503 to the first `fail_first`
 /// requests (to exercise retries), then 200.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
+pub(crate) async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
     type Log = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<usize>>, usize);
     async fn hook(State((log, seen, fail_first)): State<Log>, headers: HeaderMap, body: Bytes) -> StatusCode {
         let mut n = seen.lock().unwrap();
@@ -95,14 +95,14 @@ async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
     (format!("http://{addr}/hook"), log)
 }
 
-fn webhook_config(url: &str) -> String {
+pub(crate) fn webhook_config(url: &str) -> String {
     // nextest runs each test in its own process, so this does not leak into others.
     std::env::set_var(SECRET_ENV, SECRET);
     format!("[webhooks.tenant-a]\nurl = \"{url}\"\nsecret_env = \"{SECRET_ENV}\"\n\n[jobs.webhook]\nbackoff_initial = \"100ms\"\nbackoff_max = \"200ms\"\nmax_attempts = 5\n")
 }
 
 /// Checks the signature as a receiver would, with its own HMAC code.
-fn verify(r: &Received) -> Value {
+pub(crate) fn verify(r: &Received) -> Value {
     let ts = r.headers["x-kairos-timestamp"].to_str().unwrap();
     let sig = r.headers["x-kairos-signature"].to_str().unwrap();
     let age = kairos_core::time::now_ms() / 1000 - ts.parse::<i64>().unwrap();
@@ -116,7 +116,7 @@ fn verify(r: &Received) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
-const NEGATIVE_ES: &str = "Estoy muy molesto: el sistema no funciona desde ayer, estamos bloqueados y nadie responde. ¡Es urgente, esto es inaceptable!";
+pub(crate) const NEGATIVE_ES: &str = "Estoy muy molesto: el sistema no funciona desde ayer, estamos bloqueados y nadie responde. ¡Es urgente, esto es inaceptable!";
 const NEGATIVE_EN: &str =
     "This is terrible. The app is broken again, it is blocking my whole team and support never answers. Awful service.";
 const POSITIVE_ES: &str =

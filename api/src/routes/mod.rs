@@ -9,5 +9,6 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
+pub mod nudges;
 pub mod reports;
 pub mod sentiment;

@@ -1,0 +1,516 @@
+//! The SQL of `nudges` and `nudge_deliveries`: planning (with its delivery
+//! job, in one transaction), the counts the caps read, recording an
+//! outcome with its attempts, and the reads the API serves. Every query is
+//! scoped to a tenant.
+
+use kairos_core::enqueue::{insert_jobs, NewJob};
+use kairos_core::Store;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::config::Cap;
+use super::guards::{utc_day_start, SentCounts};
+
+/// A nudge as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NudgeRow {
+    /// Id.
+    pub id: String,
+    /// The rule.
+    pub rule: String,
+    /// Account id.
+    pub account_id: String,
+    /// Person id.
+    pub person_id: String,
+    /// What fired the rule (JSON).
+    pub trigger: serde_json::Value,
+    /// `planned`, `delayed`, `sent`, `skipped`, `capped`, `dry_run` or `holdout`.
+    pub status: String,
+    /// The A/B variant, if the rule has variants.
+    pub variant: Option<String>,
+    /// Why it was delayed, skipped or capped ('' when sent as planned).
+    pub reason: String,
+    /// The channel it went (or would have gone) out on.
+    pub channel: Option<String>,
+    /// Language of the message.
+    pub language: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Body.
+    pub body: Option<String>,
+    /// The rule's priority.
+    pub priority: i64,
+    /// Whether the rule may bypass quiet hours.
+    pub urgent: bool,
+    /// Whether the rule is a dry run.
+    pub dry_run: bool,
+    /// Not before (epoch ms).
+    pub run_after: i64,
+    /// Epoch ms.
+    pub created_at: i64,
+    /// Epoch ms.
+    pub updated_at: i64,
+    /// Epoch ms.
+    pub sent_at: Option<i64>,
+    /// Epoch ms (in-app).
+    pub read_at: Option<i64>,
+    /// First `nudge.opened` (epoch ms).
+    pub opened_at: Option<i64>,
+    /// First `nudge.clicked`.
+    pub clicked_at: Option<i64>,
+    /// First `nudge.replied`.
+    pub replied_at: Option<i64>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRow {
+    /// The delivery job's attempt.
+    pub attempt: i64,
+    /// The channel tried.
+    pub channel: String,
+    /// `sent`, `queued`, `failed`, `no_consent`, `no_address`, `not_configured`, `dry_run`.
+    pub outcome: String,
+    /// Detail (the SMTP answer, the reason).
+    pub detail: String,
+    /// Epoch ms.
+    pub at: i64,
+}
+
+const COLUMNS: &str =
+    "id, rule, account_id, person_id, trigger_info, status, variant, reason, channel, language, subject, \
+                       body, priority, urgent, dry_run, run_after, created_at, updated_at, sent_at, read_at, \
+                       opened_at, clicked_at, replied_at";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
+    let trigger: String = r.try_get("trigger_info")?;
+    Ok(NudgeRow {
+        id: r.try_get("id")?,
+        rule: r.try_get("rule")?,
+        account_id: r.try_get("account_id")?,
+        person_id: r.try_get("person_id")?,
+        trigger: serde_json::from_str(&trigger).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        status: r.try_get("status")?,
+        variant: r.try_get("variant")?,
+        reason: r.try_get("reason")?,
+        channel: r.try_get("channel")?,
+        language: r.try_get("language")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        priority: r.try_get("priority")?,
+        urgent: r.try_get::<i64, _>("urgent")? != 0,
+        dry_run: r.try_get::<i64, _>("dry_run")? != 0,
+        run_after: r.try_get("run_after")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        sent_at: r.try_get("sent_at")?,
+        read_at: r.try_get("read_at")?,
+        opened_at: r.try_get("opened_at")?,
+        clicked_at: r.try_get("clicked_at")?,
+        replied_at: r.try_get("replied_at")?,
+    })
+}
+
+/// A nudge to plan.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Id (deterministic from tenant and dedupe key).
+    pub id: String,
+    /// Rule name.
+    pub rule: String,
+    /// Account.
+    pub account_id: String,
+    /// Person.
+    pub person_id: String,
+    /// Unique per tenant.
+    pub dedupe_key: String,
+    /// What fired it.
+    pub trigger: serde_json::Value,
+    /// `planned`, `delayed` or `holdout`.
+    pub status: &'static str,
+    /// The A/B variant.
+    pub variant: Option<String>,
+    /// Why delayed.
+    pub reason: String,
+    /// Priority.
+    pub priority: i64,
+    /// Urgent.
+    pub urgent: bool,
+    /// Dry run.
+    pub dry_run: bool,
+    /// Not before.
+    pub run_after: i64,
+}
+
+/// Records `nudge` and its delivery `job` in one transaction; returns
+/// whether it was new. A nudge whose (tenant, dedupe key) exists is left
+/// alone and its job is not created: that is the dedupe.
+pub async fn plan(
+    store: &Store,
+    tenant_id: &str,
+    nudge: &Planned,
+    job: Option<&NewJob>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO nudges (id, tenant_id, rule, account_id, person_id, dedupe_key, trigger_info, status, reason, \
+         priority, urgent, dry_run, run_after, created_at, updated_at, variant) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15) \
+         ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
+    )
+    .bind(&nudge.id)
+    .bind(tenant_id)
+    .bind(&nudge.rule)
+    .bind(&nudge.account_id)
+    .bind(&nudge.person_id)
+    .bind(&nudge.dedupe_key)
+    .bind(nudge.trigger.to_string())
+    .bind(nudge.status)
+    .bind(&nudge.reason)
+    .bind(nudge.priority)
+    .bind(i64::from(nudge.urgent))
+    .bind(i64::from(nudge.dry_run))
+    .bind(nudge.run_after)
+    .bind(now)
+    .bind(nudge.variant.as_deref())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if let (true, Some(job)) = (inserted, job) {
+        insert_jobs(&mut tx, std::slice::from_ref(job), now).await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// One nudge of the tenant.
+pub async fn get(store: &Store, tenant_id: &str, id: &str) -> Result<Option<NudgeRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM nudges WHERE tenant_id = $1 AND id = $2");
+    let row = sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// What the caps need: sent nudges per person cap window, per account cap
+/// window, and for the tenant since the start of the UTC day.
+pub async fn sent_counts(
+    store: &Store,
+    tenant_id: &str,
+    account_id: &str,
+    person_id: &str,
+    person_caps: &[Cap],
+    account_caps: &[Cap],
+    now: i64,
+) -> Result<SentCounts, sqlx::Error> {
+    let since = |c: &Cap| now - i64::try_from(c.per.as_millis()).unwrap_or(i64::MAX / 4);
+    let mut counts = SentCounts::default();
+    for c in person_caps {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND person_id = $2 AND account_id = $3 \
+             AND status = 'sent' AND sent_at >= $4",
+        )
+        .bind(tenant_id)
+        .bind(person_id)
+        .bind(account_id)
+        .bind(since(c))
+        .fetch_one(store.pool())
+        .await?;
+        counts.person.push(n);
+    }
+    for c in account_caps {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND account_id = $2 AND status = 'sent' AND sent_at >= $3",
+        )
+        .bind(tenant_id)
+        .bind(account_id)
+        .bind(since(c))
+        .fetch_one(store.pool())
+        .await?;
+        counts.account.push(n);
+    }
+    counts.tenant_today =
+        sqlx::query_scalar("SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND status = 'sent' AND sent_at >= $2")
+            .bind(tenant_id)
+            .bind(utc_day_start(now))
+            .fetch_one(store.pool())
+            .await?;
+    Ok(counts)
+}
+
+/// A nudge's final state.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// `sent`, `skipped`, `capped` or `dry_run`.
+    pub status: &'static str,
+    /// Why (empty when sent).
+    pub reason: String,
+    /// The channel used (or that would have been).
+    pub channel: Option<String>,
+    /// Language of the message.
+    pub language: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Body.
+    pub body: Option<String>,
+}
+
+/// Records the attempts of one delivery run, and the outcome when there is
+/// one, with `jobs` (a webhook delivery), in one transaction. The outcome
+/// only lands on a nudge still `planned` or `delayed`, so a second run of
+/// a finished nudge changes nothing; returns whether it landed.
+pub async fn record(
+    store: &Store,
+    tenant_id: &str,
+    nudge_id: &str,
+    attempts: &[DeliveryRow],
+    outcome: Option<&Outcome>,
+    jobs: &[NewJob],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    for a in attempts {
+        sqlx::query(
+            "INSERT INTO nudge_deliveries (id, tenant_id, nudge_id, attempt, channel, outcome, detail, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(tenant_id)
+        .bind(nudge_id)
+        .bind(a.attempt)
+        .bind(&a.channel)
+        .bind(&a.outcome)
+        .bind(&a.detail)
+        .bind(a.at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut landed = false;
+    if let Some(o) = outcome {
+        landed = sqlx::query(
+            "UPDATE nudges SET status = $3, reason = $4, channel = $5, language = $6, subject = $7, body = $8, \
+             sent_at = CASE WHEN $3 = 'sent' THEN $9 ELSE NULL END, updated_at = $9 \
+             WHERE tenant_id = $1 AND id = $2 AND status IN ('planned', 'delayed')",
+        )
+        .bind(tenant_id)
+        .bind(nudge_id)
+        .bind(o.status)
+        .bind(&o.reason)
+        .bind(o.channel.as_deref())
+        .bind(o.language.as_deref())
+        .bind(o.subject.as_deref())
+        .bind(o.body.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if landed {
+            insert_jobs(&mut tx, jobs, now).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(landed)
+}
+
+/// An account's nudges, newest first, with their attempts.
+pub async fn for_account(
+    store: &Store,
+    tenant_id: &str,
+    account_id: &str,
+    limit: i64,
+) -> Result<Vec<(NudgeRow, Vec<DeliveryRow>)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM nudges WHERE tenant_id = $1 AND account_id = $2 \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let n = from_row(r)?;
+        let d = deliveries(store, tenant_id, &n.id).await?;
+        out.push((n, d));
+    }
+    Ok(out)
+}
+
+/// A nudge's attempts in order.
+pub async fn deliveries(store: &Store, tenant_id: &str, nudge_id: &str) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT attempt, channel, outcome, detail, at FROM nudge_deliveries WHERE tenant_id = $1 AND nudge_id = $2 \
+         ORDER BY at, id",
+    )
+    .bind(tenant_id)
+    .bind(nudge_id)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeliveryRow {
+                attempt: r.try_get("attempt")?,
+                channel: r.try_get("channel")?,
+                outcome: r.try_get("outcome")?,
+                detail: r.try_get("detail")?,
+                at: r.try_get("at")?,
+            })
+        })
+        .collect()
+}
+
+/// A person's in-app feed (sent on `in_app`), newest first; `unread` only
+/// the ones not marked read.
+pub async fn feed(
+    store: &Store,
+    tenant_id: &str,
+    person_id: &str,
+    unread: bool,
+    limit: i64,
+) -> Result<Vec<NudgeRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM nudges WHERE tenant_id = $1 AND person_id = $2 AND status = 'sent' \
+         AND channel = 'in_app' AND ($3 = 0 OR read_at IS NULL) ORDER BY sent_at DESC, id DESC LIMIT $4"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(person_id)
+        .bind(i64::from(unread))
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Marks a feed item read (idempotent: the first time is kept); false if
+/// the person has no such in-app nudge.
+pub async fn mark_read(
+    store: &Store,
+    tenant_id: &str,
+    person_id: &str,
+    nudge_id: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE nudges SET read_at = COALESCE(read_at, $4) WHERE tenant_id = $1 AND person_id = $2 AND id = $3 \
+         AND status = 'sent' AND channel = 'in_app'",
+    )
+    .bind(tenant_id)
+    .bind(person_id)
+    .bind(nudge_id)
+    .bind(now)
+    .execute(store.pool())
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Accounts of the tenant with no event since `before` (epoch ms).
+pub async fn inactive_accounts(store: &Store, tenant_id: &str, before: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT account_id FROM account_activity WHERE tenant_id = $1 AND last_seen < $2 ORDER BY account_id",
+    )
+    .bind(tenant_id)
+    .bind(before)
+    .fetch_all(store.pool())
+    .await
+}
+
+/// Accounts whose latest churn score is at one of `levels`, with that score's probability.
+pub async fn accounts_at_risk(
+    store: &Store,
+    tenant_id: &str,
+    levels: &[&str],
+) -> Result<Vec<(String, String, f64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT s.account_id, s.risk_level, s.probability FROM churn_scores s \
+         WHERE s.tenant_id = $1 AND s.scored_at = (SELECT MAX(l.scored_at) FROM churn_scores l \
+         WHERE l.tenant_id = s.tenant_id AND l.account_id = s.account_id) ORDER BY s.account_id",
+    )
+    .bind(tenant_id)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let level: String = r.try_get("risk_level")?;
+        if levels.contains(&level.as_str()) {
+            out.push((r.try_get("account_id")?, level, r.try_get("probability")?));
+        }
+    }
+    Ok(out)
+}
+
+/// Per (rule, variant) of the rules with variants or a holdout: people
+/// assigned (intention to treat: sent, skipped and capped alike; dry runs
+/// left out) and how many re-engaged — an event of the person on the same
+/// account within `window_ms` after the nudge was decided. Only nudges
+/// decided at least `window_ms` before `now` count, so every one had the
+/// full window.
+pub async fn experiment_counts(
+    store: &Store,
+    tenant_id: &str,
+    window_ms: i64,
+    now: i64,
+) -> Result<Vec<(String, String, u64, u64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT n.rule, n.variant, COUNT(*) AS n, \
+         SUM(CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = n.tenant_id \
+         AND e.account_id = n.account_id AND e.user_id = n.person_id \
+         AND e.occurred_at > n.created_at AND e.occurred_at <= n.created_at + $2) THEN 1 ELSE 0 END) AS k \
+         FROM nudges n WHERE n.tenant_id = $1 AND n.variant IS NOT NULL AND n.dry_run = 0 \
+         AND n.created_at <= $3 GROUP BY n.rule, n.variant ORDER BY n.rule, n.variant",
+    )
+    .bind(tenant_id)
+    .bind(window_ms)
+    .bind(now - window_ms)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let n: i64 = r.try_get("n")?;
+            let k: i64 = r.try_get("k")?;
+            Ok((
+                r.try_get("rule")?,
+                r.try_get("variant")?,
+                u64::try_from(n).unwrap_or(0),
+                u64::try_from(k).unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+/// Records an outcome event (`column`: `opened_at`, `clicked_at` or
+/// `replied_at`, from [`super::config::OUTCOMES`]) on the account's nudge;
+/// the first time is kept. False when the tenant's account has no such nudge.
+pub async fn record_outcome(
+    store: &Store,
+    tenant_id: &str,
+    account_id: &str,
+    nudge_id: &str,
+    column: &str,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    // `column` is one of three constants, never input.
+    let Some((_, column)) = super::config::OUTCOMES.iter().find(|(_, c)| *c == column) else {
+        return Ok(false);
+    };
+    let sql = format!(
+        "UPDATE nudges SET {column} = COALESCE({column}, $4) WHERE tenant_id = $1 AND account_id = $2 AND id = $3"
+    );
+    let n = sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(account_id)
+        .bind(nudge_id)
+        .bind(at)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
