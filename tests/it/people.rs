@@ -531,7 +531,47 @@ const PII_TABLES: &[(&str, &str)] = &[
         "payload || ' ' || COALESCE(last_error, '') || ' ' || COALESCE(result_ref, '')",
     ),
     ("alerts", "payload || ' ' || reason"),
+    (
+        "nudges",
+        "COALESCE(subject, '') || ' ' || COALESCE(body, '') || ' ' || trigger_info",
+    ),
+    ("nudge_deliveries", "detail"),
 ];
+
+/// A nudge to `person` as the `nudge` kind writes it, with one delivery attempt.
+async fn store_nudge(app: &TestApp, account: &str, person: &str, name: &str, email: &str) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = kairos_core::time::now_ms();
+    sqlx::query(
+        "INSERT INTO nudges (id, tenant_id, rule, account_id, person_id, dedupe_key, trigger_info, status, \
+         subject, body, run_after, created_at, updated_at) \
+         VALUES ($1, $2, 'welcome-back', $3, $4, $5, $6, 'sent', $7, $8, $9, $9, $9)",
+    )
+    .bind(&id)
+    .bind(&app.tenant_id)
+    .bind(account)
+    .bind(person)
+    .bind(format!("welcome-back|{account}|{person}|w1"))
+    .bind(json!({"event": {"data": {"text": format!("{name} wrote this")}}}).to_string())
+    .bind(format!("Hola {name}"))
+    .bind(format!("{name}, te echamos de menos"))
+    .bind(now)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO nudge_deliveries (id, tenant_id, nudge_id, attempt, channel, outcome, detail, at) \
+         VALUES ($1, $2, $3, 1, 'email', 'sent', $4, $5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&app.tenant_id)
+    .bind(&id)
+    .bind(format!("sent to {name} <{email}>"))
+    .bind(now)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+}
 
 /// How many rows of `table` (this tenant's) contain `needle` in the columns listed.
 async fn rows_containing(app: &TestApp, table: &str, needle: &str) -> i64 {
@@ -653,6 +693,8 @@ async fn erasure_removes_personal_data(deployment: Deployment) {
     );
     store_alert(&app, "c1", "acct-1", "p1", secret1).await;
     store_alert(&app, "c2", "acct-1", "p2", secret2).await;
+    store_nudge(&app, "acct-1", "p1", "Ana-7731", "ana7731@x.io").await;
+    store_nudge(&app, "acct-1", "p2", "Luis-5512", "luis5512@x.io").await;
 
     for needle in ["Ana-7731", "ana7731@x.io"] {
         let held: i64 = {
@@ -683,7 +725,7 @@ async fn erasure_removes_personal_data(deployment: Deployment) {
             );
         }
         // The other person's data is untouched.
-        if matches!(*table, "events" | "alerts" | "people") {
+        if matches!(*table, "events" | "alerts" | "people" | "nudges" | "nudge_deliveries") {
             assert!(
                 rows_containing(&app, table, "Luis-5512").await > 0,
                 "p2's data lost from {table}"

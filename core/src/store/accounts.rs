@@ -132,7 +132,16 @@ pub struct EraseRequest<'a> {
 
 /// The tables erasure rewrites, in the order it does; the counts of an
 /// [`Erasure`] have these keys.
-pub const ERASURE_TABLES: &[&str] = &["people", "accounts", "events", "job_runs", "alerts"];
+pub const ERASURE_TABLES: &[&str] = &[
+    "people",
+    "accounts",
+    "events",
+    "job_runs",
+    "alerts",
+    "nudges",
+    "nudge_deliveries",
+    "reports",
+];
 
 /// Largest page of a profile list (`limit`).
 pub const PAGE_MAX: u32 = 200;
@@ -503,6 +512,15 @@ impl Store {
     ///   jobs, and the text excerpt in the payloads of the notification jobs
     ///   their alerts queued (webhooks, follow-ups);
     /// - `alerts`: the text excerpt of the alerts those events raised;
+    /// - `nudges` (messages to the subject: subject, body and the trigger,
+    ///   which carries event data) and `nudge_deliveries` (attempt details
+    ///   name addresses): redacted; the rows stay, anonymous, for the A/B
+    ///   counts;
+    /// - `reports` of an erased account (with `report_deliveries`): deleted —
+    ///   a report is about its account and quotes its comments. A person's
+    ///   erasure does not rewrite stored reports of their account (the
+    ///   excerpts quoted there are kept until the account's reports are
+    ///   erased; recorded as a known gap);
     /// - `erased_subjects`: a tombstone, checked by result writers so a job
     ///   already running cannot write the texts back;
     /// - `erasures` and `audit_log`: the record of it (who, when, counts).
@@ -721,6 +739,51 @@ impl Store {
             }
         }
         counts.insert("alerts".into(), alerts);
+
+        // Nudges written to the subject (the `nudge` kind's table): the message and its trigger.
+        let person_filter = if req.person_id.is_some() {
+            " AND person_id = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE nudge_deliveries SET detail = '' WHERE tenant_id = $1 AND detail <> '' AND nudge_id IN \
+             (SELECT id FROM nudges WHERE tenant_id = $1 AND account_id = $2{person_filter})"
+        );
+        let mut q = sqlx::query(&sql).bind(tenant).bind(account);
+        if let Some(p) = req.person_id {
+            q = q.bind(p);
+        }
+        counts.insert("nudge_deliveries".into(), q.execute(&mut *tx).await?.rows_affected());
+        let sql = format!(
+            "UPDATE nudges SET subject = NULL, body = NULL, trigger_info = '{{}}' \
+             WHERE tenant_id = $1 AND account_id = $2{person_filter} \
+             AND (subject IS NOT NULL OR body IS NOT NULL OR trigger_info <> '{{}}')"
+        );
+        let mut q = sqlx::query(&sql).bind(tenant).bind(account);
+        if let Some(p) = req.person_id {
+            q = q.bind(p);
+        }
+        counts.insert("nudges".into(), q.execute(&mut *tx).await?.rows_affected());
+
+        // An erased account's reports (the `report` kind's tables).
+        if req.person_id.is_none() {
+            sqlx::query(
+                "DELETE FROM report_deliveries WHERE report_id IN \
+                 (SELECT id FROM reports WHERE tenant_id = $1 AND account_id = $2)",
+            )
+            .bind(tenant)
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+            let n = sqlx::query("DELETE FROM reports WHERE tenant_id = $1 AND account_id = $2")
+                .bind(tenant)
+                .bind(account)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            counts.insert("reports".into(), n);
+        }
 
         let changed = counts.values().any(|n| *n > 0);
         if !new_tombstone && !changed {
