@@ -2,7 +2,7 @@
 
 use crate::Config;
 use kairos_core::profile::{resolve_language, resolve_time_zone};
-use kairos_core::store::{AccountFilter, PersonFilter};
+use kairos_core::store::AccountFilter;
 use kairos_core::time::to_rfc3339;
 
 /// `kairos accounts ...`.
@@ -100,26 +100,7 @@ pub async fn run(config: Config, action: AccountsCmd) -> anyhow::Result<()> {
                 resolve_language(None, a.as_ref(), defaults, profiles),
                 resolve_time_zone(None, a.as_ref(), defaults, profiles).name()
             );
-            let mut cursor = None;
-            let mut people = Vec::new();
-            loop {
-                let page = store
-                    .list_people(
-                        &tenant.id,
-                        &account,
-                        &PersonFilter {
-                            role: None,
-                            limit: 200,
-                            cursor,
-                        },
-                    )
-                    .await?;
-                people.extend(page.items);
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let people = store.all_people(&tenant.id, &account, None).await?;
             println!("people:    {}", people.len());
             for p in &people {
                 let consented: Vec<&str> = p

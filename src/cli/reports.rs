@@ -124,25 +124,15 @@ pub async fn run(config: Config, action: ReportsCmd) -> anyhow::Result<()> {
                         .with_context(|| format!("account {id} has no profile in tenant {}", tenant.name))?,
                 ),
                 None => {
-                    let mut cursor = None;
-                    loop {
-                        let page = store
-                            .list_accounts(
-                                &tenant.id,
-                                &AccountFilter {
-                                    reports_enabled: Some(true),
-                                    limit: 200,
-                                    cursor,
-                                    ..Default::default()
-                                },
-                            )
-                            .await?;
-                        accounts.extend(page.items);
-                        match page.next_cursor {
-                            Some(c) => cursor = Some(c),
-                            None => break,
-                        }
-                    }
+                    accounts = store
+                        .all_accounts(
+                            &tenant.id,
+                            &AccountFilter {
+                                reports_enabled: Some(true),
+                                ..Default::default()
+                            },
+                        )
+                        .await?
                 }
             }
             let label = |a: Option<&kairos_core::profile::Account>| {

@@ -453,6 +453,48 @@ impl Store {
         Ok(page(items, limit as usize, |a| &a.id))
     }
 
+    /// Every account matching `filter`, walking its pages (`filter.cursor` is
+    /// where to start). For jobs and commands that must see them all (a
+    /// report fan-out); HTTP callers page.
+    pub async fn all_accounts(&self, tenant_id: &str, filter: &AccountFilter) -> Result<Vec<Account>, StoreError> {
+        let mut filter = AccountFilter {
+            limit: PAGE_MAX,
+            ..filter.clone()
+        };
+        let mut out = Vec::new();
+        loop {
+            let page = self.list_accounts(tenant_id, &filter).await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => filter.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Every person of an account (with `role`, if given), walking the pages.
+    pub async fn all_people(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        role: Option<&str>,
+    ) -> Result<Vec<Person>, StoreError> {
+        let mut filter = PersonFilter {
+            role: role.map(str::to_owned),
+            limit: PAGE_MAX,
+            cursor: None,
+        };
+        let mut out = Vec::new();
+        loop {
+            let page = self.list_people(tenant_id, account_id, &filter).await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => filter.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// A page of an account's people, by id.
     pub async fn list_people(
         &self,

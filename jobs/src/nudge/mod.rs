@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use kairos_core::enqueue::NewJob;
 use kairos_core::event::Event;
 use kairos_core::profile::{resolve_time_zone, ProfilesConfig};
-use kairos_core::store::{PersonFilter, Tenant};
+use kairos_core::store::Tenant;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -142,26 +142,12 @@ impl Nudge {
             rule.audience.roles.iter().cloned().map(Some).collect()
         };
         for role in roles {
-            let mut cursor = None;
-            loop {
-                let page = store
-                    .list_people(
-                        &ctx.tenant_id,
-                        account_id,
-                        &PersonFilter {
-                            role: role.clone(),
-                            limit: 200,
-                            cursor,
-                        },
-                    )
+            people.extend(
+                store
+                    .all_people(&ctx.tenant_id, account_id, role.as_deref())
                     .await
-                    .map_err(retry)?;
-                people.extend(page.items);
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+                    .map_err(retry)?,
+            );
         }
         let quiet = self.config.quiet_hours.as_ref().and_then(|q| q.times());
         let defaults = self.profiles.tenant(tenant);

@@ -28,7 +28,7 @@
 use sha2::{Digest, Sha256};
 
 use kairos_core::profile::{self, Account, ProfilesConfig};
-use kairos_core::store::{PersonFilter, Tenant};
+use kairos_core::store::Tenant;
 use kairos_core::Store;
 
 use super::config::Channel;
@@ -107,37 +107,19 @@ pub async fn recipients(
                 }
             }
             (Channel::Email, Scope::Account, Some(a)) => {
-                let mut cursor = None;
-                loop {
-                    let page = store
-                        .list_people(
-                            &tenant.id,
-                            &a.id,
-                            &PersonFilter {
-                                role: Some("executive".into()),
-                                limit: 200,
-                                cursor,
-                            },
-                        )
-                        .await?;
-                    for p in &page.items {
-                        let Some(email) = p.email.clone().filter(|e| !e.is_empty()) else {
-                            continue;
-                        };
-                        if p.consent.get("email").is_some_and(|c| !c.granted) {
-                            continue;
-                        }
-                        out.push(Recipient {
-                            channel: Channel::Email,
-                            address: email,
-                            name: p.name.clone(),
-                            language: profile::resolve_language(Some(p), Some(a), defaults, profiles).to_owned(),
-                        });
+                for p in store.all_people(&tenant.id, &a.id, Some("executive")).await? {
+                    let Some(email) = p.email.clone().filter(|e| !e.is_empty()) else {
+                        continue;
+                    };
+                    if p.consent.get("email").is_some_and(|c| !c.granted) {
+                        continue;
                     }
-                    match page.next_cursor {
-                        Some(c) => cursor = Some(c),
-                        None => break,
-                    }
+                    out.push(Recipient {
+                        channel: Channel::Email,
+                        address: email,
+                        name: p.name.clone(),
+                        language: profile::resolve_language(Some(&p), Some(a), defaults, profiles).to_owned(),
+                    });
                 }
             }
             (Channel::Email, Scope::Account, None) => {}

@@ -247,31 +247,22 @@ impl Reporter {
         }
         let catch_up = i64::try_from(self.config.catch_up.as_millis()).unwrap_or(i64::MAX);
         let due = |tz| period::due(self.config.period, self.config.send_hour, catch_up, now, tz);
+        let accounts = store
+            .all_accounts(
+                &tenant.id,
+                &AccountFilter {
+                    reports_enabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
         let mut jobs = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = store
-                .list_accounts(
-                    &tenant.id,
-                    &AccountFilter {
-                        reports_enabled: Some(true),
-                        limit: 200,
-                        cursor,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            for a in &page.items {
-                if only.is_some_and(|ids| !ids.contains(&a.id)) {
-                    continue;
-                }
-                if let Some(p) = due(self.zone(tenant, Some(a))) {
-                    jobs.push(self.job(tenant, Some(&a.id), &p.label, false));
-                }
+        for a in &accounts {
+            if only.is_some_and(|ids| !ids.contains(&a.id)) {
+                continue;
             }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
+            if let Some(p) = due(self.zone(tenant, Some(a))) {
+                jobs.push(self.job(tenant, Some(&a.id), &p.label, false));
             }
         }
         // Every chunk of a per_account fan-out plans the portfolio too: its

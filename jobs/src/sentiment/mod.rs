@@ -452,10 +452,12 @@ impl Job for Sentiment {
             .collect();
         let mut combined =
             chunks::combine(&parts).ok_or_else(|| JobError::Permanent(format!("{KIND}: nothing to score")))?;
-        // The language is the whole text's, not its first chunk's.
-        let language = kairos_models::text::detect_language(&text);
-        combined.overall.language = language;
-        combined.most_negative.language = language;
+        // The language is the whole text's, not its first chunk's (one chunk: the analyzer's, already).
+        if pieces.len() > 1 {
+            let language = kairos_models::text::detect_language(&text);
+            combined.overall.language = language;
+            combined.most_negative.language = language;
+        }
         let now = kairos_core::time::now_ms();
         let scored = build(&self.config, ctx, &event, &text, &combined, pieces.len(), &version, now);
         let mut jobs = Vec::new();
