@@ -290,9 +290,10 @@ pub async fn mark_read(
     params(("id" = String, Path, description = "Account id", min_length = 1, max_length = 128,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"), HistoryQuery),
     responses(
-        (status = 200, description = "The history (empty when the account has none)", body = AccountNudges),
+        (status = 200, description = "The history (empty when a known account has none)", body = AccountNudges),
         (status = 400, description = "Bad filter", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such account: no profile and no nudges (an erased or never-created account)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
@@ -313,6 +314,16 @@ pub async fn account_nudges(
     let rows = store::for_account(&state.store, &tenant.id, &id, i64::from(limit))
         .await
         .map_err(unavailable)?;
+    // Like the account's other sub-resources: an account we know nothing of is a 404, not an empty list.
+    if rows.is_empty() {
+        let profile = state.store.account(&tenant.id, &id).await.map_err(|e| {
+            tracing::error!(error = %e, "nudge history: reading the account");
+            ApiError::Unavailable("store unavailable".into())
+        })?;
+        if profile.is_none() {
+            return Err(ApiError::NotFound(format!("no account {id}: no profile and no nudges")));
+        }
+    }
     Ok(Json(AccountNudges {
         account_id: id,
         nudges: rows.into_iter().map(view).collect(),
