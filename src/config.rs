@@ -155,6 +155,12 @@ impl Config {
         }
         if !self.sentiment.enabled {
             let sentiment = kairos_jobs::sentiment::KIND;
+            if let Some(i) = self.worker.kinds.iter().position(|k| k == sentiment) {
+                return Err(self.invalid(
+                    format!("worker.kinds[{i}]"),
+                    format!("job kind `{sentiment}` is disabled: set `enabled = true` under [sentiment] (it loads the text model)"),
+                ));
+            }
             for (i, rule) in self.rules.iter().enumerate() {
                 if let Some(j) = rule.run.iter().position(|k| k == sentiment) {
                     return Err(self.invalid(
@@ -289,6 +295,10 @@ mod tests {
         assert!(e.contains("`jobs.activty`"), "{e}");
         let e = err("[worker]\nkinds = [\"nope\"]\n");
         assert!(e.contains("worker.kinds") && e.contains("nope"), "{e}");
+        let e = err("[worker]\nkinds = [\"probe\", \"probe\"]\n");
+        assert!(e.contains("worker.kinds") && e.contains("twice"), "{e}");
+        let e = err("[worker]\nkinds = [\"probe\", \"sentiment\"]\n");
+        assert!(e.contains("worker.kinds[1]") && e.contains("disabled"), "{e}");
         let e = err("[[rules]]\non = \"comment.created\"\nrun = [\"sentimnt\"]\n");
         assert!(e.contains("rules[0].run") && e.contains("sentimnt"), "{e}");
         let e = err("[sentiment]\nbatch_max = 0\n");

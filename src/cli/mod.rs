@@ -49,11 +49,11 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every role in one process: API, scheduler and worker.
-    Serve,
+    Serve(serve::WorkerArgs),
     /// Run the HTTP API only.
     Api,
     /// Run a worker only.
-    Worker,
+    Worker(serve::WorkerArgs),
     /// Run the scheduler only.
     Scheduler,
     /// Apply database migrations and exit.
@@ -148,9 +148,9 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve::run(config, crate::Roles::ALL).await,
+        Command::Serve(args) => serve::run(args.apply(config)?, crate::Roles::ALL).await,
         Command::Api => serve::run(config, serve::API).await,
-        Command::Worker => serve::run(config, serve::WORKER).await,
+        Command::Worker(args) => serve::run(args.apply(config)?, serve::WORKER).await,
         Command::Scheduler => serve::run(config, serve::SCHEDULER).await,
         Command::CheckConfig => {
             println!("config ok ({})", config.source);

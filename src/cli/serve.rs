@@ -1,9 +1,38 @@
 //! `kairos serve | api | worker | scheduler`: run roles until SIGINT/SIGTERM,
 //! then finish in-flight work and exit.
 
+use anyhow::Context;
+use clap::builder::PossibleValuesParser;
+
 use crate::Config;
 
 use crate::{shutdown_signal, start, Roles, Runtime};
+
+/// `--kinds` of `kairos worker` and `kairos serve`.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// Job kinds this process runs, comma-separated (replaces `[worker]
+    /// kinds`; default: every kind). Other kinds' queues are left to other
+    /// workers, and their models are not loaded.
+    #[arg(long, value_name = "KIND,...", value_delimiter = ',', value_parser = PossibleValuesParser::new(kairos_jobs::KINDS.iter().copied()))]
+    kinds: Vec<String>,
+}
+
+impl WorkerArgs {
+    /// `config` with `--kinds` in `[worker] kinds`, checked like the file's
+    /// own list (a disabled kind is refused).
+    pub fn apply(self, mut config: Config) -> anyhow::Result<Config> {
+        if self.kinds.is_empty() {
+            return Ok(config);
+        }
+        let mut kinds = self.kinds;
+        let mut seen = std::collections::HashSet::new();
+        kinds.retain(|k| seen.insert(k.clone()));
+        config.worker.kinds = kinds;
+        config.validate().context("--kinds (replaces [worker] kinds)")?;
+        Ok(config)
+    }
+}
 
 /// `kairos api`.
 pub const API: Roles = Roles {

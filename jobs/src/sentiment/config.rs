@@ -78,6 +78,14 @@ pub struct SentimentConfig {
     pub inference_threads: usize,
     /// ONNX Runtime threads per session.
     pub intra_threads: usize,
+    /// ONNX Runtime's CPU memory arena (keeps freed activation memory
+    /// reserved for the next batch; off returns it).
+    pub cpu_arena: bool,
+    /// ONNX Runtime's memory pattern (plans buffers per input shape seen).
+    pub memory_pattern: bool,
+    /// The inference threads' sessions share one copy of the prepacked
+    /// weights.
+    pub share_weights: bool,
     /// Event data fields read as the text, first non-empty wins.
     pub text_fields: Vec<String>,
     /// Longest text accepted, in characters (longer: the job fails permanently).
@@ -107,6 +115,9 @@ impl Default for SentimentConfig {
             batch_wait: Duration::from_millis(5),
             inference_threads: 1,
             intra_threads: 1,
+            cpu_arena: true,
+            memory_pattern: true,
+            share_weights: true,
             text_fields: [
                 "text",
                 "body",

@@ -96,15 +96,18 @@ pub fn load_model(config: &SentimentConfig) -> Result<LoadedModel, SetupError> {
     if let Some(lib) = &config.runtime_library {
         text::init_runtime(Some(lib.as_path()))?;
     }
-    let threads = config.inference_threads;
+    let inference = text::InferenceOptions {
+        sessions: config.inference_threads,
+        intra_threads: config.intra_threads,
+        runtime_library: None,
+        cpu_arena: config.cpu_arena,
+        memory_pattern: config.memory_pattern,
+        share_weights: config.share_weights,
+    };
     if let Some(c) = &config.classifier {
         let mut cc = text::ClassifierConfig::new(&c.model, &c.tokenizer, c.labels.clone());
         cc.max_length = config.max_length;
-        cc.inference = text::InferenceOptions {
-            sessions: threads,
-            intra_threads: config.intra_threads,
-            ..cc.inference
-        };
+        cc.inference = inference;
         let model = ClassifierModel::new(cc)?;
         let version = format!(
             "classifier-{}",
@@ -117,12 +120,9 @@ pub fn load_model(config: &SentimentConfig) -> Result<LoadedModel, SetupError> {
             classifier_version: Some(version),
         });
     }
-    let encoder = Encoder::new(
-        EncoderConfig::from_dir(&config.encoder)
-            .max_length(config.max_length)
-            .sessions(threads)
-            .intra_threads(config.intra_threads),
-    )?;
+    let mut encoder_config = EncoderConfig::from_dir(&config.encoder).max_length(config.max_length);
+    encoder_config.inference = inference;
+    let encoder = Encoder::new(encoder_config)?;
     let default_head = match &config.head {
         Some(path) => Some(load_head_for(&encoder, path)?),
         None => None,

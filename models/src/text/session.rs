@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use ort::session::builder::GraphOptimizationLevel;
+use ort::ep;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
@@ -28,6 +29,14 @@ pub struct InferenceOptions {
     pub intra_threads: usize,
     /// The ONNX Runtime library to load when none is loaded yet; `None` means `$ORT_DYLIB_PATH`.
     pub runtime_library: Option<PathBuf>,
+    /// ONNX Runtime's CPU memory arena. On, freed activation buffers stay reserved for the next call (faster
+    /// allocation, but the process keeps the largest batch's footprint for good); off, they go back to malloc.
+    pub cpu_arena: bool,
+    /// ONNX Runtime's memory pattern: plans one block per input shape seen. Our batches vary in shape, so it
+    /// mostly grows memory.
+    pub memory_pattern: bool,
+    /// Sessions of one model share their prepacked weights (one copy of the packed matrices, not one per session).
+    pub share_weights: bool,
 }
 
 impl Default for InferenceOptions {
@@ -38,6 +47,9 @@ impl Default for InferenceOptions {
             sessions: 1,
             intra_threads: 1,
             runtime_library: None,
+            cpu_arena: true,
+            memory_pattern: true,
+            share_weights: true,
         }
     }
 }
@@ -68,6 +80,7 @@ pub(crate) struct OnnxModel {
     output_shape: Vec<i64>,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
+    _prepacked: Option<PrepackedWeights>,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -108,9 +121,11 @@ impl OnnxModel {
             path: path.to_path_buf(),
             message,
         };
+        // Kept for the model's lifetime: the sessions point into it.
+        let prepacked = (options.share_weights && options.sessions > 1).then(PrepackedWeights::new);
         let mut sessions = Vec::with_capacity(options.sessions);
         for _ in 0..options.sessions {
-            let session = Session::builder(runtime.environment())
+            let mut builder = Session::builder(runtime.environment())
                 .map_err(|e| load_error(e.to_string()))?
                 .with_optimization_level(GraphOptimizationLevel::All)
                 .map_err(|e| load_error(e.to_string()))?
@@ -118,8 +133,16 @@ impl OnnxModel {
                 .map_err(|e| load_error(e.to_string()))?
                 .with_inter_threads(1)
                 .map_err(|e| load_error(e.to_string()))?
-                .commit_from_file(path)
+                .with_memory_pattern(options.memory_pattern)
+                .map_err(|e| load_error(e.to_string()))?
+                .with_execution_providers([ep::CPU::default().with_arena_allocator(options.cpu_arena).build()])
                 .map_err(|e| load_error(e.to_string()))?;
+            if let Some(weights) = &prepacked {
+                builder = builder
+                    .with_prepacked_weights(weights)
+                    .map_err(|e| load_error(e.to_string()))?;
+            }
+            let session = builder.commit_from_file(path).map_err(|e| load_error(e.to_string()))?;
             sessions.push(session);
         }
         let first = &sessions[0];
@@ -202,6 +225,7 @@ impl OnnxModel {
             output_shape,
             sessions: sessions.into_iter().map(Mutex::new).collect(),
             next: AtomicUsize::new(0),
+            _prepacked: prepacked,
         })
     }
 
