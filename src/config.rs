@@ -295,8 +295,6 @@ mod tests {
         assert!(e.contains("`jobs.activty`"), "{e}");
         let e = err("[worker]\nkinds = [\"nope\"]\n");
         assert!(e.contains("worker.kinds") && e.contains("nope"), "{e}");
-        let e = err("[worker]\nkinds = [\"probe\", \"probe\"]\n");
-        assert!(e.contains("worker.kinds") && e.contains("twice"), "{e}");
         let e = err("[worker]\nkinds = [\"probe\", \"sentiment\"]\n");
         assert!(e.contains("worker.kinds[1]") && e.contains("disabled"), "{e}");
         let e = err("[[rules]]\non = \"comment.created\"\nrun = [\"sentimnt\"]\n");

@@ -533,15 +533,12 @@ impl WorkerConfig {
                 "must be between 50ms and 1s (a pause must take hold within 2s)",
             ));
         }
-        for (i, kind) in self.kinds.iter().enumerate() {
+        for kind in &self.kinds {
             if !known_kinds.contains(&kind.as_str()) {
                 return Err(key_err(
                     "kinds",
                     format!("unknown job kind `{kind}` (known: {})", known_kinds.join(", ")),
                 ));
-            }
-            if self.kinds[..i].contains(kind) {
-                return Err(key_err("kinds", format!("job kind `{kind}` is named twice")));
             }
         }
         Ok(())
