@@ -149,6 +149,12 @@ fn spawn_nudge_reload(
     if !path.is_file() {
         return;
     }
+    // Rules composed in the process (the demo's) are not the file's: the
+    // file must not replace them.
+    if Config::load(&path).map(|c| c.kinds().nudges).ok().as_ref() != Some(&*rules.current()) {
+        tracing::info!(file = %path.display(), "the nudge rules in force are not the file's; not reloaded from it");
+        return;
+    }
     let interval = rt.config.scheduler.reload_interval;
     let (tx, rx) = tokio::sync::watch::channel(rules.current());
     let load = |p: &Path| Config::load(p).map(|c| c.kinds().nudges);
