@@ -209,6 +209,7 @@ impl Config {
             profiles: self.profiles.clone(),
             text_fields: self.sentiment.text_fields.clone(),
             dashboard: self.dashboard.clone(),
+            nudge_tracking: self.nudges.tracking.clone(),
         }
     }
 

@@ -136,6 +136,39 @@ pub async fn job_registry(config: &Config, store: &Store) -> anyhow::Result<Regi
     Ok(Registry::from_config(&config.kinds(), &config.worker.kinds, store).await?)
 }
 
+/// Hot reload of the worker's nudge rules: the schedules' watcher (file
+/// change or SIGHUP, the whole file validated, a bad edit logged with file,
+/// line and key and ignored) publishes `[nudges]`, which the kind follows.
+fn spawn_nudge_reload(
+    rt: &Runtime,
+    rules: kairos_jobs::nudge::reload::NudgeRules,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
+    let path = PathBuf::from(&rt.config.source);
+    if !path.is_file() {
+        return;
+    }
+    // Rules composed in the process (the demo's) are not the file's: the
+    // file must not replace them.
+    if Config::load(&path).map(|c| c.kinds().nudges).ok().as_ref() != Some(&*rules.current()) {
+        tracing::info!(file = %path.display(), "the nudge rules in force are not the file's; not reloaded from it");
+        return;
+    }
+    let interval = rt.config.scheduler.reload_interval;
+    let (tx, rx) = tokio::sync::watch::channel(rules.current());
+    let load = |p: &Path| Config::load(p).map(|c| c.kinds().nudges);
+    tasks.spawn(kairos_scheduler::reload::watch_file(
+        path,
+        load,
+        move |_| interval,
+        "nudge rules",
+        tx,
+        shutdown.clone(),
+    ));
+    tasks.spawn(kairos_jobs::nudge::reload::follow(rules, rx));
+}
+
 /// Hides a password in a URL before it reaches a log or an error.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -283,6 +316,9 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
             replica: kairos_worker::worker_id(),
         };
         tasks.spawn(kairos_scheduler::Ticker::new(firer, rx).run(shutdown.clone()));
+    }
+    if let Some(rules) = registry.as_ref().and_then(Registry::nudge_rules) {
+        spawn_nudge_reload(&rt, rules, &mut tasks, &shutdown);
     }
     if let Some(registry) = registry {
         let worker = kairos_worker::Worker::new(

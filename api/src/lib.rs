@@ -47,6 +47,8 @@ pub struct Settings {
     pub text_fields: Vec<String>,
     /// `[dashboard]`: the ops dashboard.
     pub dashboard: dashboard::DashboardConfig,
+    /// `[nudges.tracking]`: the open pixel and tracked links (absent: off).
+    pub nudge_tracking: Option<kairos_jobs::nudge::tracking::TrackingConfig>,
 }
 
 impl Settings {
@@ -74,6 +76,8 @@ pub struct AppState {
     pub admin_token_hash: Option<Vec<u8>>,
     /// What `GET /metrics` serves; `None`: metrics disabled (404).
     pub metrics: Option<metrics::Exporter>,
+    /// Checks nudge tracking tokens; `None`: tracking off (404).
+    pub tracker: Option<kairos_jobs::nudge::tracking::Tracker>,
 }
 
 impl AppState {
@@ -84,7 +88,15 @@ impl AppState {
             .ok()
             .filter(|t| !t.trim().is_empty())
             .map(|t| sha2::Sha256::digest(t.trim().as_bytes()).to_vec());
+        // A missing key turns tracking off here (logged); the worker, which
+        // signs, refuses to start without it.
+        let tracker = config.nudge_tracking.as_ref().and_then(|t| {
+            kairos_jobs::nudge::tracking::Tracker::from_config(t)
+                .map_err(|e| tracing::error!(error = %e, "nudge tracking is off"))
+                .ok()
+        });
         Self {
+            tracker,
             admin_token_hash,
             rules: Arc::new(Rules::new(config.rules.clone())),
             limiter: Arc::new(RateLimiter::new(config.api.rate_per_second, config.api.rate_burst)),
@@ -149,6 +161,8 @@ fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
         .route("/v1/people/{id}/feed", get(routes::nudges::feed))
         .route("/v1/nudges/stats", get(routes::nudges::stats))
         .route("/v1/people/{id}/feed/{nudge_id}/read", post(routes::nudges::mark_read))
+        .route("/t/o/{token}", get(routes::tracking::open))
+        .route("/t/c/{token}", get(routes::tracking::click))
         .route("/v1/admin/schedules/{name}/run", post(routes::admin::run_schedule))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))

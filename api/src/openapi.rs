@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metrics, nudges, reports, sentiment};
+use crate::routes::{
+    accounts, admin, alerts, churn, events, health, jobs, metrics, nudges, reports, sentiment, tracking,
+};
 
 /// The Kairos HTTP API.
 #[derive(OpenApi)]
@@ -35,6 +37,8 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metric
         nudges::mark_read,
         nudges::account_nudges,
         nudges::stats,
+        tracking::open,
+        tracking::click,
         admin::run_schedule,
         health::healthz,
         health::readyz,
@@ -90,6 +94,7 @@ use crate::routes::{accounts, admin, alerts, churn, events, health, jobs, metric
         nudges::VariantStatsView,
         nudges::RuleStatsView,
         nudges::NudgeStats,
+        nudges::FunnelView,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

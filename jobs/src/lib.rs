@@ -183,12 +183,17 @@ pub enum SetupError {
     /// `[smtp]`: a credential's variable is unset, or TLS could not be set up.
     #[error(transparent)]
     Mail(#[from] mail::MailSetupError),
+    /// `[nudges.tracking]`: the signing key's variable is unset or short.
+    #[error(transparent)]
+    Tracking(#[from] nudge::tracking::TrackingSetupError),
 }
 
 /// The job kinds a process can run, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     jobs: BTreeMap<&'static str, Arc<dyn DynJob>>,
+    /// The `nudge` kind's rules, for the config watcher (hot reload).
+    nudge_rules: Option<nudge::reload::NudgeRules>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -212,7 +217,9 @@ impl Registry {
             r.register(churn::ChurnScore::new(config.churn.clone()));
         }
         if wanted(nudge::Nudge::KIND) {
-            r.register(nudge::Nudge::from_config(config)?);
+            let kind = nudge::Nudge::from_config(config).await?;
+            r.nudge_rules = Some(kind.rules_handle());
+            r.register(kind);
         }
         if wanted(probe::Probe::KIND) {
             r.register(probe::Probe);
@@ -242,6 +249,12 @@ impl Registry {
     /// The job for `kind`.
     pub fn get(&self, kind: &str) -> Option<Arc<dyn DynJob>> {
         self.jobs.get(kind).cloned()
+    }
+
+    /// The handle a config watcher reloads the `nudge` kind's rules
+    /// through; `None` when this process does not run the kind.
+    pub fn nudge_rules(&self) -> Option<nudge::reload::NudgeRules> {
+        self.nudge_rules.clone()
     }
 
     /// Names of every registered kind, sorted.

@@ -21,6 +21,34 @@ pub async fn watch_config<F>(path: PathBuf, load: F, tx: watch::Sender<Arc<Setti
 where
     F: Fn(&Path) -> Result<Settings, ConfigError> + Send + 'static,
 {
+    watch_file(
+        path,
+        load,
+        |s: &Settings| s.scheduler.reload_interval,
+        "schedules",
+        tx,
+        shutdown,
+    )
+    .await;
+}
+
+/// The watcher behind [`watch_config`], for any part of the config a role
+/// reloads (the worker's nudge rules too): `load` reads and validates the
+/// whole file into that part, published on `tx` when valid; `interval`
+/// says from the current value how often the file is checked; `what`
+/// names the part in the log line of a refused file.
+pub async fn watch_file<T, F, I>(
+    path: PathBuf,
+    load: F,
+    interval: I,
+    what: &'static str,
+    tx: watch::Sender<Arc<T>>,
+    shutdown: CancellationToken,
+) where
+    T: Send + Sync + 'static,
+    F: Fn(&Path) -> Result<T, ConfigError> + Send + 'static,
+    I: Fn(&T) -> std::time::Duration + Send + 'static,
+{
     let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
         let m = std::fs::metadata(p).ok()?;
         Some((m.modified().ok()?, m.len()))
@@ -31,7 +59,7 @@ where
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        let interval = tx.borrow().scheduler.reload_interval;
+        let every = interval(&tx.borrow());
         #[cfg(unix)]
         let hup_recv = async {
             match hup.as_mut() {
@@ -45,7 +73,7 @@ where
         let hup_recv = std::future::pending::<()>();
         let forced = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => false,
+            _ = tokio::time::sleep(every) => false,
             _ = hup_recv => true,
         };
         let now = stamp(&path);
@@ -57,11 +85,11 @@ where
         match load(&path) {
             Ok(new) => {
                 if !first {
-                    tracing::info!(file = %path.display(), schedules = new.schedules.len(), "config reloaded");
+                    tracing::info!(file = %path.display(), part = what, "config reloaded");
                 }
                 tx.send_replace(Arc::new(new));
             }
-            Err(e) => tracing::error!(error = %e, "config reload rejected; the previous schedules keep running"),
+            Err(e) => tracing::error!(error = %e, "config reload rejected; the previous {what} stay in force"),
         }
     }
 }

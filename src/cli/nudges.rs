@@ -1,9 +1,11 @@
-//! `kairos nudges stats`: each experimenting nudge rule's variants against
-//! its holdout (the same numbers as `GET /v1/nudges/stats`).
+//! `kairos nudges stats`: the funnel per rule, variant and channel, and
+//! each experimenting nudge rule's variants against its holdout (the same
+//! numbers as `GET /v1/nudges/stats`).
 
 use anyhow::Context;
 use kairos_jobs::nudge::{stats, store};
 
+use super::table::{left, right, Table};
 use crate::Config;
 
 /// `kairos nudges …`.
@@ -38,6 +40,46 @@ pub async fn run(config: Config, cmd: NudgesCmd) -> anyhow::Result<()> {
     )
     .await
     .context("reading nudges")?;
+    let funnel = store::funnel(
+        &store,
+        &tenant.id,
+        i64::from(window_days) * 86_400_000,
+        kairos_core::time::now_ms(),
+    )
+    .await
+    .context("reading nudges")?;
+    if !funnel.is_empty() {
+        let mut t = Table::new([
+            left("rule"),
+            left("variant"),
+            left("channel"),
+            right("decided"),
+            right("sent"),
+            right("unknown"),
+            right("opened"),
+            right("clicked"),
+            right("replied"),
+            right("re-engaged"),
+            right("churned"),
+        ]);
+        for f in &funnel {
+            let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+            t.row([
+                f.rule.clone(),
+                dash(&f.variant),
+                dash(&f.channel),
+                f.decided.to_string(),
+                f.sent.to_string(),
+                f.unknown.to_string(),
+                f.opened.to_string(),
+                f.clicked.to_string(),
+                f.replied.to_string(),
+                f.re_engaged.to_string(),
+                f.churned.to_string(),
+            ]);
+        }
+        println!("funnel (nudges at least {window_days} days old):\n{t}");
+    }
     let report = stats::report(&rows);
     if report.is_empty() {
         println!("no nudge rule with variants or a holdout has nudges at least {window_days} days old");

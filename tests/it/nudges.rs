@@ -93,12 +93,12 @@ async fn history_when(app: &TestApp, account: &str, cond: impl Fn(&[Value]) -> b
 }
 
 /// The account's history once it holds `expected` nudges, none of them
-/// still `planned` or `delayed`.
+/// still `planned`, `delayed` or `sending`.
 async fn settled_history(app: &TestApp, account: &str, expected: usize) -> Vec<Value> {
     history_when(app, account, |h| {
         h.len() == expected
             && h.iter()
-                .all(|n| !matches!(n["status"].as_str(), Some("planned" | "delayed")))
+                .all(|n| !matches!(n["status"].as_str(), Some("planned" | "delayed" | "sending")))
     })
     .await
 }
@@ -773,3 +773,5 @@ body = "Urgencia {{alert.urgency}}"
     assert!(n["body"].as_str().unwrap().starts_with("Urgencia "), "{n}");
     assert_ne!(n["body"], "Urgencia ", "the alert's urgency is filled in: {n}");
 }
+
+mod guarantees;

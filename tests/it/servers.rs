@@ -282,6 +282,17 @@ impl SmtpServer {
         std::fs::read(self.out().join(format!("{n}.eml"))).expect("raw message")
     }
 
+    /// Whether message `n` (to a `hold...@` address) is held: received,
+    /// written, and its sender still waiting for the answer to DATA.
+    pub fn held(&self, n: usize) -> bool {
+        self.out().join(format!("{n}.held")).exists()
+    }
+
+    /// Answers every held message (and all later ones at once).
+    pub fn release(&self) {
+        std::fs::write(self.out().join("release"), b"").expect("write release file");
+    }
+
     /// Waits until at least `n` messages arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Value> {
         let deadline = Instant::now() + timeout;

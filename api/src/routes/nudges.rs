@@ -99,8 +99,10 @@ pub struct NudgeView {
     /// What fired the rule (`type`: event, sentiment_alert, churn_level, inactivity).
     #[schema(value_type = Object)]
     pub trigger: serde_json::Value,
-    /// `planned`, `delayed` (quiet hours; sent at `run_after`), `sent`,
-    /// `skipped` (kill switch, no consent on any channel, ...), `capped`
+    /// `planned`, `delayed` (quiet hours; sent at `run_after`), `sending`
+    /// (claimed, going out now), `sent`, `unknown` (its sender died
+    /// mid-send: it may have gone out, and is never sent again), `skipped`
+    /// (kill switch, no consent on any channel, ...), `capped`
     /// (a frequency cap was full), `dry_run` or `holdout` (the A/B
     /// baseline: sent nothing on purpose).
     pub status: String,
@@ -136,6 +138,12 @@ pub struct NudgeView {
     pub clicked_at: Option<String>,
     /// First `nudge.replied`.
     pub replied_at: Option<String>,
+    /// `template` or `llm` (a rule with `personalise = true` whose LLM
+    /// text passed the grounding check); absent before a text was chosen.
+    pub text_source: Option<String>,
+    /// Why the template was used on a personalised rule (LLM down, over
+    /// quota, a number not in the facts).
+    pub text_note: Option<String>,
     /// Every attempt, in order.
     pub deliveries: Vec<DeliveryView>,
 }
@@ -172,6 +180,8 @@ fn view((n, d): (NudgeRow, Vec<DeliveryRow>)) -> NudgeView {
         opened_at: n.opened_at.map(to_rfc3339),
         clicked_at: n.clicked_at.map(to_rfc3339),
         replied_at: n.replied_at.map(to_rfc3339),
+        text_source: n.text_source,
+        text_note: n.text_note,
         deliveries: d
             .into_iter()
             .map(|d| DeliveryView {
@@ -387,13 +397,45 @@ pub struct RuleStatsView {
     pub variants: Vec<VariantStatsView>,
 }
 
-/// Re-engagement per rule and variant against the holdout.
+/// One line of the funnel: a rule, variant and channel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FunnelView {
+    /// Rule.
+    pub rule: String,
+    /// Variant (`holdout` for the baseline); empty without variants.
+    pub variant: String,
+    /// The channel it went out on; empty when nothing went out (holdout,
+    /// capped, skipped).
+    pub channel: String,
+    /// Nudges decided (dry runs left out).
+    pub decided: u64,
+    /// Accepted by the channel (SMTP server, feed, task, webhook job).
+    pub sent: u64,
+    /// Sender died mid-send; may have gone out; never re-sent.
+    pub unknown: u64,
+    /// With a `nudge.opened` (pixel or the product's event).
+    pub opened: u64,
+    /// With a `nudge.clicked`.
+    pub clicked: u64,
+    /// With a `nudge.replied`.
+    pub replied: u64,
+    /// The person active again on the account within the window.
+    pub re_engaged: u64,
+    /// The account churned within 30 days after the nudge.
+    pub churned: u64,
+}
+
+/// Re-engagement per rule and variant against the holdout, and the funnel
+/// per rule, variant and channel.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NudgeStats {
     /// The window used.
     pub window_days: u32,
     /// Rules with variants or a holdout, by name.
     pub rules: Vec<RuleStatsView>,
+    /// Per rule, variant and channel: decided, sent, opened, clicked,
+    /// replied, re-engaged, churned (nudges at least `window_days` old).
+    pub funnel: Vec<FunnelView>,
 }
 
 fn group(c: kairos_jobs::nudge::stats::Counts) -> GroupStats {
@@ -465,5 +507,27 @@ pub async fn stats(
                 .collect(),
         })
         .collect();
-    Ok(Json(NudgeStats { window_days, rules }))
+    let funnel = store::funnel(&state.store, &tenant.id, window_ms, now_ms())
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|f| FunnelView {
+            rule: f.rule,
+            variant: f.variant,
+            channel: f.channel,
+            decided: f.decided,
+            sent: f.sent,
+            unknown: f.unknown,
+            opened: f.opened,
+            clicked: f.clicked,
+            replied: f.replied,
+            re_engaged: f.re_engaged,
+            churned: f.churned,
+        })
+        .collect();
+    Ok(Json(NudgeStats {
+        window_days,
+        rules,
+        funnel,
+    }))
 }

@@ -8,6 +8,7 @@
 //! tenant_daily_cap = 500                            # nudges sent per tenant per UTC day
 //! person_caps = [{ max = 1, per = "3d" }, { max = 3, per = "30d" }]
 //! account_caps = [{ max = 5, per = "7d" }]
+//! delivery_lease = "5m"                             # a claim older than this: its sender died, `unknown`
 //!
 //! [[nudges.rules]]
 //! name = "payment-failed"
@@ -19,6 +20,7 @@
 //! window = "1d"                                     # at most one per (person, rule, window)
 //! dry_run = false                                   # record what would be sent, send nothing
 //! urgent = false                                    # true: may be sent in quiet hours
+//! personalise = false                               # true: the LLM rewrites the template (fallback: template)
 //! [nudges.rules.templates.es]
 //! subject = "Hola {{person.name}}: hubo un problema con tu pago"
 //! body = "El pago de {{account.display_name}} fue rechazado ({{event.data.reason}})."
@@ -67,6 +69,22 @@ pub struct NudgesConfig {
     pub account_caps: Vec<Cap>,
     /// The rules.
     pub rules: Vec<NudgeRule>,
+    /// How long a delivery's claim holds (default 5m; longer than the
+    /// `nudge` kind's timeout): a nudge found still `sending` after it was
+    /// being sent by an attempt that died, and becomes `unknown` — never
+    /// sent twice.
+    #[serde(with = "humantime_serde")]
+    pub delivery_lease: Option<Duration>,
+    /// Open and click tracking of emails (absent: off for everyone).
+    pub tracking: Option<super::tracking::TrackingConfig>,
+}
+
+impl NudgesConfig {
+    /// [`NudgesConfig::delivery_lease`] in ms.
+    pub fn delivery_lease_ms(&self) -> i64 {
+        self.delivery_lease
+            .map_or(300_000, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4))
+    }
 }
 
 /// A frequency cap.
@@ -130,6 +148,19 @@ pub struct NudgeRule {
     /// May be sent during quiet hours.
     #[serde(default)]
     pub urgent: bool,
+    /// Let the LLM (`[llm]`) rewrite the rendered template for the person;
+    /// the template is sent instead when the LLM is down, over quota, or
+    /// writes a number that is not in the facts (the reason is recorded).
+    #[serde(default)]
+    pub personalise: bool,
+    /// Track opens (pixel) and clicks of this rule's emails, for tenants
+    /// listed in `[nudges.tracking] tenants`; off by default.
+    #[serde(default)]
+    pub track: bool,
+    /// A link appended to the message (`https://…`); tracked as a click
+    /// when tracking is on.
+    #[serde(default)]
+    pub link: Option<String>,
     /// A/B variants, each with its own templates (none: the rule's); a
     /// person's variant is a stable hash of rule and person, recorded.
     #[serde(default)]
@@ -281,6 +312,12 @@ impl NudgesConfig {
                 return Err(("quiet_hours.end".into(), "must differ from `start`".into()));
             }
         }
+        if let Some(t) = &self.tracking {
+            t.validate().map_err(|(k, m)| (format!("tracking.{k}"), m))?;
+        }
+        if self.delivery_lease.is_some_and(|d| d.is_zero()) {
+            return Err(("delivery_lease".into(), "must be longer than 0s".into()));
+        }
         if self.tenant_daily_cap == Some(0) {
             return Err((
                 "tenant_daily_cap".into(),
@@ -409,6 +446,11 @@ impl NudgeRule {
                     format!("audience.roles[{i}]"),
                     format!("unknown role `{r}` (executive, admin or member)"),
                 ));
+            }
+        }
+        if let Some(link) = &self.link {
+            if !url::Url::parse(link).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                return Err(("link".into(), format!("`{link}` is not an http(s) URL")));
             }
         }
         if self.channels.is_empty() {

@@ -22,9 +22,12 @@
 pub mod config;
 pub mod deliver;
 pub mod guards;
+pub mod personalise;
+pub mod reload;
 pub mod stats;
 pub mod store;
 pub mod template;
+pub mod tracking;
 
 use async_trait::async_trait;
 use kairos_core::enqueue::NewJob;
@@ -82,9 +85,14 @@ pub struct AlertPayload {
 
 /// The nudge kind with its rules, the profile defaults and its channels.
 pub struct Nudge {
-    config: NudgesConfig,
+    /// `[nudges]`, replaced as a whole by a hot reload ([`reload`]).
+    config: reload::NudgeRules,
     profiles: ProfilesConfig,
     mailer: Option<Mailer>,
+    /// Personalisation (`personalise = true`): the LLM every kind shares.
+    llm: crate::llm::Llm,
+    /// Open and click tracking (`[nudges.tracking]`).
+    tracker: Option<tracking::Tracker>,
     /// Tenant names or ids with a `[webhooks.TENANT]` endpoint.
     webhook_tenants: Vec<String>,
     /// Attempts of `nudge` and `webhook` jobs this kind creates.
@@ -95,23 +103,43 @@ pub struct Nudge {
 impl std::fmt::Debug for Nudge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nudge")
-            .field("rules", &self.config.rules.len())
+            .field("rules", &self.config().rules.len())
             .field("email", &self.mailer.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Nudge {
-    /// The kind built from its config; `[smtp]` gives the email channel.
-    pub fn from_config(config: &crate::JobsConfig) -> Result<Self, crate::mail::MailSetupError> {
+    /// The kind built from its config; `[smtp]` gives the email channel,
+    /// `[llm]` personalisation, `[nudges.tracking]` (its key from the
+    /// environment) tracking.
+    pub async fn from_config(config: &crate::JobsConfig) -> Result<Self, crate::SetupError> {
+        let tracker = config
+            .nudges
+            .tracking
+            .as_ref()
+            .map(tracking::Tracker::from_config)
+            .transpose()?;
         Ok(Self {
-            config: config.nudges.clone(),
+            config: reload::NudgeRules::new(config.nudges.clone()),
             profiles: config.profiles.clone(),
             mailer: Mailer::from_jobs_config(config)?,
+            llm: crate::llm::Llm::from_jobs_config(config).await?,
+            tracker,
             webhook_tenants: config.webhooks.keys().cloned().collect(),
             nudge_attempts: config.policies.get(KIND).max_attempts,
             webhook_attempts: config.policies.get(crate::webhook::KIND).max_attempts,
         })
+    }
+
+    /// The rules and guards in force now (a hot reload replaces them).
+    pub fn config(&self) -> std::sync::Arc<NudgesConfig> {
+        self.config.current()
+    }
+
+    /// The handle a config watcher updates the rules through.
+    pub fn rules_handle(&self) -> reload::NudgeRules {
+        self.config.clone()
     }
 
     fn has_webhook(&self, tenant: &Tenant) -> bool {
@@ -123,8 +151,10 @@ impl Nudge {
     /// Plans the nudges of `rule` for the audience of `account_id`; returns
     /// the delivery jobs of the new ones (recorded, to queue after commit).
     /// `(trigger, at)`: what fired the rule and when (the dedupe window).
+    #[allow(clippy::too_many_arguments)]
     async fn plan_account(
         &self,
+        config: &NudgesConfig,
         ctx: &JobContext,
         tenant: &Tenant,
         rule: &config::NudgeRule,
@@ -149,7 +179,7 @@ impl Nudge {
                     .map_err(retry)?,
             );
         }
-        let quiet = self.config.quiet_hours.as_ref().and_then(|q| q.times());
+        let quiet = config.quiet_hours.as_ref().and_then(|q| q.times());
         let defaults = self.profiles.tenant(tenant);
         let now_utc = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
         let mut jobs = Vec::new();
@@ -222,24 +252,25 @@ impl Nudge {
     }
 
     /// The rules `payload` fires, with the account and what to record as the trigger.
-    async fn fired(
+    async fn fired<'c>(
         &self,
+        config: &'c NudgesConfig,
         ctx: &JobContext,
         payload: &Payload,
         now: i64,
-    ) -> Result<Vec<(&config::NudgeRule, String, (Value, i64))>, JobError> {
+    ) -> Result<Vec<(&'c config::NudgeRule, String, (Value, i64))>, JobError> {
         let mut out = Vec::new();
         match payload {
             Payload::Deliver { .. } => {}
             Payload::Event(event) => {
-                for rule in self.config.event_rules() {
+                for rule in config.event_rules() {
                     if rule.matches(event) {
                         let name = rule
                             .name
                             .as_deref()
                             .and_then(|n| n.strip_prefix("nudge:"))
                             .unwrap_or_default();
-                        if let Some(r) = self.config.rule(name) {
+                        if let Some(r) = config.rule(name) {
                             let trigger = json!({"type": "event", "event": event});
                             out.push((r, event.account_id.clone(), (trigger, event.occurred_at_ms)));
                         }
@@ -253,14 +284,14 @@ impl Nudge {
                     full.insert("kind".into(), json!(alert.kind));
                     full.insert("severity".into(), json!(alert.severity));
                     full.insert("account_id".into(), json!(alert.account_id));
-                    for r in self.config.rules.iter().filter(|r| r.trigger.sentiment_alert) {
+                    for r in config.rules.iter().filter(|r| r.trigger.sentiment_alert) {
                         let trigger = json!({"type": "sentiment_alert", "alert": full});
                         out.push((r, alert.account_id.clone(), (trigger, now)));
                     }
                 }
             }
             Payload::Sweep { .. } => {
-                for r in &self.config.rules {
+                for r in &config.rules {
                     if let Some(days) = r.trigger.inactive_days {
                         let before = now - i64::from(days) * 86_400_000;
                         for account in store::inactive_accounts(&ctx.store, &ctx.tenant_id, before).await? {
@@ -317,11 +348,12 @@ impl Job for Nudge {
                 outcome = Some(format!("{} on nudge {id}: {what}", e.event_type));
             }
         }
-        let fired = self.fired(ctx, &payload, now).await?;
+        let config = self.config();
+        let fired = self.fired(&config, ctx, &payload, now).await?;
         let mut jobs = Vec::new();
         for (rule, account, trigger) in &fired {
             jobs.extend(
-                self.plan_account(ctx, &tenant, rule, account, trigger.clone(), now)
+                self.plan_account(&config, ctx, &tenant, rule, account, trigger.clone(), now)
                     .await?,
             );
         }

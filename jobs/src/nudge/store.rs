@@ -1,11 +1,14 @@
 //! The SQL of `nudges` and `nudge_deliveries`: planning (with its delivery
-//! job, in one transaction), the counts the caps read, recording an
+//! job, in one transaction), the claim that checks the caps and commits the
+//! intent to send in one serialised transaction ([`claim`]), recording an
 //! outcome with its attempts, and the reads the API serves. Every query is
 //! scoped to a tenant.
 
 use kairos_core::enqueue::{insert_jobs, NewJob};
+use kairos_core::store::Engine;
 use kairos_core::Store;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::config::Cap;
@@ -24,7 +27,9 @@ pub struct NudgeRow {
     pub person_id: String,
     /// What fired the rule (JSON).
     pub trigger: serde_json::Value,
-    /// `planned`, `delayed`, `sent`, `skipped`, `capped`, `dry_run` or `holdout`.
+    /// `planned`, `delayed`, `sending` (claimed, going out now), `sent`,
+    /// `unknown` (its sender died mid-send; never re-sent), `skipped`,
+    /// `capped`, `dry_run` or `holdout`.
     pub status: String,
     /// The A/B variant, if the rule has variants.
     pub variant: Option<String>,
@@ -60,6 +65,14 @@ pub struct NudgeRow {
     pub clicked_at: Option<i64>,
     /// First `nudge.replied`.
     pub replied_at: Option<i64>,
+    /// While `sending`: until when the claiming attempt may still record
+    /// its outcome before the nudge counts as `unknown`.
+    pub lease_until: Option<i64>,
+    /// `template` or `llm`: who wrote the text.
+    pub text_source: Option<String>,
+    /// Why the template was used on a personalised rule (LLM down, a
+    /// number not in the facts, ...).
+    pub text_note: Option<String>,
 }
 
 /// One delivery attempt.
@@ -80,7 +93,7 @@ pub struct DeliveryRow {
 const COLUMNS: &str =
     "id, rule, account_id, person_id, trigger_info, status, variant, reason, channel, language, subject, \
                        body, priority, urgent, dry_run, run_after, created_at, updated_at, sent_at, read_at, \
-                       opened_at, clicked_at, replied_at";
+                       opened_at, clicked_at, replied_at, lease_until, text_source, text_note";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
     let trigger: String = r.try_get("trigger_info")?;
@@ -108,6 +121,9 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
         opened_at: r.try_get("opened_at")?,
         clicked_at: r.try_get("clicked_at")?,
         replied_at: r.try_get("replied_at")?,
+        lease_until: r.try_get("lease_until")?,
+        text_source: r.try_get("text_source")?,
+        text_note: r.try_get("text_note")?,
     })
 }
 
@@ -196,50 +212,188 @@ pub async fn get(store: &Store, tenant_id: &str, id: &str) -> Result<Option<Nudg
     row.as_ref().map(from_row).transpose()
 }
 
-/// What the caps need: sent nudges per person cap window, per account cap
-/// window, and for the tenant since the start of the UTC day.
-pub async fn sent_counts(
-    store: &Store,
+/// The caps a delivery checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps<'a> {
+    /// Per person.
+    pub person: &'a [Cap],
+    /// Per account.
+    pub account: &'a [Cap],
+    /// Per tenant per UTC day.
+    pub tenant_daily: Option<u32>,
+}
+
+/// What the caps need: nudges sent — or claimed, or of unknown fate (they
+/// may have gone out) — per person cap window, per account cap window, and
+/// for the tenant since the start of the UTC day; `except` is left out (the
+/// nudge being decided).
+async fn counts_on(
+    conn: &mut sqlx::AnyConnection,
     tenant_id: &str,
     account_id: &str,
     person_id: &str,
-    person_caps: &[Cap],
-    account_caps: &[Cap],
+    except: &str,
+    caps: Caps<'_>,
     now: i64,
 ) -> Result<SentCounts, sqlx::Error> {
+    const COUNTED: &str = "status IN ('sent', 'sending', 'unknown') AND sent_at >= $2 AND id <> $3";
     let since = |c: &Cap| now - i64::try_from(c.per.as_millis()).unwrap_or(i64::MAX / 4);
     let mut counts = SentCounts::default();
-    for c in person_caps {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND person_id = $2 AND account_id = $3 \
-             AND status = 'sent' AND sent_at >= $4",
-        )
+    for c in caps.person {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND person_id = $4 AND account_id = $5 AND {COUNTED}"
+        ))
         .bind(tenant_id)
+        .bind(since(c))
+        .bind(except)
         .bind(person_id)
         .bind(account_id)
-        .bind(since(c))
-        .fetch_one(store.pool())
+        .fetch_one(&mut *conn)
         .await?;
         counts.person.push(n);
     }
-    for c in account_caps {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND account_id = $2 AND status = 'sent' AND sent_at >= $3",
-        )
+    for c in caps.account {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND account_id = $4 AND {COUNTED}"
+        ))
         .bind(tenant_id)
-        .bind(account_id)
         .bind(since(c))
-        .fetch_one(store.pool())
+        .bind(except)
+        .bind(account_id)
+        .fetch_one(&mut *conn)
         .await?;
         counts.account.push(n);
     }
-    counts.tenant_today =
-        sqlx::query_scalar("SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND status = 'sent' AND sent_at >= $2")
-            .bind(tenant_id)
-            .bind(utc_day_start(now))
-            .fetch_one(store.pool())
-            .await?;
+    if caps.tenant_daily.is_some() {
+        counts.tenant_today = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND {COUNTED}"
+        ))
+        .bind(tenant_id)
+        .bind(utc_day_start(now))
+        .bind(except)
+        .fetch_one(&mut *conn)
+        .await?;
+    }
     Ok(counts)
+}
+
+/// The counts of [`counts_on`] without a lock: a cheap early answer (a
+/// nudge already capped spends no LLM call); the binding check is [`claim`]'s.
+pub async fn sent_counts(
+    store: &Store,
+    tenant_id: &str,
+    n: &NudgeRow,
+    caps: Caps<'_>,
+    now: i64,
+) -> Result<SentCounts, sqlx::Error> {
+    let mut conn = store.pool().acquire().await?;
+    counts_on(&mut conn, tenant_id, &n.account_id, &n.person_id, &n.id, caps, now).await
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The intent is committed (`sending`, under the caps): send now, then
+    /// record with this claim id.
+    Claimed(String),
+    /// A cap was full: recorded as `capped` with this reason.
+    Capped(String),
+    /// The nudge was no longer `planned` or `delayed` (another attempt has it).
+    Taken,
+}
+
+/// A 64-bit advisory lock key for the scope the caps share.
+fn cap_lock_key(scope: &str) -> i64 {
+    let digest = Sha256::digest(format!("nudge-caps\u{1f}{scope}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// Claims nudge `n` for sending, atomically with the cap check: in one
+/// transaction serialised with every other claim of the same account (of
+/// the tenant, when a tenant daily cap is set) — a Postgres advisory lock;
+/// on SQLite the first statement is a write, which takes the database's
+/// single write lock — the nudge becomes `sending` (its `sent_at` set, so
+/// it counts for the next claim at once), the others are counted, and if a
+/// cap is full it becomes `capped` instead. So N simultaneous deliveries
+/// under a cap of k send exactly min(N, k).
+pub async fn claim(
+    store: &Store,
+    tenant_id: &str,
+    n: &NudgeRow,
+    caps: Caps<'_>,
+    lease_ms: i64,
+    now: i64,
+) -> Result<Claim, sqlx::Error> {
+    let claim_id = uuid::Uuid::now_v7().to_string();
+    let mut tx = store.pool().begin().await?;
+    if store.engine() == Engine::Postgres {
+        let scope = if caps.tenant_daily.is_some() {
+            tenant_id.to_owned()
+        } else {
+            format!("{tenant_id}\u{1f}{}", n.account_id)
+        };
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+            .bind(cap_lock_key(&scope))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let claimed = sqlx::query(
+        "UPDATE nudges SET status = 'sending', claim_id = $3, lease_until = $4, sent_at = $5, updated_at = $5 \
+         WHERE tenant_id = $1 AND id = $2 AND status IN ('planned', 'delayed')",
+    )
+    .bind(tenant_id)
+    .bind(&n.id)
+    .bind(&claim_id)
+    .bind(now + lease_ms)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !claimed {
+        tx.rollback().await?;
+        return Ok(Claim::Taken);
+    }
+    let counts = counts_on(&mut tx, tenant_id, &n.account_id, &n.person_id, &n.id, caps, now).await?;
+    if let Some(reason) = super::guards::cap_reason(caps.person, caps.account, caps.tenant_daily, &counts) {
+        sqlx::query(
+            "UPDATE nudges SET status = 'capped', reason = $3, claim_id = NULL, lease_until = NULL, sent_at = NULL \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(&n.id)
+        .bind(&reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Claim::Capped(reason));
+    }
+    tx.commit().await?;
+    Ok(Claim::Claimed(claim_id))
+}
+
+/// The text reason of an `unknown` nudge.
+pub const UNKNOWN_REASON: &str =
+    "the attempt sending it stopped before recording the outcome: it may have gone out; not re-sent (at most once)";
+
+/// A `sending` nudge whose lease ran out: its attempt died between claim and
+/// record, so it becomes `unknown` and is never sent again. False if it was
+/// not (still) in that state.
+pub async fn expire_claim(store: &Store, tenant_id: &str, nudge_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE nudges SET status = 'unknown', reason = $3, updated_at = $4 \
+         WHERE tenant_id = $1 AND id = $2 AND status = 'sending' AND lease_until <= $4",
+    )
+    .bind(tenant_id)
+    .bind(nudge_id)
+    .bind(UNKNOWN_REASON)
+    .bind(now)
+    .execute(store.pool())
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// A nudge's final state.
@@ -257,22 +411,18 @@ pub struct Outcome {
     pub subject: Option<String>,
     /// Body.
     pub body: Option<String>,
+    /// `template` or `llm`.
+    pub text_source: Option<&'static str>,
+    /// Why the template replaced the LLM's text.
+    pub text_note: Option<String>,
 }
 
-/// Records the attempts of one delivery run, and the outcome when there is
-/// one, with `jobs` (a webhook delivery), in one transaction. The outcome
-/// only lands on a nudge still `planned` or `delayed`, so a second run of
-/// a finished nudge changes nothing; returns whether it landed.
-pub async fn record(
-    store: &Store,
+async fn insert_attempts(
+    tx: &mut sqlx::AnyConnection,
     tenant_id: &str,
     nudge_id: &str,
     attempts: &[DeliveryRow],
-    outcome: Option<&Outcome>,
-    jobs: &[NewJob],
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
+) -> Result<(), sqlx::Error> {
     for a in attempts {
         sqlx::query(
             "INSERT INTO nudge_deliveries (id, tenant_id, nudge_id, attempt, channel, outcome, detail, at) \
@@ -289,11 +439,104 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Records the outcome of a claimed nudge (see [`claim`]) with its attempts
+/// and `jobs`, in one transaction: only the claim's holder lands it, on a
+/// nudge still `sending` — or already `unknown`, when the lease ran out
+/// while the send was slow but alive (the truth replaces the doubt). A
+/// `sent` outcome keeps the claim's `sent_at`; any other clears it (it no
+/// longer counts for the caps).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_claimed(
+    store: &Store,
+    tenant_id: &str,
+    nudge_id: &str,
+    claim_id: &str,
+    attempts: &[DeliveryRow],
+    o: &Outcome,
+    jobs: &[NewJob],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    let landed = sqlx::query(
+        "UPDATE nudges SET status = $3, reason = $4, channel = $5, language = $6, subject = $7, body = $8, \
+         sent_at = CASE WHEN $3 = 'sent' THEN sent_at ELSE NULL END, updated_at = $9, lease_until = NULL, \
+         text_source = $11, text_note = $12 \
+         WHERE tenant_id = $1 AND id = $2 AND claim_id = $10 AND status IN ('sending', 'unknown')",
+    )
+    .bind(tenant_id)
+    .bind(nudge_id)
+    .bind(o.status)
+    .bind(&o.reason)
+    .bind(o.channel.as_deref())
+    .bind(o.language.as_deref())
+    .bind(o.subject.as_deref())
+    .bind(o.body.as_deref())
+    .bind(now)
+    .bind(claim_id)
+    .bind(o.text_source)
+    .bind(o.text_note.as_deref())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    insert_attempts(&mut tx, tenant_id, nudge_id, attempts).await?;
+    if landed {
+        insert_jobs(&mut tx, jobs, now).await?;
+    }
+    tx.commit().await?;
+    Ok(landed)
+}
+
+/// Gives a claim back when the send is known not to have happened (a
+/// transient refusal): the nudge is `planned` again, for the job's retry.
+pub async fn release(
+    store: &Store,
+    tenant_id: &str,
+    nudge_id: &str,
+    claim_id: &str,
+    attempts: &[DeliveryRow],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    sqlx::query(
+        "UPDATE nudges SET status = 'planned', sent_at = NULL, claim_id = NULL, lease_until = NULL, updated_at = $4 \
+         WHERE tenant_id = $1 AND id = $2 AND claim_id = $3 AND status = 'sending'",
+    )
+    .bind(tenant_id)
+    .bind(nudge_id)
+    .bind(claim_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    insert_attempts(&mut tx, tenant_id, nudge_id, attempts).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records the attempts of one delivery run, and the outcome when there is
+/// one, with `jobs` (a webhook delivery), in one transaction. The outcome
+/// only lands on a nudge still `planned` or `delayed`, so a second run of
+/// a finished nudge changes nothing; returns whether it landed.
+pub async fn record(
+    store: &Store,
+    tenant_id: &str,
+    nudge_id: &str,
+    attempts: &[DeliveryRow],
+    outcome: Option<&Outcome>,
+    jobs: &[NewJob],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    insert_attempts(&mut tx, tenant_id, nudge_id, attempts).await?;
     let mut landed = false;
     if let Some(o) = outcome {
         landed = sqlx::query(
             "UPDATE nudges SET status = $3, reason = $4, channel = $5, language = $6, subject = $7, body = $8, \
-             sent_at = CASE WHEN $3 = 'sent' THEN $9 ELSE NULL END, updated_at = $9 \
+             sent_at = CASE WHEN $3 = 'sent' THEN $9 ELSE NULL END, updated_at = $9, \
+             text_source = $10, text_note = $11 \
              WHERE tenant_id = $1 AND id = $2 AND status IN ('planned', 'delayed')",
         )
         .bind(tenant_id)
@@ -305,6 +548,8 @@ pub async fn record(
         .bind(o.subject.as_deref())
         .bind(o.body.as_deref())
         .bind(now)
+        .bind(o.text_source)
+        .bind(o.text_note.as_deref())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -513,4 +758,103 @@ pub async fn record_outcome(
         .await?
         .rows_affected();
     Ok(n == 1)
+}
+
+/// One (rule, variant, channel) line of the funnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunnelRow {
+    /// Rule.
+    pub rule: String,
+    /// Variant (`holdout` for the baseline); empty without variants.
+    pub variant: String,
+    /// The channel it went out on; empty when nothing went out (holdout,
+    /// capped, skipped, not yet sent).
+    pub channel: String,
+    /// Nudges decided (dry runs left out).
+    pub decided: u64,
+    /// Accepted by the channel: the SMTP server took the email, the feed
+    /// item or the task was written, the webhook job was created.
+    pub sent: u64,
+    /// The sender died mid-send: may have gone out (never re-sent).
+    pub unknown: u64,
+    /// With a `nudge.opened` (the email pixel, or the product's event).
+    pub opened: u64,
+    /// With a `nudge.clicked`.
+    pub clicked: u64,
+    /// With a `nudge.replied`.
+    pub replied: u64,
+    /// The person had an event on the account within the window after the
+    /// nudge was decided.
+    pub re_engaged: u64,
+    /// The account churned (`account.churned` / `subscription.cancelled`)
+    /// within 30 days after the nudge was decided.
+    pub churned: u64,
+}
+
+/// The funnel per (rule, variant, channel) of the tenant's nudges decided
+/// at least `window_ms` before `now` (every one had the full re-engagement
+/// window).
+pub async fn funnel(store: &Store, tenant_id: &str, window_ms: i64, now: i64) -> Result<Vec<FunnelRow>, sqlx::Error> {
+    let churn = crate::churn::features::CHURN_TYPES;
+    let rows = sqlx::query(
+        "SELECT n.rule AS rule, COALESCE(n.variant, '') AS variant, COALESCE(n.channel, '') AS channel, \
+         COUNT(*) AS decided, \
+         SUM(CASE WHEN n.status = 'sent' THEN 1 ELSE 0 END) AS sent, \
+         SUM(CASE WHEN n.status = 'unknown' THEN 1 ELSE 0 END) AS unknown, \
+         SUM(CASE WHEN n.opened_at IS NOT NULL THEN 1 ELSE 0 END) AS opened, \
+         SUM(CASE WHEN n.clicked_at IS NOT NULL THEN 1 ELSE 0 END) AS clicked, \
+         SUM(CASE WHEN n.replied_at IS NOT NULL THEN 1 ELSE 0 END) AS replied, \
+         SUM(CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = n.tenant_id \
+         AND e.account_id = n.account_id AND e.user_id = n.person_id \
+         AND e.occurred_at > n.created_at AND e.occurred_at <= n.created_at + $2) THEN 1 ELSE 0 END) AS re_engaged, \
+         SUM(CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = n.tenant_id \
+         AND e.account_id = n.account_id AND e.type IN ($4, $5) \
+         AND e.occurred_at > n.created_at AND e.occurred_at <= n.created_at + 2592000000) THEN 1 ELSE 0 END) AS churned \
+         FROM nudges n WHERE n.tenant_id = $1 AND n.dry_run = 0 AND n.created_at <= $3 \
+         GROUP BY n.rule, COALESCE(n.variant, ''), COALESCE(n.channel, '') ORDER BY 1, 2, 3",
+    )
+    .bind(tenant_id)
+    .bind(window_ms)
+    .bind(now - window_ms)
+    .bind(churn[0])
+    .bind(churn[1])
+    .fetch_all(store.pool())
+    .await?;
+    let n = |r: &sqlx::any::AnyRow, c: &str| -> Result<u64, sqlx::Error> {
+        let v: i64 = r.try_get(c)?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    };
+    rows.iter()
+        .map(|r| {
+            Ok(FunnelRow {
+                rule: r.try_get("rule")?,
+                variant: r.try_get("variant")?,
+                channel: r.try_get("channel")?,
+                decided: n(r, "decided")?,
+                sent: n(r, "sent")?,
+                unknown: n(r, "unknown")?,
+                opened: n(r, "opened")?,
+                clicked: n(r, "clicked")?,
+                replied: n(r, "replied")?,
+                re_engaged: n(r, "re_engaged")?,
+                churned: n(r, "churned")?,
+            })
+        })
+        .collect()
+}
+
+/// The tenant's nudge `nudge_id` on `account_id`, sent by email, for the
+/// tracking routes (a token for a nudge since erased or never sent finds
+/// nothing).
+pub async fn tracked(store: &Store, tenant_id: &str, account_id: &str, nudge_id: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM nudges WHERE tenant_id = $1 AND account_id = $2 AND id = $3 \
+         AND channel = 'email' AND status IN ('sending', 'sent', 'unknown')",
+    )
+    .bind(tenant_id)
+    .bind(account_id)
+    .bind(nudge_id)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(n > 0)
 }

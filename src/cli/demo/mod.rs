@@ -3,6 +3,7 @@
 //! (history, training, a scoring run) is in [`churn`].
 
 pub mod churn;
+mod nudges;
 mod profiles;
 mod report;
 
@@ -64,6 +65,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         config.server.listen = "127.0.0.1:0".into();
     }
     prepare_sentiment(&mut config).await;
+    nudges::configure(&mut config)?;
     let sentiment_on = config.sentiment.enabled;
     let store_url = config.store.url.clone();
     let rt = Runtime::open(config).await?;
@@ -159,6 +161,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     churn::score_and_report(&churn_rt, &churn_rt.config, &tenants, &churn_prepared).await?;
     report::show(&churn_rt.config, &store, &keys[0].tenant, "acct-000").await?;
+    nudges::run(&churn_rt, &base, &keys[0].secret, &keys[0].tenant, nonce).await?;
     let sample = jobs
         .iter()
         .find(|j| j.kind == "activity")
