@@ -91,6 +91,9 @@ pub struct Config {
     /// Proactive nudges: rules, caps, quiet hours, kill switch.
     #[serde(default)]
     pub nudges: NudgesConfig,
+    /// Model monitoring: weeks shown, the drift alert's PSI threshold.
+    #[serde(default)]
+    pub monitor: kairos_jobs::monitor::MonitorConfig,
     /// The file this was read from, for error messages (not a config key).
     #[serde(skip)]
     pub source: String,
@@ -144,6 +147,7 @@ impl Config {
         self.dashboard.validate().map_err(at("dashboard"))?;
         self.metrics.validate().map_err(at("metrics"))?;
         self.nudges.validate().map_err(at("nudges"))?;
+        self.monitor.validate().map_err(at("monitor"))?;
         if let Some(i) = self.nudges.rules.iter().position(|r| r.trigger.sentiment_alert) {
             let nudge = kairos_jobs::nudge::KIND;
             if !self.sentiment.follow_up.iter().any(|k| k == nudge) {
@@ -210,6 +214,7 @@ impl Config {
             text_fields: self.sentiment.text_fields.clone(),
             dashboard: self.dashboard.clone(),
             nudge_tracking: self.nudges.tracking.clone(),
+            monitor: self.monitor.clone(),
         }
     }
 
@@ -244,6 +249,7 @@ impl Config {
             smtp: self.smtp.clone(),
             queue: self.queue.clone(),
             nudges: self.nudges.clone(),
+            monitor: self.monitor.clone(),
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Settings {
     pub dashboard: dashboard::DashboardConfig,
     /// `[nudges.tracking]`: the open pixel and tracked links (absent: off).
     pub nudge_tracking: Option<kairos_jobs::nudge::tracking::TrackingConfig>,
+    /// `[monitor]`: weeks shown and the drift threshold of `/v1/models/monitor`.
+    pub monitor: kairos_jobs::monitor::MonitorConfig,
 }
 
 impl Settings {
@@ -155,6 +157,7 @@ fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
         .route("/v1/churn:score", post(routes::churn::score))
         .route("/v1/accounts/{id}/sentiment", get(routes::sentiment::account_sentiment))
         .route("/v1/alerts", get(routes::alerts::list_alerts))
+        .route("/v1/models/monitor", get(routes::models::monitor))
         .route("/v1/reports", get(routes::reports::list_reports))
         .route("/v1/reports/{id}", get(routes::reports::get_report))
         .route("/v1/accounts/{id}/nudges", get(routes::nudges::account_nudges))

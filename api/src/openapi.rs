@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    accounts, admin, alerts, churn, events, health, jobs, metrics, nudges, reports, sentiment, tracking,
+    accounts, admin, alerts, churn, events, health, jobs, metrics, models, nudges, reports, sentiment, tracking,
 };
 
 /// The Kairos HTTP API.
@@ -27,6 +27,7 @@ use crate::routes::{
         accounts::patch_person,
         accounts::delete_person,
         alerts::list_alerts,
+        models::monitor,
         churn::account_churn,
         churn::churn_overview,
         churn::score,
@@ -46,6 +47,11 @@ use crate::routes::{
     ),
     components(schemas(
         alerts::AlertView,
+        kairos_jobs::monitor::MonitorReport,
+        kairos_jobs::monitor::ChurnMonitor,
+        kairos_jobs::monitor::ChurnWeek,
+        kairos_jobs::monitor::SentimentWeek,
+        kairos_jobs::churn::retrain::Evaluation,
         accounts::AccountInput,
         accounts::PersonInput,
         accounts::AccountBatch,

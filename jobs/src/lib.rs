@@ -17,6 +17,7 @@ pub mod churn;
 pub mod llm;
 pub mod mail;
 pub mod model_registry;
+pub mod monitor;
 pub mod nudge;
 pub mod probe;
 pub mod profile;
@@ -131,6 +132,8 @@ impl<J: Job> DynJob for J {
 pub const KINDS: &[&str] = &[
     activity::Activity::KIND,
     churn::ChurnScore::KIND,
+    churn::retrain::ChurnRetrain::KIND,
+    monitor::ModelMonitor::KIND,
     nudge::Nudge::KIND,
     probe::Probe::KIND,
     profile::Profile::KIND,
@@ -165,6 +168,8 @@ pub struct JobsConfig {
     pub queue: kairos_core::config::QueueConfig,
     /// `[nudges]`: the nudge rules and their guards.
     pub nudges: nudge::NudgesConfig,
+    /// `[monitor]`: model monitoring and its drift alert.
+    pub monitor: monitor::MonitorConfig,
 }
 
 /// Why the job kinds could not be built (at process start: a wrong model
@@ -215,6 +220,12 @@ impl Registry {
         }
         if wanted(churn::ChurnScore::KIND) {
             r.register(churn::ChurnScore::new(config.churn.clone()));
+        }
+        if wanted(churn::retrain::ChurnRetrain::KIND) {
+            r.register(churn::retrain::ChurnRetrain::new(config.churn.retrain.clone()));
+        }
+        if wanted(monitor::ModelMonitor::KIND) {
+            r.register(monitor::ModelMonitor::new(config.monitor.clone()));
         }
         if wanted(nudge::Nudge::KIND) {
             let kind = nudge::Nudge::from_config(config).await?;

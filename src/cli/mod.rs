@@ -11,6 +11,7 @@ pub mod demo;
 mod jobs;
 mod migrate;
 mod models;
+mod models_monitor;
 mod nudges;
 mod queues;
 mod reports;

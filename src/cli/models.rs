@@ -31,6 +31,13 @@ pub enum ModelsCmd {
         #[arg(long, short)]
         out: Option<std::path::PathBuf>,
     },
+    /// Week by week: each active model's scorings, churn input drift (PSI
+    /// per feature) and sentiment confidence, plus the retraining decisions.
+    Monitor(super::models_monitor::MonitorArgs),
+    /// Champion / challenger now (what the weekly `churn_retrain` job does):
+    /// train on the window before the last horizon, compare with the active
+    /// model on the last horizon, activate only if better by the margin.
+    Retrain(super::models_monitor::RetrainArgs),
     /// Make a version the active model of its kind (globally, or for one tenant).
     Activate {
         /// Model version.
@@ -45,6 +52,8 @@ pub enum ModelsCmd {
 pub async fn run(config: Config, cmd: ModelsCmd) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
     match cmd {
+        ModelsCmd::Monitor(args) => super::models_monitor::monitor(&config, &store, args).await?,
+        ModelsCmd::Retrain(args) => super::models_monitor::retrain(&config, &store, args).await?,
         ModelsCmd::List => {
             let models = registry::list(&store).await?;
             println!("churn models:");

@@ -13,6 +13,7 @@ mod dashboard_browser;
 mod errors;
 mod failures;
 mod ingest;
+mod lifecycle;
 mod llm;
 mod lock_order;
 mod mail;

@@ -9,6 +9,7 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
+pub mod models;
 pub mod nudges;
 pub mod reports;
 pub mod sentiment;

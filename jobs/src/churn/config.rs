@@ -12,6 +12,11 @@
 //! action = "re-engagement campaign"
 //! priority = "high"
 //! impact = 0.15
+//! [churn.retrain]                       # the weekly champion / challenger job
+//! horizon = "30d"
+//! margin = 0.01                         # AUC the challenger must gain
+//! min_rows = 100
+//! min_positives = 10
 //! ```
 //!
 //! `kairos check-config` validates it with the rest of the file
@@ -85,6 +90,9 @@ pub struct ChurnConfig {
     /// Recommended action per factor (an `AccountFeatures` field name).
     /// Replaces the built-in table when given.
     pub actions: BTreeMap<String, ChurnAction>,
+    /// `[churn.retrain]`: champion / challenger retraining (the
+    /// `churn_retrain` job).
+    pub retrain: super::retrain::RetrainConfig,
 }
 
 impl Default for ChurnConfig {
@@ -95,6 +103,7 @@ impl Default for ChurnConfig {
             tenant_languages: BTreeMap::new(),
             model_refresh: Duration::from_secs(5),
             actions: default_actions(),
+            retrain: super::retrain::RetrainConfig::default(),
         }
     }
 }
@@ -170,6 +179,7 @@ impl ChurnConfig {
                 ));
             }
         }
+        self.retrain.validate().map_err(|(k, m)| (format!("retrain.{k}"), m))?;
         if self.model_refresh.is_zero() {
             return Err(("model_refresh".into(), "must be longer than 0s".into()));
         }

@@ -17,7 +17,9 @@ pub mod describe;
 pub mod features;
 pub mod on_demand;
 pub mod registry;
+pub mod retrain;
 pub mod scores;
+pub mod training;
 
 use std::sync::Arc;
 
@@ -66,6 +68,16 @@ impl From<crate::model_registry::RegistryError> for ChurnStoreError {
             R::Store(e) => Self::Store(e),
             R::Json(e) => Self::Json(e),
             R::NotFound(what) => Self::NotFound(what),
+        }
+    }
+}
+
+impl From<crate::monitor::baselines::BaselineError> for ChurnStoreError {
+    fn from(e: crate::monitor::baselines::BaselineError) -> Self {
+        use crate::monitor::baselines::BaselineError as B;
+        match e {
+            B::Store(e) => Self::Store(e),
+            B::Json(e) => Self::Json(e),
         }
     }
 }

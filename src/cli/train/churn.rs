@@ -12,7 +12,7 @@ use anyhow::Context;
 use kairos_core::store::Tenant;
 use kairos_core::time::to_rfc3339;
 use kairos_core::Store;
-use kairos_jobs::churn::{features, registry};
+use kairos_jobs::churn::{features, registry, training};
 use kairos_models::churn::{self, ChurnModel, CsvOptions, Dataset, Split, TrainConfig, TrainEvent};
 
 use crate::cli::table::{left, right, Table};
@@ -57,34 +57,6 @@ pub struct TrainChurnArgs {
 pub fn new_version() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("churn-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), &id[..6])
-}
-
-/// Labelled accounts of `tenants` at `cutoff_ms`: features as of the cutoff,
-/// label = churned within the horizon. Ids are `tenant/account`.
-pub async fn dataset_from_store(
-    store: &Store,
-    tenants: &[Tenant],
-    cutoff_ms: i64,
-    horizon_ms: i64,
-) -> anyhow::Result<Dataset> {
-    let (mut all_features, mut labels, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    for t in tenants {
-        let labelled = features::labelled_accounts(store, &t.id, cutoff_ms, horizon_ms).await?;
-        let accounts: Vec<String> = labelled.iter().map(|(a, _)| a.clone()).collect();
-        let f = features::account_features(store, &t.id, &accounts, cutoff_ms).await?;
-        for ((account, churned), f) in labelled.into_iter().zip(f) {
-            ids.push(format!("{}/{account}", t.name));
-            labels.push(churned);
-            all_features.push(f);
-        }
-    }
-    if labels.is_empty() {
-        anyhow::bail!(
-            "no accounts with events before the cutoff {} (and not churned by then)",
-            to_rfc3339(cutoff_ms)
-        );
-    }
-    Ok(Dataset::from_accounts("store", &all_features, &labels, Some(ids))?)
 }
 
 /// Trains with a text progress bar on stderr; returns the model (version set).
@@ -217,17 +189,23 @@ pub async fn train_from_store(
         Some(t) => vec![t.clone()],
         None => store.list_tenants().await?,
     };
-    let data = dataset_from_store(store, &tenants, cutoff_ms, horizon_ms).await?;
-    let positives = data.labels().iter().filter(|l| **l).count();
+    let Some(rows) = training::store_dataset(store, &tenants, cutoff_ms, horizon_ms).await? else {
+        anyhow::bail!(
+            "no accounts with events before the cutoff {} (and not churned by then)",
+            to_rfc3339(cutoff_ms)
+        );
+    };
+    let positives = rows.positives();
     if show_progress {
         eprintln!(
             "{} accounts at cutoff {} ({} churned within {} d after it)",
-            data.labels().len(),
+            rows.labels.len(),
             to_rfc3339(cutoff_ms),
             positives,
             horizon_ms / features::DAY_MS
         );
     }
+    let data = rows.dataset.clone();
     let model = tokio::task::spawn_blocking(move || train_dataset(&data, None, seed, show_progress)).await??;
     let source = format!(
         "store cutoff={} horizon={}d",
@@ -235,7 +213,7 @@ pub async fn train_from_store(
         horizon_ms / features::DAY_MS
     );
     let scope = tenant.map(|t| t.id.as_str());
-    registry::register(store, &model, scope, &source).await?;
+    training::register(store, &model, scope, &source, &rows.features).await?;
     if activate {
         registry::activate(store, model.version(), scope).await?;
     }
