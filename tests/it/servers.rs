@@ -277,6 +277,12 @@ impl SmtpServer {
         out
     }
 
+    /// Lets the server answer the DATA it is withholding (the first message
+    /// to each `hold...@` recipient; see `tests/fixtures/smtp_server.py`).
+    pub fn release(&self) {
+        std::fs::write(self.out().join("release"), b"").expect("write the release file");
+    }
+
     /// The raw bytes of message `n` (from 1).
     pub fn raw(&self, n: usize) -> Vec<u8> {
         std::fs::read(self.out().join(format!("{n}.eml"))).expect("raw message")
