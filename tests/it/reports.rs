@@ -59,6 +59,26 @@ fn metric_mistakes_are_refused_at_load_with_file_line_and_key() {
             && e.contains("`created`"),
         "{e}"
     );
+    // A later table's mistake: its own key's line (line 12: `sum`), or its
+    // header's (line 10) for what only the whole table shows.
+    let two = "[[reports.metrics]]\nname = \"done\"\ncount = \"task.completed\"\n\n\
+               [[reports.metrics]]\nname = \"created\"\ncount = \"task.created\"\n\n\n";
+    let e = Config::from_toml(
+        &format!("{two}[[reports.metrics]]\nname = \"rev\"\nsum = \"amount\"\nover = \"paid\"\n"),
+        "k.toml",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 12") && e.contains("reports.metrics[2].sum"), "{e}");
+    let e = Config::from_toml(
+        &format!("{two}[[reports.metrics]]\nname = \"rev\"\nsum = \"data.amount\"\n"),
+        "k.toml",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 10") && e.contains("reports.metrics[2].over"), "{e}");
     let e = Config::from_toml("[[reports.metrics]]\nname = \"x\"\nmean = \"data.m\"\n", "k.toml", &[])
         .unwrap_err()
         .to_string();
