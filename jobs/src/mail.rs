@@ -3,7 +3,9 @@
 //! roots; no native-tls).
 //!
 //! A message is `multipart/alternative` (plain text + HTML) when it has
-//! HTML, inside `multipart/mixed` when it has attachments. Subjects and
+//! HTML — the HTML inside `multipart/related` with the images it shows by
+//! `cid:` when it has inline parts — inside `multipart/mixed` when it has
+//! attachments. Subjects and
 //! names are UTF-8 (RFC 2047 encoded words). A caller-supplied Message-ID
 //! is used as is (`<…>` added when missing): a job that derives it from
 //! what it sends (the report and its period) gets the same id on every
@@ -145,6 +147,22 @@ pub struct Attachment {
     pub bytes: Vec<u8>,
 }
 
+/// A part the HTML shows by reference (`<img src="cid:ID">`): sent inside
+/// `multipart/related` with the HTML, `Content-ID: <ID>`, disposition
+/// inline. Mail clients that do not render inline SVG (Gmail, Outlook)
+/// show these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InlinePart {
+    /// The id the HTML names after `cid:` (no `<>`).
+    pub content_id: String,
+    /// A name for clients that list it.
+    pub filename: String,
+    /// MIME type, e.g. `image/png`.
+    pub content_type: String,
+    /// The content.
+    pub bytes: Vec<u8>,
+}
+
 /// One email. Build it with `..Default::default()`, so that fields added
 /// later do not break callers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -162,6 +180,8 @@ pub struct Email {
     pub html: Option<String>,
     /// Files attached.
     pub attachments: Vec<Attachment>,
+    /// Parts the HTML shows inline (ignored without HTML).
+    pub inline: Vec<InlinePart>,
     /// `Message-ID`, with or without `<>`; generated (`<uuid@sender's
     /// domain>`) when `None`. Give a deterministic one for send-once checks.
     pub message_id: Option<String>,
@@ -377,6 +397,29 @@ impl Mailer {
             b = b.raw_header(HeaderValue::new(header, value.clone()));
         }
         let body = match &email.html {
+            Some(html) if !email.inline.is_empty() => {
+                let mut related = MultiPart::related().singlepart(SinglePart::html(html.clone()));
+                for p in &email.inline {
+                    if p.content_id.is_empty() || p.content_id.contains(['<', '>', ' ', '\r', '\n']) {
+                        return Err(MailError::invalid(format!(
+                            "inline part `{}`: bad content id",
+                            p.content_id
+                        )));
+                    }
+                    let ct = ContentType::parse(&p.content_type).map_err(|e| {
+                        MailError::invalid(format!("inline part `{}`: content type: {e}", p.content_id))
+                    })?;
+                    related = related.singlepart(
+                        lettre::message::Attachment::new_inline_with_name(p.content_id.clone(), p.filename.clone())
+                            .body(p.bytes.clone(), ct),
+                    );
+                }
+                Body::Multi(
+                    MultiPart::alternative()
+                        .singlepart(SinglePart::plain(email.text.clone()))
+                        .multipart(related),
+                )
+            }
             Some(html) => Body::Multi(MultiPart::alternative_plain_html(email.text.clone(), html.clone())),
             None => Body::Single(SinglePart::plain(email.text.clone())),
         };

@@ -40,6 +40,7 @@ async fn an_email_with_both_parts_and_an_attachment_is_read_back_as_sent() {
             message_id: Some("report-acme-2026-W48@kairos.test".into()),
             reply_to: Some("cs@acme.test".into()),
             headers: vec![("X-Kairos-Report".into(), "acme/2026-W48".into())],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -52,12 +52,33 @@ fn metric_mistakes_are_refused_at_load_with_file_line_and_key() {
     let bad = "[reports]\nsend_hour = 9\n\n[[reports.metrics]]\nname = \"done\"\ncount = \"task.completed\"\n\n[[reports.metrics]]\nname = \"rate\"\nratio = [\"done\", \"created\"]\n";
     let e = Config::from_toml(bad, "kairos.toml", &[]).unwrap_err().to_string();
     assert!(
+        // The line of the faulty table's `ratio`, not the first table's.
         e.contains("kairos.toml")
-            && e.contains("line 4")
+            && e.contains("line 10")
             && e.contains("reports.metrics[1].ratio[1]")
             && e.contains("`created`"),
         "{e}"
     );
+    // A later table's mistake: its own key's line (line 12: `sum`), or its
+    // header's (line 10) for what only the whole table shows.
+    let two = "[[reports.metrics]]\nname = \"done\"\ncount = \"task.completed\"\n\n\
+               [[reports.metrics]]\nname = \"created\"\ncount = \"task.created\"\n\n\n";
+    let e = Config::from_toml(
+        &format!("{two}[[reports.metrics]]\nname = \"rev\"\nsum = \"amount\"\nover = \"paid\"\n"),
+        "k.toml",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 12") && e.contains("reports.metrics[2].sum"), "{e}");
+    let e = Config::from_toml(
+        &format!("{two}[[reports.metrics]]\nname = \"rev\"\nsum = \"data.amount\"\n"),
+        "k.toml",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 10") && e.contains("reports.metrics[2].over"), "{e}");
     let e = Config::from_toml("[[reports.metrics]]\nname = \"x\"\nmean = \"data.m\"\n", "k.toml", &[])
         .unwrap_err()
         .to_string();
@@ -885,6 +906,29 @@ async fn executives_get_the_report_by_email_once_in_their_language() {
             "ana@acme.example"
         )
     );
+    // Charts: the email's HTML shows PNGs by `cid:` (Gmail and Outlook do
+    // not render inline SVG), each an inline part that decodes as a PNG;
+    // the stored HTML keeps its SVG.
+    let mail_html = ana["html"].as_str().unwrap();
+    assert!(!mail_html.contains("<svg"), "inline SVG left in the email");
+    let cids: Vec<&str> = mail_html
+        .split("src=\"cid:")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert!(cids.len() >= 5, "{} charts in the email", cids.len());
+    let inline = ana["inline"].as_array().unwrap();
+    assert_eq!(inline.len(), cids.len(), "{inline:?}");
+    for cid in &cids {
+        let part = inline
+            .iter()
+            .find(|p| p["content_id"] == *cid)
+            .unwrap_or_else(|| panic!("no part for cid:{cid}"));
+        assert_eq!(part["content_type"], "image/png");
+        assert_eq!(part["disposition"], "inline");
+        assert_eq!(part["png"], json!({ "width": 1120, "height": 440 }), "{cid}");
+    }
+    assert_eq!(report.html.matches("<svg").count(), cids.len());
     assert_eq!(ana["attachments"][0]["content_type"], "application/pdf");
     assert!(ana["attachments"][0]["size"].as_u64().unwrap() > 10_000);
     let bob = to("bob@acme.example");
@@ -1074,5 +1118,277 @@ async fn the_llm_narrative_is_grounded_or_replaced_by_the_template() {
         .unwrap();
     assert_eq!(g.report.narrative_source, "template");
     println!("generation with the template: {} ms", g.report.generation_ms);
+    app.shutdown().await;
+}
+
+/// "No duplicate email with three scheduler replicas and a worker killed
+/// mid-send", with real processes: three `kairos scheduler` replicas tick
+/// the `weekly-reports` schedule every second, a `kairos worker` makes the
+/// report and emails it through a real SMTP server (aiosmtpd), and is
+/// killed (SIGKILL) after the server received an executive's message but
+/// before its answer reached the worker — the window where a sender cannot
+/// know whether the email left. A second worker takes the job over once the
+/// queue lease runs out. The report exists once; the held email is not sent
+/// again (its delivery is `unknown`, on the report); the other executive's
+/// email goes out once; the ticks that keep firing record nothing new.
+async fn sigkilled_mid_send_with_three_scheduler_replicas_never_sends_twice(deployment: Deployment) {
+    use kairos_core::store::{JobFilter, JobState};
+    use kairos_jobs::report::config::{Channel, PeriodKind};
+    use kairos_jobs::report::period::Period;
+
+    use crate::common::{spawn_app_with_roles, spawn_proc};
+
+    let smtp = crate::servers::SmtpServer::start().await;
+    // Due all week (from Monday 00:00, for 7 days) so the test does not
+    // depend on the day it runs; the delivery lease is the shortest allowed.
+    let extra = format!(
+        "[reports]\nchannels = [\"email\"]\nsend_hour = 0\ncatch_up = \"7days\"\ndelivery_lease = \"10s\"\n{METRICS}\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"reports@kairos.test\"\ntimeout = \"60s\"\n\n\
+         [jobs.report]\nbackoff_initial = \"500ms\"\nbackoff_max = \"1s\"\nmax_attempts = 60\ntimeout = \"120s\"\n\n\
+         [[schedules]]\nname = \"weekly-reports\"\ncron = \"* * * * * *\"\njob = \"report\"\nfan_out = \"per_tenant\"\n",
+        smtp.port
+    );
+    let mut app = spawn_app_with_roles(
+        deployment,
+        &extra,
+        Roles {
+            api: true,
+            scheduler: false,
+            worker: false,
+        },
+    )
+    .await;
+    profile(&app, &app.key, "acme-1", "UTC", "es").await;
+    // People are sent to in id order: ana's message is the one held.
+    executive(&app, "acme-1", "ana", "hold-ana@acme.example", None).await;
+    executive(&app, "acme-1", "bob", "bob@acme.example", Some("en")).await;
+    post(
+        &app,
+        &app.key,
+        vec![ev("e1", "task.completed", "acme-1", "2026-11-24T10:00:00Z", json!({}))],
+    )
+    .await;
+    let config = app.env.config_file(&extra);
+    let started = kairos_core::time::now_ms();
+    let period = Period::previous_complete(PeriodKind::Weekly, started, kairos_jobs::report::period::UTC).label;
+
+    let mut victim = spawn_proc(&config, &["worker"]);
+    let victim_tag = format!("-{}-", victim.pid());
+    let mut replicas: Vec<_> = (0..3).map(|_| spawn_proc(&config, &["scheduler"])).collect();
+    let ana = "hold-ana@acme.example";
+    assert!(
+        wait_for(Duration::from_secs(60), || async {
+            smtp.messages().iter().any(|m| m["rcpt_tos"][0] == ana)
+        })
+        .await,
+        "the worker never sent the report to {ana}"
+    );
+    // The server has the message and withholds its answer; the intent row
+    // says `sending`; bob's turn has not come.
+    let report = reports::find(&app.store, &app.tenant_id, "acme-1", &period, 1)
+        .await
+        .unwrap()
+        .expect("the report is stored before it is sent");
+    let ds = reports::deliveries(&app.store, &report.id).await.unwrap();
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!((ds[0].recipient.as_str(), ds[0].state.as_str()), (ana, "sending"));
+    victim.signal("KILL");
+    victim.wait(Duration::from_secs(10)).await;
+    smtp.release();
+
+    let mut rescuer = spawn_proc(&config, &["worker"]);
+    assert!(
+        wait_for(Duration::from_secs(60), || async {
+            let r = reports::get(&app.store, &app.tenant_id, &report.id)
+                .await
+                .unwrap()
+                .unwrap();
+            r.delivery_state != "pending"
+        })
+        .await,
+        "the second worker never settled the deliveries"
+    );
+    let settled_at = kairos_core::time::now_ms();
+    smtp.wait_for(2, Duration::from_secs(30)).await;
+    // Ticks keep firing and being run after the report was sent: they find
+    // its job recorded and record nothing.
+    let runs = || async {
+        app.store
+            .jobs(&JobFilter {
+                tenant_id: Some(app.tenant_id.clone()),
+                kind: Some("report".into()),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            runs()
+                .await
+                .iter()
+                .filter(|j| j.payload.contains("\"tick\"") && j.finished_at.is_some_and(|t| t > settled_at))
+                .count()
+                >= 3
+        })
+        .await,
+        "ticks stopped being run"
+    );
+    for r in &replicas {
+        r.signal("TERM");
+    }
+    for r in &mut replicas {
+        assert!(r.wait(Duration::from_secs(20)).await.success());
+    }
+    rescuer.signal("TERM");
+    assert!(rescuer.wait(Duration::from_secs(20)).await.success());
+
+    // One message per recipient, the ids of this report version.
+    let got = smtp.messages();
+    let to = |addr: &str| {
+        got.iter()
+            .filter(|m| m["rcpt_tos"][0] == addr)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for addr in [ana, "bob@acme.example"] {
+        let m = to(addr);
+        assert_eq!(m.len(), 1, "{addr} got {} emails", m.len());
+        assert_eq!(
+            m[0]["message_id"].as_str().unwrap(),
+            kairos_jobs::report::deliver::message_id(&report.id, Channel::Email, addr)
+        );
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    // The report says what happened to ana's email.
+    let stored = reports::get(&app.store, &app.tenant_id, &report.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.delivery_state, "unknown");
+    let error = stored.delivery_error.unwrap_or_default();
+    assert!(error.contains(ana) && error.contains("not re-sent"), "{error}");
+    let ds = reports::deliveries(&app.store, &report.id).await.unwrap();
+    let state = |addr: &str| {
+        ds.iter()
+            .find(|d| d.recipient == addr)
+            .map(|d| (d.state.clone(), d.attempts))
+    };
+    assert_eq!(state(ana), Some(("unknown".into(), 1)));
+    assert_eq!(state("bob@acme.example"), Some(("sent".into(), 1)));
+    // One report per (account, period): the account's and the portfolio.
+    let (items, _) = reports::list(
+        &app.store,
+        &app.tenant_id,
+        &reports::ReportFilter {
+            limit: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut keys: Vec<(String, i64)> = items.iter().map(|r| (r.account_id.clone(), r.version)).collect();
+    keys.sort();
+    assert_eq!(keys, [(String::new(), 1), ("acme-1".into(), 1)]);
+    // Many ticks, each recorded by one replica, planned the two report jobs
+    // once between them.
+    let ticks = app.store.ticks_since("weekly-reports", started - 2_000).await.unwrap();
+    let mut at: Vec<i64> = ticks.iter().map(|t| t.tick_at).collect();
+    at.dedup();
+    assert_eq!(at.len(), ticks.len(), "a tick recorded twice");
+    let all = runs().await;
+    let (tick_jobs, report_jobs): (Vec<_>, Vec<_>) = all.iter().partition(|j| j.payload.contains("\"tick\""));
+    assert!(tick_jobs.len() >= 5, "{} ticks run", tick_jobs.len());
+    for j in tick_jobs
+        .iter()
+        .filter(|j| j.finished_at.is_some_and(|t| t > settled_at))
+    {
+        assert_eq!(j.state, JobState::Succeeded, "{:?}", j.last_error);
+        assert!(
+            j.result_ref.as_deref().unwrap_or("").ends_with("new 0"),
+            "{:?}",
+            j.result_ref
+        );
+    }
+    assert_eq!(report_jobs.len(), 2, "{report_jobs:?}");
+    let job = report_jobs.iter().find(|j| j.payload.contains("acme-1")).unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
+    assert!(job.attempts >= 2, "the killed attempt counts: {}", job.attempts);
+    assert!(!job.worker.as_deref().unwrap_or("").contains(&victim_tag));
+    let replicas_seen: std::collections::BTreeSet<_> = ticks.iter().map(|t| t.replica.clone()).collect();
+    println!(
+        "{} ticks by {} replica(s); report job attempts {}",
+        ticks.len(),
+        replicas_seen.len(),
+        job.attempts
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_sigkilled_mid_send_with_three_scheduler_replicas_never_sends_twice() {
+    sigkilled_mid_send_with_three_scheduler_replicas_never_sends_twice(Deployment::Distributed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sigkilled_mid_send_with_three_scheduler_replicas_never_sends_twice() {
+    sigkilled_mid_send_with_three_scheduler_replicas_never_sends_twice(Deployment::Embedded).await;
+}
+
+/// `kairos reports run` shows a progress bar over the fan-out on a
+/// terminal (a pseudo-terminal from `script`), and none when stderr is not
+/// one (logs, CI).
+#[tokio::test]
+async fn reports_run_shows_a_progress_bar_only_on_a_terminal() {
+    use crate::common::{run_cli, spawn_app_with_roles};
+
+    // No worker: the jobs stay queued and the command gives up after 1 s.
+    let mut app = spawn_app_with_roles(
+        Deployment::Embedded,
+        METRICS,
+        Roles {
+            api: true,
+            scheduler: false,
+            worker: false,
+        },
+    )
+    .await;
+    for a in ["acme-1", "beta-2", "gamma-3"] {
+        profile(&app, &app.key, a, "Europe/Madrid", "es").await;
+    }
+    let config = app.env.config_file(METRICS);
+    let args = [
+        "reports",
+        "run",
+        "--tenant",
+        "tenant-a",
+        "--period",
+        "2026-W48",
+        "--timeout",
+        "1s",
+    ];
+    let (ok, out, err) = run_cli(&config, &args).await;
+    assert!(!ok, "no worker, yet it finished: {out}");
+    assert!(out.contains("4 report jobs"), "{out}");
+    assert!(err.contains("4 of 4 report jobs not finished"), "{err}");
+    assert!(!err.contains("/4 reports"), "a bar drawn on a pipe: {err}");
+
+    let line = format!(
+        "{} --config {} {}",
+        env!("CARGO_BIN_EXE_kairos"),
+        config.display(),
+        args.join(" ")
+    );
+    let tty = tokio::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("KAIROS_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run `script` (util-linux)");
+    let seen = String::from_utf8_lossy(&tty.stdout);
+    assert!(!tty.status.success());
+    assert!(seen.contains("0/4 reports"), "no bar on a terminal: {seen}");
     app.shutdown().await;
 }

@@ -277,6 +277,12 @@ impl SmtpServer {
         out
     }
 
+    /// Lets the server answer the DATA it is withholding (the first message
+    /// to each `hold...@` recipient; see `tests/fixtures/smtp_server.py`).
+    pub fn release(&self) {
+        std::fs::write(self.out().join("release"), b"").expect("write the release file");
+    }
+
     /// The raw bytes of message `n` (from 1).
     pub fn raw(&self, n: usize) -> Vec<u8> {
         std::fs::read(self.out().join(format!("{n}.eml"))).expect("raw message")
@@ -286,11 +292,6 @@ impl SmtpServer {
     /// written, and its sender still waiting for the answer to DATA.
     pub fn held(&self, n: usize) -> bool {
         self.out().join(format!("{n}.held")).exists()
-    }
-
-    /// Answers every held message (and all later ones at once).
-    pub fn release(&self) {
-        std::fs::write(self.out().join("release"), b"").expect("write release file");
     }
 
     /// Waits until at least `n` messages arrived.

@@ -2,16 +2,18 @@
 //! reports show (declared, not hard-coded: each product speaks its own
 //! event vocabulary), branding and delivery per tenant.
 //!
-//! Metrics are checked while the file is read (serde `try_from`), so a
-//! mistake is reported by `toml` with the file, the line and the key, like
-//! an unknown key; the message names the metric (`reports.metrics[2]`) and
-//! its field.
+//! Metrics are checked while the file is read, each value as its key is
+//! read, so a mistake is reported by `toml` with the file, the line of the
+//! faulty key (of the faulty table's header for what only the whole table
+//! shows, e.g. a missing `over`) and the key, like an unknown key; the
+//! message names the metric (`reports.metrics[2]`) and its field.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use kairos_core::config::KeyError;
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Serialize};
 
 /// How long a report covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -117,31 +119,8 @@ impl MetricDef {
     }
 }
 
-/// A `[[reports.metrics]]` table as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetric {
-    name: String,
-    count: Option<String>,
-    sum: Option<String>,
-    mean: Option<String>,
-    over: Option<String>,
-    ratio: Option<Vec<String>>,
-    label: Option<String>,
-    label_es: Option<String>,
-    #[serde(default)]
-    format: Format,
-    #[serde(default = "yes")]
-    higher_is_better: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// The declared metrics, in the order written (the order reports show).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(try_from = "Vec<RawMetric>")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Metrics(pub Vec<MetricDef>);
 
 fn valid_name(s: &str) -> bool {
@@ -155,128 +134,245 @@ fn valid_event_type(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':'))
 }
 
-impl TryFrom<Vec<RawMetric>> for Metrics {
-    type Error = String;
-
-    fn try_from(raw: Vec<RawMetric>) -> Result<Self, String> {
-        let mut out: Vec<MetricDef> = Vec::with_capacity(raw.len());
-        for (i, m) in raw.iter().enumerate() {
-            let at = |key: &str, reason: String| format!("reports.metrics[{i}].{key} (metric `{}`): {reason}", m.name);
-            if !valid_name(&m.name) {
-                return Err(at("name", "must be 1-64 letters, digits or `_`".into()));
+// Metrics are checked while they are read, one table at a time and each
+// value as its key is read: `toml` gives an error raised inside a value's
+// deserializer that value's line, and one raised by a table's visitor the
+// table's header line. (A `try_from` over the whole list would point every
+// mistake at the first `[[reports.metrics]]`.)
+impl<'de> Deserialize<'de> for Metrics {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> de::Visitor<'de> for List {
+            type Value = Metrics;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of [[reports.metrics]] tables")
             }
-            if out.iter().any(|o| o.name == m.name) {
-                return Err(at("name", "declared twice".into()));
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Metrics, A::Error> {
+                let mut out: Vec<MetricDef> = Vec::new();
+                while let Some(m) = seq.next_element_seed(MetricSeed { earlier: &out })? {
+                    out.push(m);
+                }
+                Ok(Metrics(out))
             }
-            let given: Vec<&str> = [
-                ("count", m.count.is_some()),
-                ("sum", m.sum.is_some()),
-                ("mean", m.mean.is_some()),
-                ("ratio", m.ratio.is_some()),
-            ]
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(k, _)| *k)
-            .collect();
-            if given.len() != 1 {
-                return Err(at(
-                    "count",
-                    format!(
-                        "give exactly one of count, sum, mean or ratio (found {})",
-                        if given.is_empty() {
-                            "none".to_string()
-                        } else {
-                            given.join(", ")
-                        }
-                    ),
-                ));
-            }
-            let event = |key: &str, e: &str| -> Result<String, String> {
-                if valid_event_type(e) {
-                    Ok(e.to_owned())
-                } else {
-                    Err(at(key, format!("`{e}` is not an event type (e.g. task.completed)")))
-                }
-            };
-            let field = |key: &str, f: &str| -> Result<String, String> {
-                match f.strip_prefix("data.") {
-                    Some(name) if valid_name(name) => Ok(name.to_owned()),
-                    _ => Err(at(
-                        key,
-                        format!("`{f}` must name a field of the event data: `data.<field>`"),
-                    )),
-                }
-            };
-            let over = |kind: &str| -> Result<String, String> {
-                match &m.over {
-                    Some(e) => event("over", e),
-                    None => Err(at("over", format!("`{kind}` needs `over = \"<event type>\"`"))),
-                }
-            };
-            let op = if let Some(e) = &m.count {
-                if m.over.is_some() {
-                    return Err(at(
-                        "over",
-                        "a count names its event type in `count`; remove `over`".into(),
-                    ));
-                }
-                Op::Count {
-                    event: event("count", e)?,
-                }
-            } else if let Some(f) = &m.sum {
-                Op::Sum {
-                    field: field("sum", f)?,
-                    event: over("sum")?,
-                }
-            } else if let Some(f) = &m.mean {
-                Op::Mean {
-                    field: field("mean", f)?,
-                    event: over("mean")?,
-                }
-            } else {
-                let r = m.ratio.as_deref().unwrap_or_default();
-                if m.over.is_some() {
-                    return Err(at("over", "a ratio divides two metrics; remove `over`".into()));
-                }
-                let [num, den] = r else {
-                    return Err(at(
-                        "ratio",
-                        "must name two metrics: [\"numerator\", \"denominator\"]".into(),
-                    ));
-                };
-                for (j, n) in [num, den].iter().enumerate() {
-                    match out.iter().find(|o| &o.name == *n) {
-                        None => {
-                            return Err(at(
-                                &format!("ratio[{j}]"),
-                                format!("unknown metric `{n}` (declare it before this one)"),
-                            ))
-                        }
-                        Some(o) if matches!(o.op, Op::Ratio { .. }) => {
-                            return Err(at(
-                                &format!("ratio[{j}]"),
-                                format!("`{n}` is a ratio itself; divide counts, sums or means"),
-                            ))
-                        }
-                        Some(_) => {}
-                    }
-                }
-                Op::Ratio {
-                    numerator: num.clone(),
-                    denominator: den.clone(),
-                }
-            };
-            let label_en = m.label.clone().unwrap_or_else(|| m.name.replace('_', " "));
-            out.push(MetricDef {
-                name: m.name.clone(),
-                label_es: m.label_es.clone().unwrap_or_else(|| label_en.clone()),
-                label_en,
-                op,
-                format: m.format,
-                higher_is_better: m.higher_is_better,
-            });
         }
-        Ok(Metrics(out))
+        d.deserialize_seq(List)
+    }
+}
+
+/// A value checked as it is read (so the error carries its key's line).
+struct Check<T, F>(F, PhantomData<T>);
+
+impl<T, F> Check<T, F> {
+    fn new(f: F) -> Self {
+        Self(f, PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, U, F: FnOnce(T) -> Result<U, String>> de::DeserializeSeed<'de> for Check<T, F> {
+    type Value = U;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<U, D::Error> {
+        (self.0)(T::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+/// The keys of a `[[reports.metrics]]` table (an unknown one is refused at
+/// its line).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum MetricKey {
+    Name,
+    Count,
+    Sum,
+    Mean,
+    Over,
+    Ratio,
+    Label,
+    LabelEs,
+    Format,
+    HigherIsBetter,
+}
+
+/// One `[[reports.metrics]]` table, read with the metrics declared before
+/// it (names are unique; a ratio divides earlier metrics).
+struct MetricSeed<'a> {
+    earlier: &'a [MetricDef],
+}
+
+impl<'de> de::DeserializeSeed<'de> for MetricSeed<'_> {
+    type Value = MetricDef;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<MetricDef, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for MetricSeed<'_> {
+    type Value = MetricDef;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a [[reports.metrics]] table")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<MetricDef, A::Error> {
+        let i = self.earlier.len();
+        let earlier = self.earlier;
+        let at = |name: &Option<String>, key: &str, reason: String| match name {
+            Some(n) => format!("reports.metrics[{i}].{key} (metric `{n}`): {reason}"),
+            None => format!("reports.metrics[{i}].{key}: {reason}"),
+        };
+        let event = |name: &Option<String>, key: &str, e: String| {
+            if valid_event_type(&e) {
+                Ok(e)
+            } else {
+                Err(at(
+                    name,
+                    key,
+                    format!("`{e}` is not an event type (e.g. task.completed)"),
+                ))
+            }
+        };
+        let field = |name: &Option<String>, key: &str, f: String| match f.strip_prefix("data.") {
+            Some(n) if valid_name(n) => Ok(n.to_owned()),
+            _ => Err(at(
+                name,
+                key,
+                format!("`{f}` must name a field of the event data: `data.<field>`"),
+            )),
+        };
+        let mut name: Option<String> = None;
+        let (mut count, mut sum, mut mean, mut over, mut ratio) = (None, None, None, None, None);
+        let (mut label, mut label_es): (Option<String>, Option<String>) = (None, None);
+        let (mut format, mut higher_is_better) = (Format::default(), true);
+        while let Some(key) = map.next_key::<MetricKey>()? {
+            match key {
+                MetricKey::Name => {
+                    name = Some(map.next_value_seed(Check::new(|n: String| {
+                        let named = Some(n.clone());
+                        if !valid_name(&n) {
+                            Err(at(&named, "name", "must be 1-64 letters, digits or `_`".into()))
+                        } else if earlier.iter().any(|o| o.name == n) {
+                            Err(at(&named, "name", "declared twice".into()))
+                        } else {
+                            Ok(n)
+                        }
+                    }))?)
+                }
+                MetricKey::Count => count = Some(map.next_value_seed(Check::new(|e| event(&name, "count", e)))?),
+                MetricKey::Over => over = Some(map.next_value_seed(Check::new(|e| event(&name, "over", e)))?),
+                MetricKey::Sum => sum = Some(map.next_value_seed(Check::new(|f| field(&name, "sum", f)))?),
+                MetricKey::Mean => mean = Some(map.next_value_seed(Check::new(|f| field(&name, "mean", f)))?),
+                MetricKey::Ratio => {
+                    ratio = Some(map.next_value_seed(Check::new(|r: Vec<String>| {
+                        let [num, den] = &r[..] else {
+                            return Err(at(
+                                &name,
+                                "ratio",
+                                "must name two metrics: [\"numerator\", \"denominator\"]".into(),
+                            ));
+                        };
+                        for (j, n) in [num, den].iter().enumerate() {
+                            match earlier.iter().find(|o| &o.name == *n) {
+                                None => {
+                                    return Err(at(
+                                        &name,
+                                        &format!("ratio[{j}]"),
+                                        format!("unknown metric `{n}` (declare it before this one)"),
+                                    ))
+                                }
+                                Some(o) if matches!(o.op, Op::Ratio { .. }) => {
+                                    return Err(at(
+                                        &name,
+                                        &format!("ratio[{j}]"),
+                                        format!("`{n}` is a ratio itself; divide counts, sums or means"),
+                                    ))
+                                }
+                                Some(_) => {}
+                            }
+                        }
+                        Ok((num.clone(), den.clone()))
+                    }))?)
+                }
+                MetricKey::Label => label = Some(map.next_value()?),
+                MetricKey::LabelEs => label_es = Some(map.next_value()?),
+                MetricKey::Format => format = map.next_value()?,
+                MetricKey::HigherIsBetter => higher_is_better = map.next_value()?,
+            }
+        }
+        // What only the whole table shows: reported at its header's line.
+        let Some(metric) = name.clone() else {
+            return Err(de::Error::custom(at(
+                &None,
+                "name",
+                "missing: every metric needs a `name`".into(),
+            )));
+        };
+        let given: Vec<&str> = [
+            ("count", count.is_some()),
+            ("sum", sum.is_some()),
+            ("mean", mean.is_some()),
+            ("ratio", ratio.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect();
+        if given.len() != 1 {
+            return Err(de::Error::custom(at(
+                &name,
+                "count",
+                format!(
+                    "give exactly one of count, sum, mean or ratio (found {})",
+                    if given.is_empty() {
+                        "none".to_string()
+                    } else {
+                        given.join(", ")
+                    }
+                ),
+            )));
+        }
+        let needs_over = |kind: &str| {
+            over.clone().ok_or_else(|| {
+                <A::Error as de::Error>::custom(at(&name, "over", format!("`{kind}` needs `over = \"<event type>\"`")))
+            })
+        };
+        let op = if let Some(event) = count {
+            if over.is_some() {
+                return Err(de::Error::custom(at(
+                    &name,
+                    "over",
+                    "a count names its event type in `count`; remove `over`".into(),
+                )));
+            }
+            Op::Count { event }
+        } else if let Some(field) = sum {
+            Op::Sum {
+                field,
+                event: needs_over("sum")?,
+            }
+        } else if let Some(field) = mean {
+            Op::Mean {
+                field,
+                event: needs_over("mean")?,
+            }
+        } else {
+            if over.is_some() {
+                return Err(de::Error::custom(at(
+                    &name,
+                    "over",
+                    "a ratio divides two metrics; remove `over`".into(),
+                )));
+            }
+            let (numerator, denominator) = ratio.unwrap_or_default();
+            Op::Ratio { numerator, denominator }
+        };
+        let label_en = label.unwrap_or_else(|| metric.replace('_', " "));
+        Ok(MetricDef {
+            name: metric,
+            label_es: label_es.unwrap_or_else(|| label_en.clone()),
+            label_en,
+            op,
+            format,
+            higher_is_better,
+        })
     }
 }
 
@@ -526,7 +622,7 @@ mod tests {
     fn metric_mistakes_name_line_and_key() {
         let e = parse("[reports]\n[[reports.metrics]]\nname = \"a\"\ncount = \"x\"\n[[reports.metrics]]\nname = \"r\"\nratio = [\"a\", \"b\"]\n").unwrap_err();
         assert!(
-            e.contains("line 2") && e.contains("reports.metrics[1].ratio[1]") && e.contains("`b`"),
+            e.contains("line 7") && e.contains("reports.metrics[1].ratio[1]") && e.contains("`b`"),
             "{e}"
         );
         let e = parse("[reports]\n[[reports.metrics]]\nname = \"s\"\nsum = \"amount\"\nover = \"p\"\n").unwrap_err();
@@ -540,6 +636,56 @@ mod tests {
         assert!(e.contains("exactly one") && e.contains("count, mean"), "{e}");
         let e = parse("[reports]\n[[reports.metrics]]\nname = \"s\"\ncount = \"a\"\ncolour = 1\n").unwrap_err();
         assert!(e.contains("line 5") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn a_mistake_in_a_later_metric_points_at_its_own_line() {
+        let ok = "[reports]\n\n[[reports.metrics]]\nname = \"done\"\ncount = \"task.completed\"\n\n\
+                  [[reports.metrics]]\nname = \"created\"\ncount = \"task.created\"\n";
+        // Lines 1-9 are fine; the third table starts at line 10.
+        let e = parse(&format!(
+            "{ok}[[reports.metrics]]\nname = \"rev\"\nsum = \"amount\"\nover = \"paid\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("line 12") && e.contains("reports.metrics[2].sum (metric `rev`)"),
+            "{e}"
+        );
+        let e = parse(&format!("{ok}[[reports.metrics]]\nname = \"done\"\ncount = \"x\"\n")).unwrap_err();
+        assert!(
+            e.contains("line 11") && e.contains("reports.metrics[2].name") && e.contains("twice"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{ok}[[reports.metrics]]\nname = \"r\"\nlabel = \"R\"\nratio = [\"done\", \"nope\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("line 13") && e.contains("reports.metrics[2].ratio[1]"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{ok}[[reports.metrics]]\nname = \"m\"\ncount = \"bad type!\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("line 12") && e.contains("reports.metrics[2].count"), "{e}");
+        // What only the whole table shows: that table's header line.
+        let e = parse(&format!("{ok}[[reports.metrics]]\nname = \"m\"\nmean = \"data.x\"\n")).unwrap_err();
+        assert!(e.contains("line 10") && e.contains("reports.metrics[2].over"), "{e}");
+        let e = parse(&format!("{ok}[[reports.metrics]]\ncount = \"x\"\n")).unwrap_err();
+        assert!(e.contains("line 10") && e.contains("reports.metrics[2].name"), "{e}");
+        let e = parse(&format!(
+            "{ok}[[reports.metrics]]\nname = \"m\"\ncount = \"x\"\nlable = \"M\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("line 13") && e.contains("lable"), "{e}");
+        // Read from a table (the path of environment overrides), too.
+        let table: toml::Table = toml::from_str(&format!(
+            "{ok}[[reports.metrics]]\nname = \"r\"\nratio = [\"done\", \"created\"]\n"
+        ))
+        .unwrap();
+        let f = File::deserialize(table).unwrap();
+        assert_eq!(f.reports.metrics.0.len(), 3);
     }
 
     #[test]

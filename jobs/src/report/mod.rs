@@ -16,7 +16,8 @@
 //!   its deliveries; `rerun: true` (the CLI's `--rerun`) adds a version.
 //!
 //! Modules: `config` (`[reports]`), `period`, `metrics`, `facts`,
-//! `narrative`, `charts`, `render`, `store`, `deliver`.
+//! `narrative`, `charts`, `render`, `raster` (the charts as PNGs for
+//! emails), `store`, `deliver`.
 
 pub mod charts;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod facts;
 pub mod metrics;
 pub mod narrative;
 pub mod period;
+pub mod raster;
 pub mod render;
 pub mod store;
 
@@ -618,6 +620,14 @@ impl Reporter {
                         Err(e) => tracing::warn!(report = %report.id, error = %e, "report PDF failed; sent without it"),
                     }
                 }
+                // Mail clients that ignore inline SVG get the same charts as
+                // PNGs (the stored HTML and the PDF keep the SVG).
+                let (mail_html, inline) = {
+                    let (html, tag) = (html.clone(), report.id.clone());
+                    tokio::task::spawn_blocking(move || raster::email_html(&html, &tag))
+                        .await
+                        .map_err(|e| JobError::Retryable(format!("report: rasterising the charts: {e}")))?
+                };
                 let to = match &r.name {
                     Some(n) => format!("\"{}\" <{}>", n.replace(['"', '\\'], ""), r.address),
                     None => r.address.clone(),
@@ -627,8 +637,9 @@ impl Reporter {
                     to: vec![to],
                     subject: render::subject(&facts),
                     text: render::text(&facts, &narrative),
-                    html: Some(html),
+                    html: Some(mail_html),
                     attachments,
+                    inline,
                     message_id: Some(message_id.to_owned()),
                     headers: vec![("X-Kairos-Report".into(), report.id.clone())],
                     ..Default::default()
