@@ -209,7 +209,7 @@ impl OwnRedis {
 /// The store and queue of one deployment.
 pub(super) enum Backing {
     Embedded { db: PathBuf },
-    Distributed { pg: OwnPostgres, redis: OwnRedis },
+    Distributed { pg: Box<OwnPostgres>, redis: Box<OwnRedis> },
 }
 
 impl Backing {
@@ -222,7 +222,10 @@ impl Backing {
                 let pg = OwnPostgres::start(dir)?;
                 pg.create_db().await?;
                 let redis = OwnRedis::start(dir).await?;
-                Backing::Distributed { pg, redis }
+                Backing::Distributed {
+                    pg: Box::new(pg),
+                    redis: Box::new(redis),
+                }
             }
         })
     }
