@@ -6,6 +6,7 @@
 mod accounts;
 mod audit;
 mod bench;
+mod bench_product;
 mod bench_sentiment;
 pub mod demo;
 mod jobs;
@@ -129,6 +130,9 @@ enum Command {
     /// Measure sentiment end to end (event → stored score): latency at a
     /// fixed rate and burst throughput, micro-batched vs unbatched.
     BenchSentiment(bench_sentiment::BenchSentimentArgs),
+    /// Measure the product path (events posted to the API → jobs recorded)
+    /// on the real processes of one deployment; one JSON line per case.
+    BenchProduct(bench_product::BenchProductArgs),
     /// Internal: a benchmark consumer process started by `kairos bench`.
     #[command(hide = true)]
     BenchWorker(bench::worker::BenchWorkerArgs),
@@ -175,6 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchWorker(args) => bench::worker::run(config, args).await,
         Command::BenchSentiment(args) => bench_sentiment::run(config, args).await,
+        Command::BenchProduct(args) => bench_product::run(config, args).await,
     }
 }
 
