@@ -27,3 +27,4 @@ mod scheduler;
 mod sentiment;
 mod servers;
 mod startup;
+mod throughput;
