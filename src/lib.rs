@@ -292,10 +292,16 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
             }
         });
     }
-    if roles.scheduler {
+    // Jobs left `pending` (a push that failed and could not be reverted,
+    // a producer that died after its commit) are queued by every process
+    // that accepts events, not only by a scheduler: the claim is a
+    // conditional update, so dispatchers never push the same job twice.
+    if roles.scheduler || roles.api {
         let dispatcher =
             kairos_scheduler::Dispatcher::new(rt.store.clone(), rt.queue.clone(), rt.config.scheduler.clone());
         tasks.spawn(dispatcher.run(shutdown.clone()));
+    }
+    if roles.scheduler {
         let reconciler = kairos_scheduler::Reconciler::new(
             rt.store.clone(),
             rt.queue.clone(),

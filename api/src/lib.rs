@@ -202,6 +202,10 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
     let app = router_until(state, shutdown.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    // A client that closes its side once its request is sent still gets
+    // that request handled to the end (its events recorded and queued),
+    // instead of the handler being dropped at its first await.
+    http.half_close(true);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -29,3 +29,4 @@ mod sentiment;
 mod servers;
 mod startup;
 mod worker_kinds;
+mod throughput;

@@ -202,7 +202,7 @@ pub async fn ingest(
     let outcomes = tokio::spawn(async move {
         let producer = Producer {
             store: &task_state.store,
-            queue: task_state.queue.as_ref(),
+            queue: &task_state.queue,
             rules: &task_state.rules,
             policies: &task_state.config.jobs,
         };

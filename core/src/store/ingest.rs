@@ -1,8 +1,10 @@
 //! Recording events and the jobs they trigger, atomically.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 
-use super::{chunked_in, Store, StoreError};
+use super::{chunked_in, value_rows, Store, StoreError, IN_LIST_MAX};
 use crate::enqueue::NewJob;
 use crate::event::Event;
 use crate::time::now_ms;
@@ -57,66 +59,192 @@ pub enum IngestOutcome {
 impl Store {
     /// Stores a batch of events and their job runs (state `pending`) in one
     /// transaction: either all of it is recorded or none of it. Producers go
-    /// through [`crate::enqueue::accept_events`], which also queues the jobs.
+    /// through [`crate::enqueue::accept_events`], which also queues the jobs
+    /// (gathering concurrent requests into one transaction).
     pub async fn ingest(&self, tenant_id: &str, batch: &[StoredEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for item in batch {
-            let e = &item.event;
-            let inserted = sqlx::query(
-                "INSERT INTO events (tenant_id, event_id, type, account_id, user_id, occurred_at, received_at, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, event_id) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(&e.id)
-            .bind(&e.event_type)
-            .bind(&e.account_id)
-            .bind(e.user_id.as_deref())
-            .bind(e.occurred_at_ms)
-            .bind(now)
-            .bind(serde_json::Value::Object(e.data.clone()).to_string())
-            .execute(&mut *tx)
+        let mut out = self
+            .ingest_requests(&[(tenant_id, batch)], crate::store::JobState::Pending)
             .await?;
-            if inserted.rows_affected() == 0 {
-                let rows = sqlx::query("SELECT id FROM job_runs WHERE tenant_id = $1 AND event_id = $2 ORDER BY id")
-                    .bind(tenant_id)
-                    .bind(&e.id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let job_ids = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
-                outcomes.push(IngestOutcome::Duplicate { job_ids });
-                continue;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Stores several requests' events and jobs in one transaction (group
+    /// commit) with multi-row statements; jobs are written in `state`
+    /// (`queued` when the caller pushes them right after commit, so the
+    /// dispatcher, which only takes `pending` rows, never pushes them too).
+    /// Returns each request's outcomes, in order.
+    ///
+    /// An event id repeated within the group (the same tenant) is stored
+    /// once; its later copies are duplicates reporting the first copy's
+    /// jobs. Events are inserted in (tenant, id) order and debounce claims
+    /// in (tenant, rule, key) order, so concurrent groups that share keys
+    /// wait on each other instead of deadlocking.
+    pub(crate) async fn ingest_requests(
+        &self,
+        requests: &[(&str, &[StoredEvent])],
+        state: crate::store::JobState,
+    ) -> Result<Vec<Vec<IngestOutcome>>, StoreError> {
+        let now = now_ms();
+        // First copy of each (tenant, event id) in the group.
+        let mut first: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+        let mut unique: Vec<(usize, usize)> = Vec::new();
+        for (r, (tenant, batch)) in requests.iter().enumerate() {
+            for (i, item) in batch.iter().enumerate() {
+                if let std::collections::hash_map::Entry::Vacant(v) = first.entry((tenant, item.event.id.as_str())) {
+                    v.insert((r, i));
+                    unique.push((r, i));
+                }
             }
-            let mut job_ids = Vec::with_capacity(item.jobs.len());
-            let mut jobs: Vec<NewJob> = Vec::with_capacity(item.jobs.len());
-            for planned in &item.jobs {
-                if let Some(d) = &planned.debounce {
-                    // Claim the window unless a live claim exists.
-                    let claimed = sqlx::query(
-                        "INSERT INTO rule_debounce (tenant_id, rule, debounce_key, until_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (tenant_id, rule, debounce_key) DO UPDATE SET until_at = excluded.until_at \
-                         WHERE rule_debounce.until_at <= $5",
-                    )
-                    .bind(tenant_id)
-                    .bind(&d.rule)
-                    .bind(&d.key)
-                    .bind(now + d.window_ms)
+        }
+        unique.sort_by(|a, b| {
+            let ka = (requests[a.0].0, requests[a.0].1[a.1].event.id.as_str());
+            let kb = (requests[b.0].0, requests[b.0].1[b.1].event.id.as_str());
+            ka.cmp(&kb)
+        });
+
+        let mut tx = self.pool.begin().await?;
+        let mut inserted: HashSet<(String, String)> = HashSet::new();
+        const EVENT_COLS: usize = 8;
+        for chunk in unique.chunks(IN_LIST_MAX) {
+            let sql = format!(
+                "INSERT INTO events (tenant_id, event_id, type, account_id, user_id, occurred_at, received_at, data) \
+                 VALUES {} ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING tenant_id, event_id",
+                value_rows(chunk.len(), EVENT_COLS, "")
+            );
+            let mut q = sqlx::query(&sql);
+            for &(r, i) in chunk {
+                let e = &requests[r].1[i].event;
+                q = q
+                    .bind(requests[r].0)
+                    .bind(&e.id)
+                    .bind(&e.event_type)
+                    .bind(&e.account_id)
+                    .bind(e.user_id.as_deref())
+                    .bind(e.occurred_at_ms)
                     .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    if claimed.rows_affected() == 0 {
-                        continue;
+                    .bind(serde_json::Value::Object(e.data.clone()).to_string());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                inserted.insert((row.try_get("tenant_id")?, row.try_get("event_id")?));
+            }
+        }
+
+        // Events stored before this group: their first delivery's jobs.
+        let mut stored_jobs: HashMap<(String, String), Vec<String>> = HashMap::new();
+        let mut seen_before: HashMap<&str, Vec<String>> = HashMap::new();
+        for &(r, i) in &unique {
+            let (tenant, batch) = requests[r];
+            let id = &batch[i].event.id;
+            if !inserted.contains(&(tenant.to_owned(), id.clone())) {
+                seen_before.entry(tenant).or_default().push(id.clone());
+            }
+        }
+        for (tenant, ids) in &seen_before {
+            for (sql, chunk) in chunked_in(
+                "SELECT event_id, id FROM job_runs WHERE tenant_id = $1 AND event_id IN ({ids}) ORDER BY id",
+                1,
+                ids,
+            ) {
+                let mut q = sqlx::query(&sql).bind(*tenant);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for row in q.fetch_all(&mut *tx).await? {
+                    let event_id: String = row.try_get("event_id")?;
+                    stored_jobs
+                        .entry(((*tenant).to_owned(), event_id))
+                        .or_default()
+                        .push(row.try_get("id")?);
+                }
+            }
+        }
+
+        // Debounce claims of new events, in key order (a stable sort keeps
+        // request order among equal keys: the first event claims).
+        let mut claims: Vec<(usize, usize, usize)> = Vec::new();
+        for (r, (tenant, batch)) in requests.iter().enumerate() {
+            for (i, item) in batch.iter().enumerate() {
+                if first.get(&(*tenant, item.event.id.as_str())) != Some(&(r, i))
+                    || !inserted.contains(&((*tenant).to_owned(), item.event.id.clone()))
+                {
+                    continue;
+                }
+                for (j, planned) in item.jobs.iter().enumerate() {
+                    if planned.debounce.is_some() {
+                        claims.push((r, i, j));
                     }
                 }
-                job_ids.push(planned.job.id.clone());
-                jobs.push(planned.job.clone());
             }
-            // Inserted per event, not per batch: a later copy of the same
-            // event id in this batch must find them as its duplicate's jobs.
-            crate::enqueue::insert_jobs(&mut tx, &jobs, now).await?;
-            outcomes.push(IngestOutcome::Accepted { job_ids });
         }
+        claims.sort_by(|a, b| {
+            let key = |&(r, i, j): &(usize, usize, usize)| {
+                let d = requests[r].1[i].jobs[j].debounce.as_ref();
+                (requests[r].0, d.map(|d| d.rule.as_str()), d.map(|d| d.key.as_str()))
+            };
+            key(a).cmp(&key(b))
+        });
+        let mut refused: HashSet<(usize, usize, usize)> = HashSet::new();
+        for &(r, i, j) in &claims {
+            let Some(d) = &requests[r].1[i].jobs[j].debounce else {
+                continue;
+            };
+            // Claim the window unless a live claim exists.
+            let claimed = sqlx::query(
+                "INSERT INTO rule_debounce (tenant_id, rule, debounce_key, until_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, rule, debounce_key) DO UPDATE SET until_at = excluded.until_at \
+                 WHERE rule_debounce.until_at <= $5",
+            )
+            .bind(requests[r].0)
+            .bind(&d.rule)
+            .bind(&d.key)
+            .bind(now + d.window_ms)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                refused.insert((r, i, j));
+            }
+        }
+
+        // Outcomes in request order; the new jobs in one multi-row insert.
+        let mut jobs: Vec<&NewJob> = Vec::new();
+        let mut outcomes: Vec<Vec<IngestOutcome>> = Vec::with_capacity(requests.len());
+        for (r, (tenant, batch)) in requests.iter().enumerate() {
+            let mut out = Vec::with_capacity(batch.len());
+            for (i, item) in batch.iter().enumerate() {
+                let key = ((*tenant).to_owned(), item.event.id.clone());
+                let (fr, fi) = first.get(&(*tenant, item.event.id.as_str())).copied().unwrap_or((r, i));
+                if !inserted.contains(&key) {
+                    out.push(IngestOutcome::Duplicate {
+                        job_ids: stored_jobs.get(&key).cloned().unwrap_or_default(),
+                    });
+                    continue;
+                }
+                let job_ids: Vec<String> = requests[fr].1[fi]
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| !refused.contains(&(fr, fi, *j)))
+                    .map(|(_, p)| p.job.id.clone())
+                    .collect();
+                if (fr, fi) == (r, i) {
+                    jobs.extend(
+                        item.jobs
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| !refused.contains(&(r, i, *j)))
+                            .map(|(_, p)| &p.job),
+                    );
+                    out.push(IngestOutcome::Accepted { job_ids });
+                } else {
+                    // A later copy within this group: its first copy's jobs.
+                    out.push(IngestOutcome::Duplicate { job_ids });
+                }
+            }
+            outcomes.push(out);
+        }
+        jobs.sort_by(|a, b| a.id.cmp(&b.id));
+        super::job_runs::insert_job_refs(&mut tx, &jobs, now, state).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -132,7 +260,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (sql, chunk) in chunked_in(
-            "DELETE FROM job_runs WHERE state = 'pending' AND id IN ({ids})",
+            "DELETE FROM job_runs WHERE state IN ('pending', 'queued') AND attempts = 0 AND id IN ({ids})",
             0,
             job_ids,
         ) {

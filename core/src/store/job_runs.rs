@@ -263,6 +263,31 @@ impl Store {
         Ok(())
     }
 
+    /// Claims recorded jobs for their producer before it pushes them:
+    /// `pending` → `queued`, conditionally, returning the ids it moved. A
+    /// job the dispatcher (or another producer) claimed first is left out,
+    /// so no two processes push the same job.
+    pub async fn claim(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut claimed = Vec::with_capacity(ids.len());
+        for (sql, chunk) in chunked_in(
+            &format!(
+                "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN ({}) RETURNING id",
+                self.in_lock_order()
+            ),
+            1,
+            ids,
+        ) {
+            let mut q = sqlx::query(&sql).bind(now_ms());
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                claimed.push(row.try_get("id")?);
+            }
+        }
+        Ok(claimed)
+    }
+
     /// Claims up to `limit` jobs left `pending` since before `cutoff_ms`
     /// (their producer died or the queue was down) by moving them to
     /// `queued`. The conditional UPDATE makes concurrent dispatchers claim
@@ -361,27 +386,62 @@ impl Store {
         let mut sorted: Vec<&Finished> = batch.iter().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
         let mut tx = self.pool.begin().await?;
-        for f in &sorted {
-            let q = match &f.finish {
-                Finish::Succeeded { result_ref } => sqlx::query(
-                    "UPDATE job_runs SET state = 'succeeded', finished_at = $1, result_ref = $2 WHERE id = $3",
-                )
-                .bind(now)
-                .bind(result_ref.as_deref())
-                .bind(&f.id),
-                Finish::Retrying { error } => sqlx::query(
-                    "UPDATE job_runs SET state = 'retrying', last_error = $1 WHERE id = $2 AND state = 'running'",
-                )
-                .bind(error)
-                .bind(&f.id),
-                Finish::Dead { error } => {
-                    sqlx::query("UPDATE job_runs SET state = 'dead', finished_at = $1, last_error = $2 WHERE id = $3")
-                        .bind(now)
-                        .bind(error)
-                        .bind(&f.id)
+        // Postgres: lock the whole batch in id order first, so the
+        // per-state statements below (each its own subset) cannot lock in
+        // an order that deadlocks with a claim or a start of the same jobs.
+        if self.engine == super::Engine::Postgres {
+            let ids: Vec<&str> = sorted.iter().map(|f| f.id.as_str()).collect();
+            for (sql, chunk) in chunked_in(
+                "SELECT id FROM job_runs WHERE id IN ({ids}) ORDER BY id FOR UPDATE",
+                0,
+                &ids,
+            ) {
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
                 }
-            };
-            q.execute(&mut *tx).await?;
+                q.execute(&mut *tx).await?;
+            }
+        }
+        // One statement per outcome state and chunk (not one per job): the
+        // per-row values come from a CASE over the ids.
+        for state in [JobState::Succeeded, JobState::Retrying, JobState::Dead] {
+            let rows: Vec<&Finished> = sorted.iter().copied().filter(|f| f.finish.state() == state).collect();
+            for chunk in rows.chunks(IN_LIST_MAX / 2) {
+                let n = chunk.len();
+                // $1 = now; then (id, value) pairs for the CASE; then the ids.
+                let case: Vec<String> = (0..n)
+                    .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
+                    .collect();
+                let in_ids = super::placeholders(1 + 2 * n, n);
+                let case = format!("CASE id {} END", case.join(" "));
+                let sql = match state {
+                    JobState::Succeeded => format!(
+                        "UPDATE job_runs SET state = 'succeeded', finished_at = $1, result_ref = {case} WHERE id IN ({in_ids})"
+                    ),
+                    // `$1 = $1` keeps the parameter used (Postgres must
+                    // know every parameter's type).
+                    JobState::Retrying => format!(
+                        "UPDATE job_runs SET state = 'retrying', last_error = {case} WHERE state = 'running' \
+                         AND $1 = $1 AND id IN ({in_ids})"
+                    ),
+                    _ => format!(
+                        "UPDATE job_runs SET state = 'dead', finished_at = $1, last_error = {case} WHERE id IN ({in_ids})"
+                    ),
+                };
+                let mut q = sqlx::query(&sql).bind(now);
+                for f in chunk {
+                    let value = match &f.finish {
+                        Finish::Succeeded { result_ref } => result_ref.as_deref(),
+                        Finish::Retrying { error } | Finish::Dead { error } => Some(error.as_str()),
+                    };
+                    q = q.bind(&f.id).bind(value);
+                }
+                for f in chunk {
+                    q = q.bind(&f.id);
+                }
+                q.execute(&mut *tx).await?;
+            }
         }
         // One multi-row insert per chunk: the history costs one statement
         // per batch, not one per job.
@@ -645,18 +705,29 @@ pub(crate) async fn insert_job_rows(
     jobs: &[NewJob],
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let refs: Vec<&NewJob> = jobs.iter().collect();
+    insert_job_refs(tx, &refs, now, JobState::Pending).await
+}
+
+/// Inserts job rows in `state` (`pending`, or `queued` — then `queued_at`
+/// is their creation — for a producer that pushes them itself right after
+/// commit); existing ids are left alone.
+pub(crate) async fn insert_job_refs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    jobs: &[&NewJob],
+    now: i64,
+    state: JobState,
+) -> Result<(), sqlx::Error> {
     const COLS: usize = 8;
+    let extra = match state {
+        JobState::Queued => ", 'queued', 0, ${7}".to_owned(),
+        other => format!(", '{}', 0, NULL", other.as_str()),
+    };
     for chunk in jobs.chunks(IN_LIST_MAX) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|r| {
-                let p: Vec<String> = (1..=COLS).map(|c| format!("${}", r * COLS + c)).collect();
-                format!("({}, 'pending', 0)", p.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO job_runs (id, tenant_id, kind, event_id, payload, max_attempts, created_at, run_after, \
-             state, attempts) VALUES {} ON CONFLICT (id) DO NOTHING",
-            rows.join(", ")
+             state, attempts, queued_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+            super::value_rows(chunk.len(), COLS, &extra)
         );
         let mut q = sqlx::query(&sql);
         for j in chunk {

@@ -80,6 +80,9 @@ pub enum Engine {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// The ingest group committer, started on first use (see
+    /// `enqueue::group`).
+    pub(crate) ingest_group: std::sync::Arc<std::sync::OnceLock<crate::enqueue::group::Handle>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -118,7 +121,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            ingest_group: Default::default(),
+        })
     }
 
     /// Applies pending migrations from `migrations/`.
@@ -155,6 +162,22 @@ impl Store {
 pub(crate) fn placeholders(offset: usize, n: usize) -> String {
     (1..=n)
         .map(|i| format!("${}", offset + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, ..., $cols<extra>), ($cols+1, ...)` for `rows` rows of a
+/// multi-row `VALUES`; `extra` is appended inside each row's parentheses
+/// (literals, or `${c}` to repeat the row's column `c`, 1-based).
+pub(crate) fn value_rows(rows: usize, cols: usize, extra: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            let p: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            let extra = (1..=cols).rev().fold(extra.to_owned(), |e, c| {
+                e.replace(&format!("${{{c}}}"), &format!("${}", r * cols + c))
+            });
+            format!("({}{extra})", p.join(", "))
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

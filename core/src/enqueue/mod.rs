@@ -14,10 +14,12 @@
 //! - [`insert_jobs`]: records jobs `pending` inside the caller's
 //!   transaction, so a job commits with whatever created it (a tick, an
 //!   alert).
-//! - [`enqueue_recorded`]: pushes recorded jobs and marks them `queued`;
-//!   on a queue failure they stay `pending` for the dispatcher.
-//! - [`accept_events`]: rules → jobs → one ingest transaction → push; a
-//!   failed push reverts the ingest so the client's 503 means "nothing
+//! - [`enqueue_recorded`]: claims recorded jobs (`pending` → `queued`),
+//!   then pushes them; on a queue failure they go back to `pending` for the
+//!   dispatcher.
+//! - [`accept_events`]: rules → jobs → one ingest transaction (shared with
+//!   concurrent requests: [`group`]) that stores the jobs `queued` → push;
+//!   a failed push reverts the ingest so the client's 503 means "nothing
 //!   recorded".
 //! - [`dispatch_pending`] and [`retry_dead`]: the recovery producers, on the
 //!   same push path.
@@ -25,6 +27,10 @@
 //!   without its data (its epoch marker is gone), every job the store holds
 //!   `queued` or `retrying` is pushed again; [`requeue`] does the same on an
 //!   operator's request (`kairos jobs requeue`).
+
+pub(crate) mod group;
+
+use std::sync::Arc;
 
 use crate::config::JobPolicies;
 use crate::event::Event;
@@ -121,20 +127,24 @@ async fn push(queue: &dyn Queue, jobs: &[NewJob]) -> Result<(), QueueError> {
 }
 
 /// Queues jobs already recorded as `pending` (by [`insert_jobs`] in their
-/// creator's transaction) and marks them `queued`. If the queue is down the
-/// error is returned and the jobs stay `pending`: the dispatcher queues
-/// them later, so callers only log it — what was recorded is never lost.
-pub async fn enqueue_recorded(store: &Store, queue: &dyn Queue, jobs: &[NewJob]) -> Result<(), QueueError> {
+/// creator's transaction): claims them (`pending` → `queued`, a conditional
+/// update), then pushes the ones it claimed. A job the dispatcher claimed
+/// first is its to push, so no job is pushed twice. If the queue is down
+/// the error is returned and the jobs go back to `pending` for the
+/// dispatcher, so callers only log it — what was recorded is never lost.
+pub async fn enqueue_recorded(store: &Store, queue: &dyn Queue, jobs: &[NewJob]) -> Result<(), EnqueueError> {
     if jobs.is_empty() {
         return Ok(());
     }
-    push(queue, jobs).await?;
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-    if let Err(e) = store.mark_queued(&ids).await {
-        // The jobs are on the queue; a worker's start moves them on from
-        // `pending` all the same, and the dispatcher only re-pushes rows
-        // still pending after `dispatch_after`.
-        tracing::warn!(error = %e, count = ids.len(), "could not mark queued jobs as queued");
+    let claimed: std::collections::HashSet<String> = store.claim(&ids).await?.into_iter().collect();
+    let mine: Vec<NewJob> = jobs.iter().filter(|j| claimed.contains(&j.id)).cloned().collect();
+    if let Err(e) = push(queue, &mine).await {
+        let ids: Vec<String> = mine.into_iter().map(|j| j.id).collect();
+        if let Err(undo) = store.unclaim(&ids).await {
+            tracing::error!(error = %undo, count = ids.len(), "cannot hand unpushed jobs back to the dispatcher; `kairos jobs requeue --state queued` pushes them");
+        }
+        return Err(e.into());
     }
     Ok(())
 }
@@ -145,7 +155,7 @@ pub struct Producer<'a> {
     /// The store.
     pub store: &'a Store,
     /// The queue.
-    pub queue: &'a dyn Queue,
+    pub queue: &'a Arc<dyn Queue>,
     /// Which events trigger which kinds.
     pub rules: &'a Rules,
     /// Per-kind policies (attempts recorded on each job).
@@ -156,13 +166,19 @@ pub struct Producer<'a> {
 pub type EventOutcome = IngestOutcome;
 
 /// Records validated `events` of `tenant_id` with the jobs the rules give
-/// them (one transaction), then queues the new jobs. Replayed event ids are
-/// reported as duplicates with their original jobs and trigger nothing.
+/// them, then queues the new jobs. Replayed event ids are reported as
+/// duplicates with their original jobs and trigger nothing.
+///
+/// Concurrent calls are committed together (group commit, see
+/// [`group`]): one transaction stores their events and their jobs —
+/// already `queued`, claimed by this producer, so the dispatcher never
+/// pushes them as well — and one push queues the jobs; each call returns
+/// after its own commit and push.
 ///
 /// If the push fails, the ingest is reverted and the error returned: the
 /// caller's 503 then means nothing was recorded, and the client's retry is
-/// not taken for a duplicate. (If even the revert fails, the jobs stay
-/// `pending` and the dispatcher queues them.)
+/// not taken for a duplicate. (If even the revert fails, the jobs are
+/// handed back to the dispatcher as `pending`.)
 pub async fn accept_events(
     p: Producer<'_>,
     tenant_id: &str,
@@ -173,26 +189,25 @@ pub async fn accept_events(
         .into_iter()
         .map(|event| plan_event(&p, tenant_id, event, now))
         .collect::<Result<_, _>>()?;
-    let outcomes = p.store.ingest(tenant_id, &batch).await?;
+    group::ingest_and_push(p.store, p.queue.clone(), tenant_id, batch).await
+}
 
-    let mut jobs = Vec::new();
-    let mut new_events = Vec::new();
-    for (item, outcome) in batch.into_iter().zip(&outcomes) {
-        if let IngestOutcome::Accepted { job_ids } = outcome {
-            new_events.push(item.event.id);
-            // Debounced jobs whose window was taken are not in `job_ids`.
-            jobs.extend(item.jobs.into_iter().map(|j| j.job).filter(|j| job_ids.contains(&j.id)));
+/// Undoes an ingest whose jobs could not be pushed. If that fails too,
+/// the jobs go back to `pending`, so the dispatcher queues them.
+async fn revert(store: &Store, tenant_id: &str, batch: &[StoredEvent], outcomes: &[IngestOutcome], jobs: &[NewJob]) {
+    let new_events: Vec<String> = batch
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| matches!(o, IngestOutcome::Accepted { .. }))
+        .map(|(item, _)| item.event.id.clone())
+        .collect();
+    let job_ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    if let Err(e) = store.revert_ingest(tenant_id, &new_events, &job_ids).await {
+        tracing::error!(error = %e, "revert failed; handing the jobs to the dispatcher");
+        if let Err(e) = store.unclaim(&job_ids).await {
+            tracing::error!(error = %e, count = job_ids.len(), "cannot hand unpushed jobs back to the dispatcher; `kairos jobs requeue --state queued` pushes them");
         }
     }
-    if let Err(e) = enqueue_recorded(p.store, p.queue, &jobs).await {
-        tracing::error!(error = %e, tenant = tenant_id, "queue push failed; reverting ingest");
-        let job_ids: Vec<String> = jobs.into_iter().map(|j| j.id).collect();
-        if let Err(revert) = p.store.revert_ingest(tenant_id, &new_events, &job_ids).await {
-            tracing::error!(error = %revert, "revert failed; the dispatcher will queue the pending jobs");
-        }
-        return Err(e.into());
-    }
-    Ok(outcomes)
 }
 
 fn plan_event(p: &Producer<'_>, tenant_id: &str, event: Event, now: i64) -> Result<StoredEvent, StoreError> {
@@ -324,11 +339,19 @@ pub async fn requeue(store: &Store, queue: &dyn Queue, filter: &RequeueFilter) -
             .filter(|j| j.state == JobState::Pending)
             .map(|j| j.id.clone())
             .collect();
-        let jobs: Vec<NewJob> = page.into_iter().map(NewJob::from).collect();
+        // Pending jobs are claimed first: one the dispatcher took is its
+        // to push.
+        let claimed: std::collections::HashSet<String> = if pending.is_empty() {
+            Default::default()
+        } else {
+            store.claim(&pending).await?.into_iter().collect()
+        };
+        let jobs: Vec<NewJob> = page
+            .into_iter()
+            .filter(|j| j.state != JobState::Pending || claimed.contains(&j.id))
+            .map(NewJob::from)
+            .collect();
         push(queue, &jobs).await?;
-        if !pending.is_empty() {
-            store.mark_queued(&pending).await?;
-        }
         total += jobs.len() as u64;
         if !full {
             return Ok(total);
