@@ -11,6 +11,7 @@ mod common;
 mod dashboard;
 mod dashboard_browser;
 mod errors;
+mod fairness;
 mod failures;
 mod ingest;
 mod llm;
