@@ -196,7 +196,10 @@ async fn limit_holds_across_consumers(kind: QueueBackendKind) {
     let more = q1.fetch("k", "w1", 50, LEASE).await.unwrap();
     assert_eq!(more.len(), 3);
     assert!(more.iter().all(|d| d.message.tenant_id == "free"));
-    assert!(q2.fetch("k", "w2", 50, LEASE).await.unwrap().is_empty(), "capped is at its limit");
+    assert!(
+        q2.fetch("k", "w2", 50, LEASE).await.unwrap().is_empty(),
+        "capped is at its limit"
+    );
     q1.ack("k", &[capped[0].tag.clone()]).await.unwrap();
     let after_ack = q2.fetch("k", "w2", 50, LEASE).await.unwrap();
     let n = after_ack.iter().filter(|d| d.message.tenant_id == "capped").count();

@@ -165,15 +165,21 @@ async fn limit_holds_across_two_workers(deployment: Deployment) {
     let b = app.store.create_tenant("tenant-b", None).await.unwrap();
     let a_ids = post_all(&app, &app.key, probes("a", 40, 100), 1).await;
     let b_ids = post_all(&app, &b.secret, probes("b", 40, 100), 1).await;
-    let (mut w1, mut w2) = (worker(&app.config).await, worker(&app.config).await);
+    let (w1, w2) = (worker(&app.config).await, worker(&app.config).await);
     let a_jobs = app.wait_settled(&a_ids, Duration::from_secs(120)).await;
     let b_jobs = app.wait_settled(&b_ids, Duration::from_secs(120)).await;
     let a_most = max_overlap(&a_jobs.iter().collect::<Vec<_>>());
     let b_most = max_overlap(&b_jobs.iter().collect::<Vec<_>>());
     let a_workers: std::collections::BTreeSet<_> = a_jobs.iter().filter_map(|j| j.worker.clone()).collect();
-    eprintln!("max_running {deployment:?}: tenant-a at most {a_most} at once on {} workers, tenant-b {b_most}", a_workers.len());
+    eprintln!(
+        "max_running {deployment:?}: tenant-a at most {a_most} at once on {} workers, tenant-b {b_most}",
+        a_workers.len()
+    );
     assert!(a_most <= 3, "tenant-a ran {a_most} at once");
-    assert!(b_most > 3, "the unlimited tenant ran only {b_most} at once: the limit was not tested");
+    assert!(
+        b_most > 3,
+        "the unlimited tenant ran only {b_most} at once: the limit was not tested"
+    );
     w1.shutdown().await;
     w2.shutdown().await;
     app.shutdown().await;
@@ -201,14 +207,17 @@ async fn weights_share_the_workers(deployment: Deployment) {
     let b = app.store.create_tenant("tenant-b", None).await.unwrap();
     let a_ids = post_all(&app, &app.key, probes("a", 1200, 1), 4).await;
     let b_ids = post_all(&app, &b.secret, probes("b", 1200, 1), 4).await;
-    let mut w = worker(&app.config).await;
+    let w = worker(&app.config).await;
     let mut jobs = app.wait_settled(&a_ids, Duration::from_secs(180)).await;
     jobs.extend(app.wait_settled(&b_ids, Duration::from_secs(180)).await);
     jobs.sort_by_key(|j| j.started_at);
     let first = &jobs[..900];
     let a = first.iter().filter(|j| j.tenant_id == app.tenant_id).count();
     let ratio = a as f64 / (900 - a) as f64;
-    eprintln!("weights {deployment:?}: of the first 900 started, {a} tenant-a (weight 2), {} tenant-b: {ratio:.2}", 900 - a);
+    eprintln!(
+        "weights {deployment:?}: of the first 900 started, {a} tenant-a (weight 2), {} tenant-b: {ratio:.2}",
+        900 - a
+    );
     assert!((1.6..=2.5).contains(&ratio), "share {ratio:.2}, expected about 2");
     w.shutdown().await;
     app.shutdown().await;
@@ -230,7 +239,10 @@ async fn distributed_weights_share_the_workers() {
 /// idle latency. `KAIROS_FAIR_OFF=1` runs the same with fairness off (the
 /// first-in first-out queues of before). Prints; asserts nothing timing.
 async fn flood_figure(deployment: Deployment) {
-    let n: usize = std::env::var("KAIROS_FAIR_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::var("KAIROS_FAIR_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let off = std::env::var("KAIROS_FAIR_OFF").is_ok_and(|v| v == "1");
     let conf = format!("{RULES}\n[queue.fairness]\nenabled = {}\n", !off);
     let mut app = spawn_app(deployment, &conf).await;
@@ -252,10 +264,7 @@ async fn flood_figure(deployment: Deployment) {
     let a_jobs = app.wait_settled(&a_ids, Duration::from_secs(900)).await;
     let drained = t0.elapsed();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut a_lat: Vec<i64> = a_jobs
-        .iter()
-        .map(|j| j.finished_at.unwrap() - j.created_at)
-        .collect();
+    let mut a_lat: Vec<i64> = a_jobs.iter().map(|j| j.finished_at.unwrap() - j.created_at).collect();
     a_lat.sort_unstable();
     eprintln!(
         "FIGURE {deployment:?} fairness={}: N={n}; A posted in {:.1} s, drained in {:.1} s; \

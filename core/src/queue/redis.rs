@@ -422,7 +422,12 @@ impl RedisQueue {
     /// Marks sub-queue `sub` of `kind` ready and known (after its entries).
     fn mark_ready(&self, pipe: &mut redis::Pipeline, kind: &str, sub: &str) {
         // At virtual time 0: the next fetch lifts it to the kind's clock.
-        pipe.cmd("ZADD").arg(self.ready(kind)).arg("NX").arg(0).arg(sub).ignore();
+        pipe.cmd("ZADD")
+            .arg(self.ready(kind))
+            .arg("NX")
+            .arg(0)
+            .arg(sub)
+            .ignore();
         pipe.cmd("SADD").arg(self.all_subs(kind)).arg(sub).ignore();
     }
 
@@ -502,12 +507,7 @@ impl RedisQueue {
 
     /// Runs [`FETCH_LUA`] once: the deliveries, or the signal stream's last
     /// entry id to block after when there were none.
-    async fn fetch_once(
-        &self,
-        kind: &str,
-        consumer: &str,
-        max: usize,
-    ) -> Result<(Vec<Delivery>, String), QueueError> {
+    async fn fetch_once(&self, kind: &str, consumer: &str, max: usize) -> Result<(Vec<Delivery>, String), QueueError> {
         let mut conn = self.conn.clone();
         let mut call = self.fetch.key(self.ready(kind));
         call.key(self.clock(kind))

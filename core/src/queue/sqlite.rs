@@ -90,8 +90,8 @@ impl SqliteQueue {
         // order: a fair fetch reads its oldest unleased rows without
         // sorting its backlog, and counts its leased rows by range.
         sqlx::query("CREATE INDEX IF NOT EXISTS kairos_queue_tenant ON kairos_queue (kind, tenant_id, lease_until)")
-        .execute(&pool)
-        .await?;
+            .execute(&pool)
+            .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS kairos_queue_tenants (
                 kind TEXT NOT NULL,
@@ -128,7 +128,10 @@ impl SqliteQueue {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut tenants: Vec<(&str, &str)> = messages.iter().map(|m| (m.kind.as_str(), m.tenant_id.as_str())).collect();
+        let mut tenants: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m.kind.as_str(), m.tenant_id.as_str()))
+            .collect();
         tenants.sort_unstable();
         tenants.dedup();
         for (kind, tenant) in tenants {
