@@ -124,7 +124,11 @@ async fn newcomer_overtakes_backlog(kind: QueueBackendKind) {
             }
         }
         if enabled {
-            assert_eq!((rounds, a_before_b), (1, 0), "b waited behind a's backlog");
+            // In the first fetch (after a's share of it, at most).
+            assert!(
+                rounds == 1 && a_before_b < 10,
+                "b waited behind a's backlog: {a_before_b}"
+            );
         } else {
             assert_eq!(a_before_b, 4990, "fairness off is first-in first-out");
         }

@@ -91,6 +91,7 @@ local dw, dl = tonumber(ARGV[7]), tonumber(ARGV[8])
 local policy = {}
 for i = 9, #ARGV, 3 do policy[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])} end
 local clock = tonumber(redis.call('GET', KEYS[2]) or '0')
+local clock0 = clock
 local cand = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES')
 local ts = {}
 local wsum = 0
@@ -156,7 +157,7 @@ for _, e in ipairs(ts) do
     redis.call('ZADD', KEYS[1], 'XX', e.vt, e.t)
   end
 end
-redis.call('SET', KEYS[2], tostring(clock))
+if clock ~= clock0 then redis.call('SET', KEYS[2], tostring(clock)) end
 if #out == 1 then
   local sig = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
   if sig[1] then out[1] = sig[1][1] else out[1] = '0-0' end

@@ -13,8 +13,9 @@
 //! one's oldest ready rows (in `seq` order, through the `(kind, tenant_id,
 //! lease_until)` index, so the cost follows the batch, not the backlog),
 //! write the new virtual times — so two consumers never
-//! plan on the same counts. With fairness off it is the one `UPDATE` over
-//! the kind's oldest rows, as before.
+//! plan on the same counts. With fairness off, or while a single tenant
+//! without a limit has rows of the kind, it is the one `UPDATE` over the
+//! kind's oldest rows, as before fairness.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -145,6 +146,25 @@ impl SqliteQueue {
         tx.commit().await?;
         self.pushed.notify_waiters();
         Ok(())
+    }
+
+    /// Whether at most one tenant (without a limit) has rows of `kind`:
+    /// then there is no one to be fair to, and the one-statement fetch
+    /// spares the write transaction (a read without the lock; a tenant
+    /// arriving meanwhile is served fairly from the next fetch on).
+    async fn sole_tenant(&self, kind: &str) -> Result<bool, QueueError> {
+        let tenants: Vec<String> = sqlx::query_scalar(
+            "SELECT tenant_id FROM kairos_queue_tenants WHERE kind = $1 AND tenant_id <> $2 LIMIT 2",
+        )
+        .bind(kind)
+        .bind(CLOCK)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(match tenants.as_slice() {
+            [] => true,
+            [one] => self.fairness.share(one).1 == 0,
+            _ => false,
+        })
     }
 
     /// A fair fetch: see the module doc and [`fairness`].
@@ -282,7 +302,7 @@ impl SqliteQueue {
     }
 
     async fn take(&self, kind: &str, consumer: &str, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError> {
-        if self.fairness.enabled {
+        if self.fairness.enabled && !self.sole_tenant(kind).await? {
             return self.take_fair(kind, consumer, max, lease).await;
         }
         let now = now_ms();
