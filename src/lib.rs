@@ -52,7 +52,7 @@ impl Runtime {
     /// says (a role started during a database restart comes up once it is
     /// back, instead of exiting); applies migrations when
     /// `store.migrate_on_start` is set.
-    pub async fn open(config: Config) -> anyhow::Result<Self> {
+    pub async fn open(mut config: Config) -> anyhow::Result<Self> {
         let deadline = tokio::time::Instant::now() + config.startup.wait;
         let store_url = redact(&config.store.url);
         let store = retry_until(
@@ -67,6 +67,7 @@ impl Runtime {
         if config.store.migrate_on_start {
             store.migrate().await.context("applying migrations")?;
         }
+        resolve_fair_shares(&store, &mut config).await;
         let queue_name = format!("the {:?} queue at {}", config.queue.backend, redact(&config.queue.url));
         let queue = retry_until(
             &config.startup,
@@ -82,6 +83,22 @@ impl Runtime {
             store,
             queue,
         })
+    }
+}
+
+/// `[queue.fairness.tenants]` may name tenants; messages carry ids.
+async fn resolve_fair_shares(store: &Store, config: &mut Config) {
+    if config.queue.fairness.tenants.is_empty() {
+        return;
+    }
+    match store.list_tenants().await {
+        Ok(tenants) => {
+            let pairs = tenants.iter().map(|t| (t.name.as_str(), t.id.as_str()));
+            for key in config.queue.fairness.resolve_names(pairs) {
+                tracing::warn!(tenant = %key, "queue.fairness.tenants: no tenant has this name or id; it applies to a tenant with this id only");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read tenants to resolve queue.fairness.tenants names; ids only"),
     }
 }
 

@@ -217,6 +217,9 @@ pub struct QueueConfig {
     /// errors are retried anyway.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// `[queue.fairness]`: how a kind's queue is shared between tenants
+    /// (weights, per-tenant limits).
+    pub fairness: crate::queue::fairness::FairnessConfig,
 }
 
 impl Default for QueueConfig {
@@ -231,6 +234,7 @@ impl Default for QueueConfig {
             fetch_batch: 128,
             fetch_wait: Duration::from_millis(500),
             response_timeout: Duration::from_secs(10),
+            fairness: crate::queue::fairness::FairnessConfig::default(),
         }
     }
 }
@@ -492,6 +496,7 @@ impl QueueConfig {
         if self.reclaim_interval < Duration::from_millis(50) || self.reclaim_interval > self.lease {
             return Err(key_err("reclaim_interval", "must be between 50ms and `lease`"));
         }
+        self.fairness.validate()?;
         Ok(())
     }
 }

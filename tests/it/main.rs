@@ -12,6 +12,7 @@ mod dashboard;
 mod dashboard_browser;
 mod errors;
 mod failures;
+mod fairness;
 mod ingest;
 mod lifecycle;
 mod llm;

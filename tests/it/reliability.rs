@@ -307,14 +307,16 @@ async fn jobs_requeue_pushes_queued_jobs_the_queue_lost() {
     let mut expected = BTreeMap::new();
     let batch: Vec<Value> = (0..20).map(|i| event_i(i, &mut expected)).collect();
     let (ids, _) = post_until_accepted(&reqwest::Client::new(), &base, &key.secret, &batch).await;
-    // The queue loses them (the stream deleted behind Kairos's back).
+    // The queue loses them (the streams deleted behind Kairos's back).
     let client = redis::Client::open(env.queue_url.as_str()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{}:q:activity", env.prefix))
+    let streams: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:q:activity*", env.prefix))
         .query_async(&mut c)
         .await
         .unwrap();
+    assert!(!streams.is_empty());
+    let _: () = redis::cmd("DEL").arg(streams).query_async(&mut c).await.unwrap();
     assert_eq!(queue.depth("activity").await.unwrap().ready, 0);
 
     let (ok, out, err) = run_cli(

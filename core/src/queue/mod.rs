@@ -7,12 +7,16 @@
 //! the worker runtime, retries, dead letters — is written once against
 //! [`Queue`]. ARCHITECTURE.md says why this is our own trait and backends.
 //!
+//! Tenants share a kind's queue fairly ([`fairness`]): one tenant's
+//! backlog does not delay another tenant's jobs.
+//!
 //! Delivery is at least once: a job is acknowledged only after its outcome
 //! is recorded in the store, and the store refuses to start a job that
 //! already finished, so a re-delivered job is not run twice.
 
 #[cfg(feature = "apalis")]
 pub mod apalis;
+pub mod fairness;
 pub mod redis;
 pub mod sqlite;
 
@@ -102,6 +106,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Takes up to `max` messages of `kind` for `consumer`, leased for
     /// `lease`; an unacknowledged message is re-delivered once its lease
     /// expires. Waits up to the configured fetch wait when none is ready.
+    /// With `queue.fairness` on, the messages are shared between the
+    /// tenants with ready jobs by weight, each tenant's oldest first, and a
+    /// tenant at its `max_running` (leased, across all consumers) gets none
+    /// ([`fairness`]); off, the kind's oldest messages whoever's they are.
     async fn fetch(&self, kind: &str, consumer: &str, max: usize, lease: Duration)
         -> Result<Vec<Delivery>, QueueError>;
 

@@ -19,6 +19,21 @@
 //! - retries wait in a sorted set scored by due time and are moved back to
 //!   the stream by a small Lua script, atomically, by whichever worker looks.
 //!
+//! Fairness between tenants ([`super::fairness`]): a kind's queue is one
+//! stream per tenant (`{prefix}:q:{kind}:{tenant}`, each with its consumer
+//! group; with fairness off, the single stream `{prefix}:q:{kind}` — also
+//! where a version without fairness left its jobs), a sorted set of the
+//! sub-queues with ready work scored by virtual time (`{prefix}:qr:{kind}`),
+//! the set of every sub-queue (`{prefix}:qa:{kind}`, for reclaim and
+//! depth), the kind's virtual clock (`{prefix}:qc:{kind}`) and a one-entry
+//! signal stream (`{prefix}:qs:{kind}`) that every push, release, promotion
+//! and reclaim appends to. A fetch is one Lua script ([`FETCH_LUA`]: lowest
+//! virtual time first, `XPENDING` for tenants with a limit, a non-blocking
+//! `XREADGROUP` per tenant served); when it finds nothing, the consumer
+//! blocks on the signal stream after the entry the script saw (`XREAD
+//! BLOCK`), so no push is missed, then runs the script again. Scripts name
+//! sub-queue keys they compute (one Redis, not Cluster).
+//!
 //! Blocking reads use a connection of their own per kind: a `BLOCK` on the
 //! shared multiplexed connection would stall every other command behind it.
 
@@ -28,7 +43,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncCommands, Script};
 
 use super::{Delivery, Depth, Message, Queue, QueueError};
@@ -39,40 +53,186 @@ const GROUP: &str = "kairos";
 /// How often delayed retries are looked at, per kind and process.
 const PROMOTE_EVERY: Duration = Duration::from_millis(200);
 
-/// Moves due retries from the delayed set back onto the stream.
+/// Moves due retries from the delayed set (KEYS[1]) back onto their
+/// tenants' streams (fairness on: ARGV[3] = 1) or the kind's FIFO, marking
+/// the sub-queues ready (KEYS[2], KEYS[3]) and signalling (KEYS[4]).
+/// ARGV[4]: stream key prefix of sub-queues, ARGV[5]: the FIFO's key.
 const PROMOTE_LUA: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
   local d = cjson.decode(m)
-  redis.call('XADD', KEYS[2], '*', 'i', d.i, 't', d.t, 'p', d.p)
+  local sub = ''
+  if ARGV[3] == '1' then sub = d.t end
+  local key = ARGV[5]
+  if sub ~= '' then key = ARGV[4] .. sub end
+  redis.call('XADD', key, '*', 'i', d.i, 't', d.t, 'p', d.p)
+  redis.call('ZADD', KEYS[2], 'NX', 0, sub)
+  redis.call('SADD', KEYS[3], sub)
   redis.call('ZREM', KEYS[1], m)
+end
+if #due > 0 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 's', 1)
 end
 return #due
 "#;
 
-/// Takes every pending entry idle longer than the lease (ARGV[3] ms) and
-/// puts it back on the stream as a new entry, so whichever consumer has a
-/// free slot gets it. Loops over XAUTOCLAIM's cursor up to ARGV[5] entries.
+/// One fair fetch (see the module doc and [`super::fairness`]; the same
+/// rule as `fairness::next` / `fairness::served`).
+/// KEYS: ready zset, clock, signal stream, all-sub-queues set.
+/// ARGV: sub-queue key prefix, FIFO key, group, consumer, max, window,
+/// default weight, default limit, then (tenant, weight, limit) triples.
+/// Returns { signal id seen (when nothing was taken), then per entry:
+/// sub-queue, entry id, fields }.
+const FETCH_LUA: &str = r#"
+local function skey(t) if t == '' then return ARGV[2] end return ARGV[1] .. t end
+local group, consumer = ARGV[3], ARGV[4]
+local max = tonumber(ARGV[5])
+local dw, dl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local policy = {}
+for i = 9, #ARGV, 3 do policy[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])} end
+local clock = tonumber(redis.call('GET', KEYS[2]) or '0')
+local clock0 = clock
+local cand = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES')
+local ts = {}
+local wsum = 0
+for i = 1, #cand, 2 do
+  local t = cand[i]
+  local w, l = dw, dl
+  local p = policy[t]
+  if p then w, l = p[1], p[2] end
+  if t == '' then w, l = dw, 0 end
+  local old = tonumber(cand[i + 1])
+  local vt = old
+  if vt < clock then vt = clock end
+  local room = max
+  if l > 0 then
+    local pend = redis.pcall('XPENDING', skey(t), group)
+    local n = 0
+    if type(pend) == 'table' and pend[1] then n = tonumber(pend[1]) end
+    room = l - n
+  end
+  ts[#ts + 1] = {t = t, w = w, vt = vt, old = old, room = room, done = false}
+  if room > 0 then wsum = wsum + w end
+end
+local out = {''}
+local left = max
+local guard = 4 * #ts + 4
+while left > 0 and guard > 0 do
+  guard = guard - 1
+  local best = nil
+  for _, e in ipairs(ts) do
+    if not e.done and e.room > 0 and (best == nil or e.vt < best.vt) then best = e end
+  end
+  if best == nil then break end
+  local want = math.min(left, best.room, math.max(1, math.ceil(max * best.w / wsum)))
+  local key = skey(best.t)
+  local r = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', key, '>')
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'NOGROUP', 1, true) then
+      redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
+      r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', key, '>')
+    else
+      return redis.error_reply(r.err)
+    end
+  end
+  local got = 0
+  if r and r[1] then
+    for _, e in ipairs(r[1][2]) do
+      out[#out + 1] = best.t
+      out[#out + 1] = e[1]
+      out[#out + 1] = e[2]
+      got = got + 1
+    end
+  end
+  if clock < best.vt then clock = best.vt end
+  best.vt = best.vt + got / best.w
+  best.room = best.room - got
+  left = left - got
+  if got < want then best.done = true end
+end
+for _, e in ipairs(ts) do
+  if e.done then
+    redis.call('ZREM', KEYS[1], e.t)
+  elseif e.vt ~= e.old then
+    redis.call('ZADD', KEYS[1], 'XX', e.vt, e.t)
+  end
+end
+if clock ~= clock0 then redis.call('SET', KEYS[2], tostring(clock)) end
+if #out == 1 then
+  local sig = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  if sig[1] then out[1] = sig[1][1] else out[1] = '0-0' end
+end
+return out
+"#;
+
+/// Registers the kind's FIFO stream (KEYS[1], left by a version without
+/// fairness or by fairness off) as a sub-queue, so its entries are fetched.
+/// KEYS[2]: ready zset, KEYS[3]: all-sub-queues set.
+const ADOPT_FIFO_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SADD', KEYS[3], '')
+  if redis.call('XLEN', KEYS[1]) > 0 then
+    redis.call('ZADD', KEYS[2], 'NX', 0, '')
+  end
+  return 1
+end
+return 0
+"#;
+
+/// A kind's depth summed over its sub-queues (KEYS[1]: all-sub-queues set,
+/// KEYS[2]: delayed set; ARGV: key prefix, FIFO key, group).
+const DEPTH_LUA: &str = r#"
+local len, pending = 0, 0
+for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[2]
+  if t ~= '' then key = ARGV[1] .. t end
+  len = len + redis.call('XLEN', key)
+  local p = redis.pcall('XPENDING', key, ARGV[3])
+  if type(p) == 'table' and p[1] then pending = pending + tonumber(p[1]) end
+end
+return {len, pending, redis.call('ZCARD', KEYS[2])}
+"#;
+
+/// Takes every pending entry idle longer than the lease (ARGV[3] ms), in
+/// every sub-queue of the kind (KEYS[1]: all-sub-queues set), and puts it
+/// back on its stream as a new entry, so whichever consumer has a free slot
+/// gets it; the sub-queue is marked ready (KEYS[2]) and waiting consumers
+/// signalled (KEYS[3]). Loops over XAUTOCLAIM's cursor up to ARGV[5]
+/// entries in all. ARGV[6]: sub-queue key prefix, ARGV[7]: the FIFO's key.
 /// (Redis 7 drops entries deleted meanwhile from the pending list itself.)
 const RECLAIM_LUA: &str = r#"
-local cursor = '0-0'
 local moved = 0
 local seen = 0
-repeat
-  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', ARGV[4])
-  cursor = r[1]
-  for _, e in ipairs(r[2]) do
-    if type(e) == 'table' then
-      if type(e[2]) == 'table' then
-        redis.call('XADD', KEYS[1], '*', unpack(e[2]))
-        moved = moved + 1
+for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[7]
+  if t ~= '' then key = ARGV[6] .. t end
+  local cursor = '0-0'
+  local here = 0
+  repeat
+    local r = redis.pcall('XAUTOCLAIM', key, ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', ARGV[4])
+    if type(r) ~= 'table' or r.err then break end
+    cursor = r[1]
+    for _, e in ipairs(r[2]) do
+      if type(e) == 'table' then
+        if type(e[2]) == 'table' then
+          redis.call('XADD', key, '*', unpack(e[2]))
+          here = here + 1
+        end
+        redis.call('XACK', key, ARGV[1], e[1])
+        redis.call('XDEL', key, e[1])
       end
-      redis.call('XACK', KEYS[1], ARGV[1], e[1])
-      redis.call('XDEL', KEYS[1], e[1])
+      seen = seen + 1
     end
-    seen = seen + 1
+  until cursor == '0-0' or seen >= tonumber(ARGV[5])
+  if here > 0 then
+    redis.call('ZADD', KEYS[2], 'NX', 0, t)
+    moved = moved + here
   end
-until cursor == '0-0' or seen >= tonumber(ARGV[5])
+  if seen >= tonumber(ARGV[5]) then break end
+end
+if moved > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', 1, '*', 's', 1)
+end
 return moved
 "#;
 
@@ -120,12 +280,19 @@ pub struct RedisQueue {
     conn: ConnectionManager,
     config: QueueConfig,
     promote: Script,
+    fetch: Script,
+    adopt_fifo: Script,
+    depth: Script,
     reclaim: Script,
     heartbeat: Script,
     confirm_epoch: Script,
+    /// The fairness policy as script arguments: default weight, default
+    /// limit, then (tenant, weight, limit) for each listed tenant.
+    policy_args: Vec<String>,
     /// Dedicated connection per kind for blocking reads.
     readers: tokio::sync::Mutex<HashMap<String, ConnectionManager>>,
-    groups: Mutex<HashSet<String>>,
+    /// Kinds whose FIFO stream this process has looked for.
+    adopted: Mutex<HashSet<String>>,
     last_promote: Mutex<HashMap<String, Instant>>,
     last_reclaim: Mutex<HashMap<String, Instant>>,
 }
@@ -150,6 +317,31 @@ fn due(map: &Mutex<HashMap<String, Instant>>, kind: &str, every: Duration) -> bo
     }
 }
 
+/// A delivery's tag: the stream entry id and its sub-queue (an entry id
+/// never holds `@`).
+fn tag(entry: &str, sub: &str) -> String {
+    format!("{entry}@{sub}")
+}
+
+/// (entry id, sub-queue); a bare entry id (a tag from before fairness) is
+/// on the kind's FIFO stream.
+fn parse_tag(tag: &str) -> Result<(&str, &str), QueueError> {
+    Ok(tag.split_once('@').unwrap_or((tag, "")))
+}
+
+/// Tags grouped by sub-queue, in first-seen order.
+fn by_sub<'a>(tags: impl IntoIterator<Item = &'a str>) -> Result<Vec<(&'a str, Vec<&'a str>)>, QueueError> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for t in tags {
+        let (entry, sub) = parse_tag(t)?;
+        match groups.iter_mut().find(|(s, _)| *s == sub) {
+            Some((_, v)) => v.push(entry),
+            None => groups.push((sub, vec![entry])),
+        }
+    }
+    Ok(groups)
+}
+
 impl RedisQueue {
     /// Connects and checks the server answers.
     pub async fn connect(config: &QueueConfig) -> Result<Self, QueueError> {
@@ -160,23 +352,64 @@ impl RedisQueue {
         let conn = client
             .get_connection_manager_with_config(manager_config(config.response_timeout))
             .await?;
+        let f = &config.fairness;
+        let mut policy_args = vec![f.weight.to_string(), f.max_running.to_string()];
+        for tenant in f.tenants.keys() {
+            let (w, l) = f.share(tenant);
+            policy_args.extend([tenant.clone(), w.to_string(), l.to_string()]);
+        }
         Ok(Self {
             client,
             conn,
             config: config.clone(),
             promote: Script::new(PROMOTE_LUA),
+            fetch: Script::new(FETCH_LUA),
+            adopt_fifo: Script::new(ADOPT_FIFO_LUA),
+            depth: Script::new(DEPTH_LUA),
             reclaim: Script::new(RECLAIM_LUA),
             heartbeat: Script::new(HEARTBEAT_LUA),
             confirm_epoch: Script::new(CONFIRM_EPOCH_LUA),
+            policy_args,
             readers: tokio::sync::Mutex::new(HashMap::new()),
-            groups: Mutex::new(HashSet::new()),
+            adopted: Mutex::new(HashSet::new()),
             last_promote: Mutex::new(HashMap::new()),
             last_reclaim: Mutex::new(HashMap::new()),
         })
     }
 
-    fn stream(&self, kind: &str) -> String {
+    /// The kind's FIFO stream: the one sub-queue with fairness off.
+    fn fifo(&self, kind: &str) -> String {
         format!("{}:q:{kind}", self.config.prefix)
+    }
+
+    /// Where a sub-queue's key starts (the tenant id follows).
+    fn sub_prefix(&self, kind: &str) -> String {
+        format!("{}:q:{kind}:", self.config.prefix)
+    }
+
+    /// The stream of sub-queue `sub` of `kind`.
+    fn stream(&self, kind: &str, sub: &str) -> String {
+        if sub.is_empty() {
+            self.fifo(kind)
+        } else {
+            format!("{}:q:{kind}:{sub}", self.config.prefix)
+        }
+    }
+
+    fn ready(&self, kind: &str) -> String {
+        format!("{}:qr:{kind}", self.config.prefix)
+    }
+
+    fn all_subs(&self, kind: &str) -> String {
+        format!("{}:qa:{kind}", self.config.prefix)
+    }
+
+    fn clock(&self, kind: &str) -> String {
+        format!("{}:qc:{kind}", self.config.prefix)
+    }
+
+    fn signal(&self, kind: &str) -> String {
+        format!("{}:qs:{kind}", self.config.prefix)
     }
 
     fn delayed(&self, kind: &str) -> String {
@@ -187,38 +420,69 @@ impl RedisQueue {
         format!("{}:epoch", self.config.prefix)
     }
 
-    /// Forgets that `kind`'s group exists: Redis answered `NOGROUP` (it
-    /// restarted without its data), so the next [`Self::ensure_group`]
-    /// creates it again.
-    fn lost_group(&self, kind: &str) {
-        let removed = self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(kind);
-        if removed {
-            tracing::warn!(kind, "consumer group missing (redis lost its data?); creating it again");
-        }
+    /// Marks sub-queue `sub` of `kind` ready and known (after its entries).
+    fn mark_ready(&self, pipe: &mut redis::Pipeline, kind: &str, sub: &str) {
+        // At virtual time 0: the next fetch lifts it to the kind's clock.
+        pipe.cmd("ZADD")
+            .arg(self.ready(kind))
+            .arg("NX")
+            .arg(0)
+            .arg(sub)
+            .ignore();
+        pipe.cmd("SADD").arg(self.all_subs(kind)).arg(sub).ignore();
     }
 
-    /// Moves every entry of `kind` idle longer than `lease` back onto the
+    /// Wakes the consumers of `kind` blocked on its signal stream.
+    fn signal_cmd(&self, pipe: &mut redis::Pipeline, kind: &str) {
+        pipe.cmd("XADD")
+            .arg(self.signal(kind))
+            .arg("MAXLEN")
+            .arg(1)
+            .arg("*")
+            .arg("s")
+            .arg(1)
+            .ignore();
+    }
+
+    /// Once per process and kind: entries on the kind's FIFO stream (left
+    /// by a version without fairness) are made fetchable.
+    async fn adopt_fifo(&self, kind: &str) -> Result<(), QueueError> {
+        if self.adopted.lock().unwrap_or_else(|e| e.into_inner()).contains(kind) {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .adopt_fifo
+            .key(self.fifo(kind))
+            .key(self.ready(kind))
+            .key(self.all_subs(kind))
+            .invoke_async(&mut conn)
+            .await?;
+        self.adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind.to_owned());
+        Ok(())
+    }
+
+    /// Moves every entry of `kind` idle longer than `lease` back onto its
     /// stream (see [`RECLAIM_LUA`]).
     async fn reclaim_expired(&self, kind: &str, consumer: &str, lease: Duration) -> Result<u64, QueueError> {
-        self.ensure_group(kind).await?;
         let mut conn = self.conn.clone();
-        let moved: Result<u64, redis::RedisError> = self
+        let moved: u64 = self
             .reclaim
-            .key(self.stream(kind))
+            .key(self.all_subs(kind))
+            .key(self.ready(kind))
+            .key(self.signal(kind))
             .arg(GROUP)
             .arg(consumer)
             .arg(millis(lease))
             .arg(RECLAIM_COUNT)
             .arg(RECLAIM_MAX)
+            .arg(self.sub_prefix(kind))
+            .arg(self.fifo(kind))
             .invoke_async(&mut conn)
-            .await;
-        let moved = match moved {
-            Err(e) if is_nogroup(&e) => {
-                self.lost_group(kind);
-                return Ok(0);
-            }
-            other => other?,
-        };
+            .await?;
         if moved > 0 {
             tracing::warn!(
                 kind,
@@ -227,26 +491,6 @@ impl RedisQueue {
             );
         }
         Ok(moved)
-    }
-
-    /// Creates the consumer group (from the start of the stream, so nothing
-    /// pushed before the first worker is skipped).
-    async fn ensure_group(&self, kind: &str) -> Result<(), QueueError> {
-        if self.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(kind) {
-            return Ok(());
-        }
-        let mut conn = self.conn.clone();
-        let created: Result<(), redis::RedisError> = conn.xgroup_create_mkstream(self.stream(kind), GROUP, "0").await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(kind.to_owned());
-        Ok(())
     }
 
     async fn reader(&self, kind: &str) -> Result<ConnectionManager, QueueError> {
@@ -262,33 +506,75 @@ impl RedisQueue {
         Ok(conn)
     }
 
-    fn delivery(&self, kind: &str, entry: &StreamId) -> Result<Delivery, QueueError> {
-        let field = |name: &str| -> Result<String, QueueError> {
-            entry.get::<String>(name).ok_or_else(|| QueueError::Corrupt {
-                tag: entry.id.clone(),
-                reason: format!("missing field `{name}`"),
-            })
+    /// Runs [`FETCH_LUA`] once: the deliveries, or the signal stream's last
+    /// entry id to block after when there were none.
+    async fn fetch_once(&self, kind: &str, consumer: &str, max: usize) -> Result<(Vec<Delivery>, String), QueueError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.fetch.key(self.ready(kind));
+        call.key(self.clock(kind))
+            .key(self.signal(kind))
+            .key(self.all_subs(kind))
+            .arg(self.sub_prefix(kind))
+            .arg(self.fifo(kind))
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(max)
+            .arg(FETCH_WINDOW.max(max))
+            .arg(&self.policy_args);
+        let reply: Vec<redis::Value> = call.invoke_async(&mut conn).await?;
+        let mut items = reply.into_iter();
+        let signal: String = match items.next() {
+            Some(v) => text(v)?,
+            None => String::new(),
         };
-        Ok(Delivery {
-            tag: entry.id.clone(),
-            message: Message {
-                id: field("i")?,
-                kind: kind.to_owned(),
-                tenant_id: field("t")?,
-                payload: field("p")?,
-            },
-        })
-    }
-
-    fn collect(&self, kind: &str, entries: &[StreamId], out: &mut Vec<Delivery>) {
-        for entry in entries {
-            match self.delivery(kind, entry) {
+        let mut out = Vec::new();
+        while let (Some(sub), Some(id), Some(fields)) = (items.next(), items.next(), items.next()) {
+            let sub = text(sub)?;
+            let id = text(id)?;
+            let fields: HashMap<String, String> = match redis::from_redis_value(fields) {
+                Ok(f) => f,
+                Err(e) => {
+                    // Left pending (not acked): visible in XPENDING for ops.
+                    tracing::error!(kind, entry = %id, error = %e, "skipping unreadable queue entry");
+                    continue;
+                }
+            };
+            match delivery(kind, &tag(&id, &sub), &fields) {
                 Ok(d) => out.push(d),
-                // Left pending (not acked): visible in XPENDING for ops.
                 Err(e) => tracing::error!(kind, error = %e, "skipping unreadable queue entry"),
             }
         }
+        Ok((out, signal))
     }
+}
+
+/// A string of the fetch script's reply.
+fn text(v: redis::Value) -> Result<String, QueueError> {
+    redis::from_redis_value(v).map_err(|e| QueueError::Corrupt {
+        tag: "fetch reply".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Tenants with the lowest virtual times a fetch considers, at least.
+const FETCH_WINDOW: usize = 64;
+
+fn delivery(kind: &str, tag: &str, fields: &HashMap<String, String>) -> Result<Delivery, QueueError> {
+    let field = |name: &str| -> Result<String, QueueError> {
+        fields.get(name).cloned().ok_or_else(|| QueueError::Corrupt {
+            tag: tag.to_owned(),
+            reason: format!("missing field `{name}`"),
+        })
+    };
+    Ok(Delivery {
+        tag: tag.to_owned(),
+        message: Message {
+            id: field("i")?,
+            kind: kind.to_owned(),
+            tenant_id: field("t")?,
+            payload: field("p")?,
+        },
+    })
 }
 
 fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
@@ -317,11 +603,13 @@ impl Queue for RedisQueue {
         if messages.is_empty() {
             return Ok(());
         }
+        let fairness = &self.config.fairness;
         let mut pipe = redis::pipe();
+        let mut subs: Vec<(&str, &str)> = Vec::new();
         for m in messages {
-            self.ensure_group(&m.kind).await?;
+            let sub = fairness.sub_queue(&m.tenant_id);
             pipe.cmd("XADD")
-                .arg(self.stream(&m.kind))
+                .arg(self.stream(&m.kind, sub))
                 .arg("*")
                 .arg("i")
                 .arg(&m.id)
@@ -330,6 +618,20 @@ impl Queue for RedisQueue {
                 .arg("p")
                 .arg(&m.payload)
                 .ignore();
+            if !subs.contains(&(m.kind.as_str(), sub)) {
+                subs.push((m.kind.as_str(), sub));
+            }
+        }
+        // After the entries: a fetch that drops a sub-queue it found empty
+        // cannot miss these.
+        for (kind, sub) in &subs {
+            self.mark_ready(&mut pipe, kind, sub);
+        }
+        let mut kinds: Vec<&str> = subs.iter().map(|(k, _)| *k).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            self.signal_cmd(&mut pipe, kind);
         }
         let mut conn = self.conn.clone();
         match pipe.query_async::<()>(&mut conn).await {
@@ -352,7 +654,6 @@ impl Queue for RedisQueue {
         }
         let mut pipe = redis::pipe();
         for m in messages {
-            self.ensure_group(&m.kind).await?;
             pipe.cmd("ZADD")
                 .arg(self.delayed(&m.kind))
                 .arg(due_ms)
@@ -371,77 +672,73 @@ impl Queue for RedisQueue {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        self.ensure_group(kind).await?;
+        self.adopt_fifo(kind).await?;
         let mut conn = self.conn.clone();
         if due(&self.last_promote, kind, PROMOTE_EVERY) {
             let _: i64 = self
                 .promote
                 .key(self.delayed(kind))
-                .key(self.stream(kind))
+                .key(self.ready(kind))
+                .key(self.all_subs(kind))
+                .key(self.signal(kind))
                 .arg(now_ms())
                 .arg(1000)
+                .arg(if self.config.fairness.enabled { "1" } else { "0" })
+                .arg(self.sub_prefix(kind))
+                .arg(self.fifo(kind))
                 .invoke_async(&mut conn)
                 .await?;
         }
         if due(&self.last_reclaim, kind, self.config.reclaim_interval) {
             self.reclaim_expired(kind, consumer, lease).await?;
         }
-        let mut reader = self.reader(kind).await?;
-        let reply: Result<Option<StreamReadReply>, redis::RedisError> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(max)
-            .arg("BLOCK")
-            .arg(millis(self.config.fetch_wait).max(1))
-            .arg("STREAMS")
-            .arg(self.stream(kind))
-            .arg(">")
-            .query_async(&mut reader)
-            .await;
-        let reply = match reply {
-            // Redis restarted without its data: create the group again and
-            // carry on (the next fetch reads what was pushed meanwhile).
-            Err(e) if is_nogroup(&e) => {
-                self.lost_group(kind);
-                self.ensure_group(kind).await?;
-                return Ok(Vec::new());
+        let deadline = Instant::now() + self.config.fetch_wait;
+        loop {
+            let (got, signal) = self.fetch_once(kind, consumer, max).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !got.is_empty() || left.is_zero() {
+                return Ok(got);
             }
-            other => other?,
-        };
-        let mut out = Vec::new();
-        if let Some(reply) = reply {
-            for key in &reply.keys {
-                self.collect(kind, &key.ids, &mut out);
+            // Blocks until anything is pushed after the signal entry the
+            // script saw (none missed between the two), or the wait ends.
+            let mut reader = self.reader(kind).await?;
+            let _: Option<redis::Value> = redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(millis(left).max(1))
+                .arg("STREAMS")
+                .arg(self.signal(kind))
+                .arg(&signal)
+                .query_async(&mut reader)
+                .await?;
+            if Instant::now() >= deadline {
+                return Ok(self.fetch_once(kind, consumer, max).await?.0);
             }
         }
-        Ok(out)
     }
 
     async fn ack(&self, kind: &str, tags: &[String]) -> Result<(), QueueError> {
         if tags.is_empty() {
             return Ok(());
         }
-        let stream = self.stream(kind);
         let mut pipe = redis::pipe();
-        pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(tags).ignore();
-        pipe.cmd("XDEL").arg(&stream).arg(tags).ignore();
+        for (sub, entries) in by_sub(tags.iter().map(String::as_str))? {
+            let stream = self.stream(kind, sub);
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&entries).ignore();
+            pipe.cmd("XDEL").arg(&stream).arg(&entries).ignore();
+        }
         let mut conn = self.conn.clone();
         match pipe.query_async::<()>(&mut conn).await {
             // The group (and these entries with it) went with Redis's data:
             // nothing is left to acknowledge.
-            Err(e) if is_nogroup(&e) => {
-                self.lost_group(kind);
-                Ok(())
-            }
+            Err(e) if is_nogroup(&e) => Ok(()),
             other => Ok(other?),
         }
     }
 
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
         let kind = &delivery.message.kind;
-        let stream = self.stream(kind);
+        let (entry, sub) = parse_tag(&delivery.tag)?;
+        let stream = self.stream(kind, sub);
         let due_at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -453,11 +750,11 @@ impl Queue for RedisQueue {
             .cmd("XACK")
             .arg(&stream)
             .arg(GROUP)
-            .arg(&delivery.tag)
+            .arg(entry)
             .ignore()
             .cmd("XDEL")
             .arg(&stream)
-            .arg(&delivery.tag)
+            .arg(entry)
             .ignore();
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
@@ -470,8 +767,11 @@ impl Queue for RedisQueue {
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
+        let mut subs: Vec<(&str, &str)> = Vec::new();
         for d in deliveries {
-            let stream = self.stream(&d.message.kind);
+            let (entry, sub) = parse_tag(&d.tag)?;
+            let kind = d.message.kind.as_str();
+            let stream = self.stream(kind, sub);
             pipe.cmd("XADD")
                 .arg(&stream)
                 .arg("*")
@@ -482,8 +782,20 @@ impl Queue for RedisQueue {
                 .arg("p")
                 .arg(&d.message.payload)
                 .ignore();
-            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&d.tag).ignore();
-            pipe.cmd("XDEL").arg(&stream).arg(&d.tag).ignore();
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(entry).ignore();
+            pipe.cmd("XDEL").arg(&stream).arg(entry).ignore();
+            if !subs.contains(&(kind, sub)) {
+                subs.push((kind, sub));
+            }
+        }
+        for (kind, sub) in &subs {
+            self.mark_ready(&mut pipe, kind, sub);
+        }
+        let mut kinds: Vec<&str> = subs.iter().map(|(k, _)| *k).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            self.signal_cmd(&mut pipe, kind);
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
@@ -497,37 +809,17 @@ impl Queue for RedisQueue {
     }
 
     async fn depth(&self, kind: &str) -> Result<Depth, QueueError> {
+        self.adopt_fifo(kind).await?;
         let mut conn = self.conn.clone();
-        let mut tries = 0;
-        let (len, pending, delayed): (u64, redis::Value, u64) = loop {
-            self.ensure_group(kind).await?;
-            let got = redis::pipe()
-                .cmd("XLEN")
-                .arg(self.stream(kind))
-                .cmd("XPENDING")
-                .arg(self.stream(kind))
-                .arg(GROUP)
-                .cmd("ZCARD")
-                .arg(self.delayed(kind))
-                .query_async(&mut conn)
-                .await;
-            match got {
-                // The stream went with Redis's data: create it again.
-                Err(e) if is_nogroup(&e) && tries == 0 => {
-                    self.lost_group(kind);
-                    tries += 1;
-                }
-                other => break other?,
-            }
-        };
-        // XPENDING's summary starts with the count of pending entries.
-        let in_flight = match &pending {
-            redis::Value::Array(items) => items
-                .first()
-                .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
-                .unwrap_or(0),
-            _ => 0,
-        };
+        let (len, in_flight, delayed): (u64, u64, u64) = self
+            .depth
+            .key(self.all_subs(kind))
+            .key(self.delayed(kind))
+            .arg(self.sub_prefix(kind))
+            .arg(self.fifo(kind))
+            .arg(GROUP)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(Depth {
             ready: len.saturating_sub(in_flight),
             in_flight,
@@ -543,20 +835,20 @@ impl Queue for RedisQueue {
             return Ok(());
         }
         let mut conn = self.conn.clone();
-        for chunk in tags.chunks(1000) {
-            let mut call = self.heartbeat.key(self.stream(kind));
-            call.arg(GROUP).arg(consumer);
-            for t in chunk {
-                call.arg(t);
-            }
-            let renewed: Result<u64, redis::RedisError> = call.invoke_async(&mut conn).await;
-            match renewed {
-                Err(e) if is_nogroup(&e) => {
-                    self.lost_group(kind);
-                    return Ok(());
+        for (sub, entries) in by_sub(tags.iter().map(String::as_str))? {
+            for chunk in entries.chunks(1000) {
+                let mut call = self.heartbeat.key(self.stream(kind, sub));
+                call.arg(GROUP).arg(consumer);
+                for t in chunk {
+                    call.arg(*t);
                 }
-                other => {
-                    other?;
+                let renewed: Result<u64, redis::RedisError> = call.invoke_async(&mut conn).await;
+                match renewed {
+                    // Redis lost the group with its data: nothing to renew.
+                    Err(e) if is_nogroup(&e) => break,
+                    other => {
+                        other?;
+                    }
                 }
             }
         }

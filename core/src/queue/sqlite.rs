@@ -1,9 +1,21 @@
 //! The embedded queue: one table in an SQLite file.
 //!
-//! A fetch is a single `UPDATE ... RETURNING` that leases the oldest ready
-//! rows, so concurrent consumers (threads or processes) never take the same
-//! row. Waiting consumers in the same process are woken by a `Notify` when
-//! something is pushed; other processes are noticed by polling.
+//! A fetch leases rows with `UPDATE ... RETURNING`, so concurrent consumers
+//! (threads or processes) never take the same row. Waiting consumers in the
+//! same process are woken by a `Notify` when something is pushed; other
+//! processes are noticed by polling.
+//!
+//! Fairness between tenants ([`super::fairness`]): `kairos_queue_tenants`
+//! holds, per kind, each tenant that has rows and its virtual time (a row
+//! per kind with the empty tenant holds the kind's clock); a fetch runs in
+//! one `BEGIN IMMEDIATE` transaction — read the tenants with the lowest
+//! virtual times, count the leased rows of those with a limit, lease each
+//! one's oldest ready rows (in `seq` order, through the `(kind, tenant_id,
+//! lease_until)` index, so the cost follows the batch, not the backlog),
+//! write the new virtual times — so two consumers never
+//! plan on the same counts. With fairness off, or while a single tenant
+//! without a limit has rows of the kind, it is the one `UPDATE` over the
+//! kind's oldest rows, as before fairness.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -14,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
+use super::fairness::{self, Candidate, FairnessConfig};
 use super::{Delivery, Depth, Message, Queue, QueueError};
 use crate::config::QueueConfig;
 use crate::time::now_ms;
@@ -26,7 +39,14 @@ pub struct SqliteQueue {
     pool: SqlitePool,
     pushed: Arc<Notify>,
     wait: Duration,
+    fairness: Arc<FairnessConfig>,
 }
+
+/// The tenant key of the row that holds a kind's virtual clock (tenant ids
+/// are never empty).
+const CLOCK: &str = "";
+/// Tenants with the lowest virtual times a fetch considers, at least.
+const WINDOW: usize = 64;
 
 impl SqliteQueue {
     /// Opens (creating if needed) the queue table in the configured file.
@@ -67,10 +87,33 @@ impl SqliteQueue {
         sqlx::query("CREATE INDEX IF NOT EXISTS kairos_queue_ready ON kairos_queue (kind, lease_until, run_at)")
             .execute(&pool)
             .await?;
+        // Equality on all three columns lists a tenant's rows in `seq`
+        // order: a fair fetch reads its oldest unleased rows without
+        // sorting its backlog, and counts its leased rows by range.
+        sqlx::query("CREATE INDEX IF NOT EXISTS kairos_queue_tenant ON kairos_queue (kind, tenant_id, lease_until)")
+            .execute(&pool)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS kairos_queue_tenants (
+                kind TEXT NOT NULL,
+                tenant_id TEXT NOT NULL,
+                vtime REAL NOT NULL DEFAULT 0,
+                PRIMARY KEY (kind, tenant_id)
+            )",
+        )
+        .execute(&pool)
+        .await?;
+        // Rows queued by a version without fairness get their tenants.
+        sqlx::query(
+            "INSERT OR IGNORE INTO kairos_queue_tenants (kind, tenant_id) SELECT DISTINCT kind, tenant_id FROM kairos_queue",
+        )
+        .execute(&pool)
+        .await?;
         Ok(Self {
             pool,
             pushed: Arc::new(Notify::new()),
             wait: config.fetch_wait,
+            fairness: Arc::new(config.fairness.clone()),
         })
     }
 
@@ -86,12 +129,182 @@ impl SqliteQueue {
                 .execute(&mut *tx)
                 .await?;
         }
+        let mut tenants: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m.kind.as_str(), m.tenant_id.as_str()))
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        for (kind, tenant) in tenants {
+            // At virtual time 0: the next fetch lifts it to the clock.
+            sqlx::query("INSERT OR IGNORE INTO kairos_queue_tenants (kind, tenant_id) VALUES ($1, $2)")
+                .bind(kind)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.pushed.notify_waiters();
         Ok(())
     }
 
+    /// Whether at most one tenant (without a limit) has rows of `kind`:
+    /// then there is no one to be fair to, and the one-statement fetch
+    /// spares the write transaction (a read without the lock; a tenant
+    /// arriving meanwhile is served fairly from the next fetch on).
+    async fn sole_tenant(&self, kind: &str) -> Result<bool, QueueError> {
+        let tenants: Vec<String> = sqlx::query_scalar(
+            "SELECT tenant_id FROM kairos_queue_tenants WHERE kind = $1 AND tenant_id <> $2 LIMIT 2",
+        )
+        .bind(kind)
+        .bind(CLOCK)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(match tenants.as_slice() {
+            [] => true,
+            [one] => self.fairness.share(one).1 == 0,
+            _ => false,
+        })
+    }
+
+    /// A fair fetch: see the module doc and [`fairness`].
+    async fn take_fair(
+        &self,
+        kind: &str,
+        consumer: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let now = now_ms();
+        let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Expired leases (dead workers) become plain unleased rows, so the
+        // take below needs only `lease_until = 0` (its index order).
+        sqlx::query(
+            "UPDATE kairos_queue SET lease_until = 0, consumer = NULL
+             WHERE kind = $1 AND lease_until > 0 AND lease_until <= $2",
+        )
+        .bind(kind)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT tenant_id, vtime FROM kairos_queue_tenants WHERE kind = $1 ORDER BY vtime, tenant_id LIMIT $2",
+        )
+        .bind(kind)
+        .bind(i64::try_from(WINDOW.max(max) + 1).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clock_row: Option<f64> =
+            sqlx::query_scalar("SELECT vtime FROM kairos_queue_tenants WHERE kind = $1 AND tenant_id = $2")
+                .bind(kind)
+                .bind(CLOCK)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut clock = clock_row.unwrap_or(0.0);
+        let mut candidates = Vec::with_capacity(rows.len());
+        for row in rows {
+            let tenant: String = row.try_get("tenant_id")?;
+            if tenant == CLOCK {
+                continue;
+            }
+            let vtime: f64 = row.try_get("vtime")?;
+            let (weight, limit) = self.fairness.share(&tenant);
+            let room = if limit == 0 {
+                max
+            } else {
+                let leased: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM kairos_queue WHERE kind = $1 AND tenant_id = $2 AND lease_until > $3",
+                )
+                .bind(kind)
+                .bind(&tenant)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                usize::try_from(i64::from(limit) - leased).unwrap_or(0)
+            };
+            candidates.push((
+                Candidate {
+                    tenant,
+                    vtime: vtime.max(clock),
+                    weight,
+                    room,
+                    exhausted: false,
+                },
+                vtime,
+            ));
+        }
+        let (mut cands, old): (Vec<Candidate>, Vec<f64>) = candidates.into_iter().unzip();
+        let mut out = Vec::new();
+        let mut left = max;
+        while left > 0 {
+            let Some((i, want)) = fairness::next(&cands, max, left) else {
+                break;
+            };
+            let rows = sqlx::query(
+                "UPDATE kairos_queue SET lease_until = $1, consumer = $2 WHERE seq IN (
+                    SELECT seq FROM kairos_queue INDEXED BY kairos_queue_tenant
+                    WHERE kind = $3 AND tenant_id = $4 AND lease_until = 0 AND run_at <= $5
+                    ORDER BY seq LIMIT $6)
+                 RETURNING seq, id, tenant_id, payload",
+            )
+            .bind(lease_until)
+            .bind(consumer)
+            .bind(kind)
+            .bind(&cands[i].tenant)
+            .bind(now)
+            .bind(i64::try_from(want).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+            let got = rows.len();
+            let mut batch = deliveries(kind, rows)?;
+            batch.sort_by_key(|d| d.tag.parse::<i64>().unwrap_or(i64::MAX));
+            out.append(&mut batch);
+            fairness::served(&mut cands, &mut clock, i, want, got);
+            left -= got.min(left);
+        }
+        for (c, old) in cands.iter().zip(old) {
+            if c.exhausted {
+                // Gone only with its last row (leased or delayed rows come
+                // back to it).
+                sqlx::query(
+                    "DELETE FROM kairos_queue_tenants WHERE kind = $1 AND tenant_id = $2
+                     AND NOT EXISTS (SELECT 1 FROM kairos_queue WHERE kind = $1 AND tenant_id = $2)",
+                )
+                .bind(kind)
+                .bind(&c.tenant)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Written back lifted too: an idle or blocked tenant saves no credit.
+            if c.vtime != old {
+                sqlx::query("UPDATE kairos_queue_tenants SET vtime = $3 WHERE kind = $1 AND tenant_id = $2")
+                    .bind(kind)
+                    .bind(&c.tenant)
+                    .bind(c.vtime)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if clock_row != Some(clock) {
+            sqlx::query(
+                "INSERT INTO kairos_queue_tenants (kind, tenant_id, vtime) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, tenant_id) DO UPDATE SET vtime = excluded.vtime",
+            )
+            .bind(kind)
+            .bind(CLOCK)
+            .bind(clock)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     async fn take(&self, kind: &str, consumer: &str, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError> {
+        if self.fairness.enabled && !self.sole_tenant(kind).await? {
+            return self.take_fair(kind, consumer, max, lease).await;
+        }
         let now = now_ms();
         let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let rows = sqlx::query(
@@ -107,21 +320,25 @@ impl SqliteQueue {
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let seq: i64 = row.try_get("seq")?;
-            out.push(Delivery {
-                tag: seq.to_string(),
-                message: Message {
-                    id: row.try_get("id")?,
-                    kind: kind.to_owned(),
-                    tenant_id: row.try_get("tenant_id")?,
-                    payload: row.try_get("payload")?,
-                },
-            });
-        }
-        Ok(out)
+        deliveries(kind, rows)
     }
+}
+
+fn deliveries(kind: &str, rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<Delivery>, QueueError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        out.push(Delivery {
+            tag: seq.to_string(),
+            message: Message {
+                id: row.try_get("id")?,
+                kind: kind.to_owned(),
+                tenant_id: row.try_get("tenant_id")?,
+                payload: row.try_get("payload")?,
+            },
+        });
+    }
+    Ok(out)
 }
 
 fn parse_tags(tags: &[String]) -> Result<Vec<i64>, QueueError> {
