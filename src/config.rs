@@ -203,6 +203,13 @@ impl Config {
             profiles: self.profiles.clone(),
             text_fields: self.sentiment.text_fields.clone(),
             dashboard: self.dashboard.clone(),
+            alert_nudge_rules: self
+                .nudges
+                .rules
+                .iter()
+                .filter(|r| r.trigger.sentiment_alert)
+                .map(|r| r.name.clone())
+                .collect(),
         }
     }
 

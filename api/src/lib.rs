@@ -47,6 +47,9 @@ pub struct Settings {
     pub text_fields: Vec<String>,
     /// `[dashboard]`: the ops dashboard.
     pub dashboard: dashboard::DashboardConfig,
+    /// Names of the nudge rules sentiment alerts trigger: what the
+    /// dashboard's "intervene" with a nudge would plan (none: not offered).
+    pub alert_nudge_rules: Vec<String>,
 }
 
 impl Settings {
@@ -164,7 +167,9 @@ fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
         .layer(axum::middleware::from_fn(metrics::track));
     // After the JSON error layer: the dashboard answers with HTML pages.
     let api = match dashboard {
-        Some(d) => api.nest("/dashboard", d),
+        Some(d) => api
+            .nest("/dashboard", d)
+            .route("/dashboard/", get(dashboard::to_overview)),
         None => api,
     };
     api.with_state(state)

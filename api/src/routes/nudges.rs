@@ -437,7 +437,17 @@ pub async fn stats(
     let rows = store::experiment_counts(&state.store, &tenant.id, window_ms, now_ms())
         .await
         .map_err(unavailable)?;
-    let rules = kairos_jobs::nudge::stats::report(&rows)
+    Ok(Json(NudgeStats {
+        window_days,
+        rules: rule_stats(&rows),
+    }))
+}
+
+/// Each rule's variants against its holdout, from `experiment_counts`'
+/// rows, with the verdict in words — the API's answer and the dashboard's
+/// nudges page.
+pub(crate) fn rule_stats(rows: &[(String, String, u64, u64)]) -> Vec<RuleStatsView> {
+    kairos_jobs::nudge::stats::report(rows)
         .into_iter()
         .map(|r| RuleStatsView {
             rule: r.rule,
@@ -464,6 +474,5 @@ pub async fn stats(
                 })
                 .collect(),
         })
-        .collect();
-    Ok(Json(NudgeStats { window_days, rules }))
+        .collect()
 }
