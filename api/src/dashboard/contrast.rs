@@ -39,7 +39,7 @@ fn colour(css: &str, selector: &str, prop: &str) -> [u8; 3] {
         .flat_map(|(_, d)| d)
         .filter(|(k, _)| k == prop || k == &format!("{prop}-color"))
         .map(|(_, v)| v)
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no `{prop}` for `{selector}` in dashboard.css"));
     let hex = value
         .split_whitespace()
