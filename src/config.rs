@@ -215,6 +215,13 @@ impl Config {
             dashboard: self.dashboard.clone(),
             nudge_tracking: self.nudges.tracking.clone(),
             monitor: self.monitor.clone(),
+            alert_nudge_rules: self
+                .nudges
+                .rules
+                .iter()
+                .filter(|r| r.trigger.sentiment_alert)
+                .map(|r| r.name.clone())
+                .collect(),
         }
     }
 

@@ -51,6 +51,9 @@ pub struct Settings {
     pub nudge_tracking: Option<kairos_jobs::nudge::tracking::TrackingConfig>,
     /// `[monitor]`: weeks shown and the drift threshold of `/v1/models/monitor`.
     pub monitor: kairos_jobs::monitor::MonitorConfig,
+    /// Names of the nudge rules sentiment alerts trigger: what the
+    /// dashboard's "intervene" with a nudge would plan (none: not offered).
+    pub alert_nudge_rules: Vec<String>,
 }
 
 impl Settings {
@@ -181,7 +184,9 @@ fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
         .layer(axum::middleware::from_fn(metrics::track));
     // After the JSON error layer: the dashboard answers with HTML pages.
     let api = match dashboard {
-        Some(d) => api.nest("/dashboard", d),
+        Some(d) => api
+            .nest("/dashboard", d)
+            .route("/dashboard/", get(dashboard::to_overview)),
         None => api,
     };
     api.with_state(state)

@@ -44,8 +44,9 @@ pub mod names {
     pub const JOBS_DEAD: &str = "kairos_jobs_dead_total";
     /// Histogram `{kind}`: run time of one attempt, seconds.
     pub const JOB_DURATION_SECONDS: &str = "kairos_job_duration_seconds";
-    /// Histogram `{kind}`: from ready (queued, or its `run_after`) to the
-    /// start of its first attempt, seconds.
+    /// Histogram `{kind}`: from ready to the start of an attempt, seconds,
+    /// every attempt: a first from queued (or its `run_after`), a retry
+    /// from the end of its backoff (recorded on the row as `run_after`).
     pub const JOB_WAIT_SECONDS: &str = "kairos_job_wait_seconds";
     /// Gauge `{kind}` (on scrape, from the store): jobs running now, all workers.
     pub const JOBS_IN_FLIGHT: &str = "kairos_jobs_in_flight";
@@ -176,8 +177,8 @@ impl KindMetrics {
         }
     }
 
-    /// An attempt started; `wait` is given for first attempts (time since
-    /// the job became ready).
+    /// An attempt started; `wait` is the time since it became ready (when
+    /// the row knows it).
     pub fn started(&self, wait: Option<Duration>) {
         self.attempts.increment(1);
         if let Some(w) = wait {

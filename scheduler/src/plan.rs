@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kairos_core::schedule::{CronSchedule, FanOut, ScheduleConfig};
-use kairos_core::store::Tenant;
+use kairos_core::store::{ScheduleSwitch, Tenant};
 
 /// Who a planned schedule's jobs are for.
 #[derive(Debug, Clone)]
@@ -26,8 +26,11 @@ pub struct Planned {
     pub config: Arc<ScheduleConfig>,
     /// Parsed expression in its zone.
     pub cron: CronSchedule,
-    /// Whether it fires.
+    /// Whether it fires: the operator's switch if any, else the config.
     pub enabled: bool,
+    /// The operator's stored enable / disable, when set
+    /// ([`apply_switches`]).
+    pub switch: Option<ScheduleSwitch>,
     /// Whose jobs.
     pub targets: Targets,
 }
@@ -50,6 +53,7 @@ pub fn plan(schedules: &[ScheduleConfig], tenants: &[Tenant]) -> Vec<Planned> {
             config: config.clone(),
             cron,
             enabled: s.enabled,
+            switch: None,
             targets: match s.fan_out {
                 FanOut::None => Targets::System,
                 _ => Targets::AllTenantsExcept(overridden),
@@ -71,9 +75,22 @@ pub fn plan(schedules: &[ScheduleConfig], tenants: &[Tenant]) -> Vec<Planned> {
                 config: config.clone(),
                 cron,
                 enabled: o.enabled.unwrap_or(s.enabled),
+                switch: None,
                 targets: Targets::Tenant(tenant.clone()),
             });
         }
     }
     out
+}
+
+/// Applies the operators' stored switches (`kairos schedules enable /
+/// disable`, the dashboard) over the config's `enabled`. A switch naming
+/// no planned key (a schedule since removed) is ignored.
+pub fn apply_switches(plans: &mut [Planned], switches: &[ScheduleSwitch]) {
+    for p in plans {
+        if let Some(s) = switches.iter().find(|s| s.key == p.key) {
+            p.enabled = s.enabled;
+            p.switch = Some(s.clone());
+        }
+    }
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::fire::{Firer, Outcome};
-use crate::plan::{plan, Planned};
+use crate::plan::{apply_switches, plan, Planned};
 use crate::Settings;
 
 /// Longest pause between looks at the schedules.
@@ -105,9 +105,18 @@ impl Ticker {
             return Ok(());
         }
         let tenants = self.tenants().await?;
-        let plans = plan(&config.schedules, &tenants);
-        for p in plans.iter().filter(|p| p.enabled) {
-            self.tick(&config, p, &tenants).await?;
+        let mut plans = plan(&config.schedules, &tenants);
+        // Read every round (a table of a few rows): a switch flipped on any
+        // replica, the dashboard or the CLI holds here within one round.
+        apply_switches(&mut plans, &self.firer.store.schedule_switches().await?);
+        let now = now_ms();
+        for p in &plans {
+            if p.enabled {
+                self.tick(&config, p, &tenants).await?;
+            } else {
+                // Off: nothing it would have fired counts as missed later.
+                self.cursors.insert(p.key.clone(), now);
+            }
         }
         Ok(())
     }
@@ -128,6 +137,13 @@ impl Ticker {
                 let c = match self.firer.store.last_tick(&p.key).await? {
                     Some(t) => t.tick_at,
                     None => now,
+                };
+                // Switched on after its last tick: it starts from the
+                // switch, so the ticks of the time it was off are not
+                // caught up (nor recorded as misfires).
+                let c = match &p.switch {
+                    Some(s) if s.enabled => c.max(s.set_at.min(now)),
+                    _ => c,
                 };
                 self.cursors.insert(p.key.clone(), c);
                 c

@@ -1,6 +1,8 @@
 //! `kairos queues list | pause KIND | resume KIND`: each job kind's queue
 //! (depth, running, oldest ready job, paused), and pausing or resuming a
-//! kind for every worker (recorded in the audit log).
+//! kind for every worker (recorded in the audit log). With `--tenant T`, a
+//! pause holds back only that tenant's jobs (of KIND, or of every kind
+//! without one): they are parked in the store and queued again on resume.
 
 use anyhow::Context;
 use kairos_core::ops::queue_summaries;
@@ -19,16 +21,22 @@ pub enum QueuesCmd {
     /// Stop every worker from fetching KIND (within `worker.pause_poll`
     /// plus one fetch); its jobs stay queued.
     Pause {
-        /// Job kind.
-        kind: String,
+        /// Job kind (with `--tenant`, optional: all of the tenant's kinds).
+        kind: Option<String>,
+        /// Only this tenant's jobs (name or id); the other tenants' run on.
+        #[arg(long)]
+        tenant: Option<String>,
         /// Why, for the audit log and the listing.
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Let workers fetch KIND again.
+    /// Let workers fetch KIND again (or the tenant's jobs, with `--tenant`).
     Resume {
-        /// Job kind.
-        kind: String,
+        /// Job kind (with `--tenant`, optional: the all-kinds pause).
+        kind: Option<String>,
+        /// Lift this tenant's pause (name or id).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -44,7 +52,49 @@ fn check_kind(kind: &str) -> anyhow::Result<()> {
 pub async fn run(config: Config, action: QueuesCmd) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
     match action {
-        QueuesCmd::Pause { kind, reason } => {
+        QueuesCmd::Pause {
+            kind,
+            tenant: Some(tenant),
+            reason,
+        } => {
+            let tenant = store.find_tenant(&tenant).await?;
+            if let Some(k) = &kind {
+                check_kind(k)?;
+            }
+            let what = kind.as_deref().unwrap_or("all kinds");
+            if store
+                .pause_tenant(&tenant.id, kind.as_deref(), &cli_actor(), reason.as_deref())
+                .await?
+            {
+                println!(
+                    "paused {what} of tenant {}: workers hold its jobs back within {:?} plus one fetch",
+                    tenant.name, config.worker.pause_poll
+                );
+            } else {
+                println!("{what} of tenant {} was already paused", tenant.name);
+            }
+        }
+        QueuesCmd::Resume {
+            kind,
+            tenant: Some(tenant),
+        } => {
+            let tenant = store.find_tenant(&tenant).await?;
+            let what = kind.as_deref().unwrap_or("all kinds");
+            if store.resume_tenant(&tenant.id, kind.as_deref(), &cli_actor()).await? {
+                println!(
+                    "resumed {what} of tenant {}: its parked jobs are queued by the dispatcher",
+                    tenant.name
+                );
+            } else {
+                println!("{what} of tenant {} was not paused", tenant.name);
+            }
+        }
+        QueuesCmd::Pause {
+            kind,
+            reason,
+            tenant: None,
+        } => {
+            let kind = kind.context("name a KIND (or pass --tenant to pause a tenant)")?;
             check_kind(&kind)?;
             if store.pause_kind(&kind, &cli_actor(), reason.as_deref()).await? {
                 println!(
@@ -55,7 +105,8 @@ pub async fn run(config: Config, action: QueuesCmd) -> anyhow::Result<()> {
                 println!("{kind} was already paused");
             }
         }
-        QueuesCmd::Resume { kind } => {
+        QueuesCmd::Resume { kind, tenant: None } => {
+            let kind = kind.context("name a KIND (or pass --tenant to resume a tenant)")?;
             check_kind(&kind)?;
             if store.resume_kind(&kind, &cli_actor()).await? {
                 println!("resumed {kind}");
@@ -100,6 +151,28 @@ pub async fn run(config: Config, action: QueuesCmd) -> anyhow::Result<()> {
                 ]);
             }
             print!("{t}");
+            let tenants = store.paused_tenants().await?;
+            if !tenants.is_empty() {
+                let names = store.list_tenants().await?;
+                let mut t = Table::new([left("paused tenant"), left("kinds"), left("paused by")]);
+                for p in tenants {
+                    let why = p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                    t.row([
+                        names
+                            .iter()
+                            .find(|n| n.id == p.tenant_id)
+                            .map_or(p.tenant_id.clone(), |n| n.name.clone()),
+                        if p.kind == kairos_core::store::ALL_KINDS {
+                            "all".to_owned()
+                        } else {
+                            p.kind
+                        },
+                        format!("{} at {}{why}", p.paused_by, to_rfc3339(p.paused_at)),
+                    ]);
+                }
+                println!();
+                print!("{t}");
+            }
         }
     }
     Ok(())

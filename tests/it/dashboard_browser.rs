@@ -2,12 +2,17 @@
 //! (`/usr/bin/chromedriver`) against a real `kairos serve` process on the
 //! embedded store. Logs in with the keyboard, sees a dead job, retries it and
 //! sees it succeed without a reload; a viewer has no retry button and its
-//! forged POSTs get 403. Screenshots of every page are saved under
+//! forged POSTs get 403. Pauses a queue and a tenant, switches a schedule
+//! off and on, assigns a sentiment alert. Every page is checked by axe-core
+//! (WCAG 2 A/AA: contrast as rendered, labels, names; injected from
+//! `tests/fixtures/axe-core`), and the navigation is walked with the
+//! keyboard. Screenshots of every page are saved under
 //! `target/artifacts/dashboard/` (paths printed).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -83,6 +88,61 @@ async fn keyboard_login(c: &Client, base: &str, name: &str, password: &str) {
     .await;
 }
 
+/// axe-core, the accessibility engine (MPL-2.0, see its README).
+const AXE: &str = include_str!("../fixtures/axe-core/axe.min.js");
+
+/// Runs axe-core's WCAG 2 A and AA rules on the current page and fails
+/// with every violation (rule, impact, the elements and why).
+async fn axe_check(c: &Client, page: &str) {
+    c.execute(AXE, vec![]).await.unwrap();
+    let result = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}) \
+               .then(r => done({ran: r.passes.length + r.violations.length + r.incomplete.length, \
+                 contrast: r.passes.filter(p => p.id === 'color-contrast').map(p => p.nodes.length), \
+                 violations: r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, \
+                   nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)}))}), \
+                 e => done({error: String(e)}));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(result.get("error").is_none(), "{page}: axe failed: {result}");
+    let violations = result["violations"].as_array().cloned().unwrap_or_default();
+    assert!(
+        violations.is_empty(),
+        "{page}: accessibility violations: {}",
+        serde_json::to_string_pretty(&violations).unwrap()
+    );
+    assert!(
+        result["ran"].as_u64().unwrap_or(0) > 10,
+        "{page}: axe ran too few rules: {result}"
+    );
+    println!(
+        "axe: {page}: no violations ({} rules; colour contrast checked on {} elements)",
+        result["ran"], result["contrast"]
+    );
+}
+
+/// Presses `key` once, wherever the focus is.
+async fn press(c: &Client, key: Key) {
+    let k = char::from(key);
+    let actions = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: k })
+        .then(KeyAction::Up { value: k });
+    c.perform_actions(actions).await.unwrap();
+}
+
+/// The focused element's tag and text.
+async fn focused(c: &Client) -> (String, String) {
+    let e = c.active_element().await.unwrap();
+    (
+        e.tag_name().await.unwrap_or_default(),
+        e.text().await.unwrap_or_default(),
+    )
+}
+
 /// A status of a `fetch` POST made by the page itself (a forged request
 /// from the user's own browser, cookies included).
 async fn page_post(c: &Client, path: &str, body: &str) -> u64 {
@@ -107,7 +167,8 @@ async fn dashboard_in_a_browser() {
     let env = Env::new(Deployment::Embedded).await;
     let port = free_port();
     let config = env.config_file(&format!(
-        "{}\n[dashboard]\nrefresh = \"300ms\"\n",
+        "{}\n[dashboard]\nrefresh = \"300ms\"\n\n[worker]\npause_poll = \"200ms\"\n\n\
+         [[schedules]]\nname = \"nightly-probe\"\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Madrid\"\njob = \"probe\"\n",
         super::dashboard::DASH.replace("[jobs.probe]", "[jobs.probe]\nbackoff_initial = \"100ms\"")
     ));
     let config_text = std::fs::read_to_string(&config)
@@ -142,6 +203,37 @@ async fn dashboard_in_a_browser() {
     }
     assert!(child.wait().await.unwrap().success());
 
+    // Domain data the pages show: a stored report, a sentiment alert on an
+    // account with a success manager.
+    let tenant_id = {
+        let store = kairos_core::Store::connect(&env.store_url, 1).await.unwrap();
+        let tenant = store.find_tenant("acme").await.unwrap();
+        let report = super::dashboard_actions::stored_report(&tenant.id, "acc-1");
+        kairos_jobs::report::store::insert(&store, &report).await.unwrap();
+        let mut tx = store.pool().begin().await.unwrap();
+        kairos_core::store::raise_alert(
+            &mut tx,
+            &tenant.id,
+            &kairos_core::store::NewAlert {
+                id: "alert-1".into(),
+                account_id: "acc-1".into(),
+                kind: "client_dissatisfaction".into(),
+                severity: "high".into(),
+                reason: "negative ticket, urgent words".into(),
+                payload: json!({"text": "Nothing works since yesterday, this is urgent!"}),
+                dedup_key: "alert-1".into(),
+                event_id: None,
+                urgency: Some(85),
+                created_at: kairos_core::time::now_ms(),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        tenant.id
+    };
+    let report_id = kairos_jobs::report::store::report_id(&tenant_id, "acc-1", "2026-W48", 1);
+
     let mut server = spawn_proc(&config, &["serve"]);
     let http = reqwest::Client::new();
     until("kairos serve ready", Duration::from_secs(30), || async {
@@ -170,6 +262,14 @@ async fn dashboard_in_a_browser() {
             job_ids(&resp.json().await.unwrap())[0].clone()
         }
     };
+    let resp = http
+        .put(format!("{base}/v1/accounts/acc-1"))
+        .bearer_auth(&key)
+        .json(&json!({"display_name": "Acme Iberia", "owner": "maria@vendor.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
     let flaky = post("flaky", json!({"fail_attempts": 1, "sleep_ms": 2500})).await;
     let doomed = post("doomed", json!({"permanent": true})).await;
 
@@ -250,9 +350,48 @@ async fn dashboard_in_a_browser() {
     assert_eq!(marker, json!(42), "the page was not reloaded");
     screenshot(&c, "jobs").await;
 
-    // Every page, with a screenshot.
+    // Keyboard navigation: from the top of a page, Tab reaches the skip
+    // link first (Enter jumps to the content), then the navigation, whose
+    // links Enter follows.
+    c.goto(&format!("{base}/dashboard")).await.unwrap();
+    press(&c, Key::Tab).await;
+    assert_eq!(focused(&c).await, ("a".to_owned(), "Skip to content".to_owned()));
+    screenshot(&c, "keyboard-skip-link").await;
+    press(&c, Key::Enter).await;
+    until(
+        "the skip link to move to the content",
+        Duration::from_secs(5),
+        || async { c.current_url().await.is_ok_and(|u| u.fragment() == Some("main")) },
+    )
+    .await;
+    c.goto(&format!("{base}/dashboard")).await.unwrap();
+    let mut reached = Vec::new();
+    for _ in 0..30 {
+        press(&c, Key::Tab).await;
+        let (tag, text) = focused(&c).await;
+        reached.push(format!("{tag}:{text}"));
+        if text == "Reports" {
+            break;
+        }
+    }
+    assert!(reached.iter().any(|r| r == "a:Jobs"), "Tab order: {reached:?}");
+    assert_eq!(
+        reached.last().map(String::as_str),
+        Some("a:Reports"),
+        "Tab order: {reached:?}"
+    );
+    press(&c, Key::Enter).await;
+    until(
+        "Enter on a focused nav link to open its page",
+        Duration::from_secs(10),
+        || async { c.current_url().await.is_ok_and(|u| u.path() == "/dashboard/reports") },
+    )
+    .await;
+
+    // Every page, with a screenshot and axe-core's verdict.
     for (name, path) in [
         ("overview", "/dashboard".to_owned()),
+        ("jobs-list", "/dashboard/jobs".to_owned()),
         ("job-detail", format!("/dashboard/jobs/{flaky}")),
         ("dead-letters", "/dashboard/dead".to_owned()),
         ("queues", "/dashboard/queues".to_owned()),
@@ -261,6 +400,9 @@ async fn dashboard_in_a_browser() {
         ("models", "/dashboard/models".to_owned()),
         ("accounts-at-risk", "/dashboard/risk".to_owned()),
         ("sentiment-alerts", "/dashboard/alerts".to_owned()),
+        ("reports", "/dashboard/reports".to_owned()),
+        ("report", format!("/dashboard/reports/{report_id}?tenant={tenant_id}")),
+        ("nudges", "/dashboard/nudges".to_owned()),
         ("audit-log", "/dashboard/audit".to_owned()),
     ] {
         c.goto(&format!("{base}{path}")).await.unwrap();
@@ -269,8 +411,99 @@ async fn dashboard_in_a_browser() {
             !h1.is_empty() && !h1.starts_with('4') && !h1.starts_with('5'),
             "{path}: {h1}"
         );
+        axe_check(&c, path.as_str()).await;
         screenshot(&c, name).await;
     }
+    // The login page too (a fresh, cookie-less look is the same page).
+    c.goto(&format!("{base}/dashboard/login")).await.unwrap();
+    axe_check(&c, "/dashboard/login").await;
+    // The stored report's own script did not run (sandboxed frame).
+    c.goto(&format!("{base}/dashboard/reports/{report_id}?tenant={tenant_id}"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let title = c.title().await.unwrap();
+    assert!(!title.contains("pwned"), "the report's script ran: {title}");
+
+    // Switch the schedule off and on.
+    c.goto(&format!("{base}/dashboard/schedules")).await.unwrap();
+    c.find(Locator::Css("#schedule-nightly-probe button.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the schedule shown off", Duration::from_secs(10), || async {
+        text_of(&c, "#schedule-nightly-probe .schedule-state")
+            .await
+            .is_some_and(|t| t.contains("switched off by dashboard:ops"))
+    })
+    .await;
+    axe_check(&c, "/dashboard/schedules (switched off)").await;
+    screenshot(&c, "schedules-disabled").await;
+    c.find(Locator::Css("#schedule-nightly-probe button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the schedule shown on", Duration::from_secs(10), || async {
+        text_of(&c, "#schedule-nightly-probe .schedule-state")
+            .await
+            .is_some_and(|t| t.starts_with("on"))
+    })
+    .await;
+
+    // Assign the alert to the account's success manager.
+    c.goto(&format!("{base}/dashboard/alerts")).await.unwrap();
+    c.find(Locator::Css("#alert-alert-1 button[value=assign]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the assignment confirmed", Duration::from_secs(10), || async {
+        text_of(&c, "main .flash")
+            .await
+            .is_some_and(|t| t.contains("success manager"))
+    })
+    .await;
+    screenshot(&c, "sentiment-alerts-assigned").await;
+
+    // Pause the tenant from the queues page (all kinds), then resume it.
+    c.goto(&format!("{base}/dashboard/queues")).await.unwrap();
+    c.find(Locator::Css("#tp-reason"))
+        .await
+        .unwrap()
+        .send_keys("migration")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/dashboard/tenant-pauses/pause'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the tenant shown paused", Duration::from_secs(10), || async {
+        text_of(&c, "#tenant-pause-acme-all")
+            .await
+            .is_some_and(|t| t.contains("paused by dashboard:ops") && t.contains("migration"))
+    })
+    .await;
+    axe_check(&c, "/dashboard/queues (tenant paused)").await;
+    screenshot(&c, "queues-tenant-paused").await;
+    c.find(Locator::Css("#tenant-pause-acme-all button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the tenant resumed", Duration::from_secs(10), || async {
+        text_of(&c, "#tenant-pauses")
+            .await
+            .is_some_and(|t| t.contains("No tenant is paused"))
+    })
+    .await;
     // Pause a kind from the queues page, then resume it.
     c.goto(&format!("{base}/dashboard/queues")).await.unwrap();
     c.find(Locator::Css("#queue-probe button"))
@@ -340,6 +573,7 @@ async fn dashboard_in_a_browser() {
             .is_empty(),
         "a viewer has no action buttons"
     );
+    axe_check(&c, "/dashboard/dead (viewer)").await;
     screenshot(&c, "dead-letters-viewer").await;
     // Forged POSTs from the viewer's own browser: with its CSRF token, 403
     // (role); without a token, 403 (CSRF). The job stays dead.

@@ -9,6 +9,7 @@ mod churn;
 mod churn_scoring;
 mod common;
 mod dashboard;
+mod dashboard_actions;
 mod dashboard_browser;
 mod errors;
 mod failures;

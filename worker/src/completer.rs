@@ -92,7 +92,10 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
             }
             (Err(err), Decision::Retry(delay)) => {
                 tracing::warn!(job = %id, kind, attempt = o.attempt, max_attempts = o.max_attempts, error = %err, retry_in = ?delay, "job failed; will retry");
-                Finish::Retrying { error: err.to_string() }
+                Finish::Retrying {
+                    error: err.to_string(),
+                    retry_at: kairos_core::time::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4),
+                }
             }
             (Err(err), _) => {
                 tracing::error!(job = %id, kind, attempt = o.attempt, max_attempts = o.max_attempts, error = %err, "job dead-lettered");

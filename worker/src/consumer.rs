@@ -117,6 +117,16 @@ pub(crate) async fn run(
             shared.queue.release(&deliveries).await?;
             continue;
         }
+        // A paused tenant's jobs are parked in the store, not run.
+        let (held, deliveries): (Vec<Delivery>, Vec<Delivery>) = deliveries
+            .into_iter()
+            .partition(|d| shared.paused.tenant_paused(&d.message.tenant_id, &kind));
+        if !held.is_empty() {
+            park(&shared, &kind, held).await?;
+            if deliveries.is_empty() {
+                continue;
+            }
+        }
         shared.leases.hold(&kind, deliveries.iter().map(|d| &d.tag));
         let ids: Vec<String> = deliveries.iter().map(|d| d.message.id.clone()).collect();
         let started = match shared.store.start(&ids, &shared.id).await {
@@ -133,12 +143,12 @@ pub(crate) async fn run(
         let mut attempts: HashMap<String, (u32, u32)> = started
             .into_iter()
             .map(|s| {
-                // The wait of first attempts only: a retry's ready time is
-                // on the queue, not the row.
-                let wait = match (s.attempt, s.ready_at) {
-                    (1, Some(ready)) => Some(Duration::from_millis(u64::try_from(now - ready).unwrap_or(0))),
-                    _ => None,
-                };
+                // Every attempt's wait: since it was queued, or since its
+                // retry (or `run_after`) came due — the completer records a
+                // retry's due time on the row.
+                let wait = s
+                    .ready_at
+                    .map(|ready| Duration::from_millis(u64::try_from(now - ready).unwrap_or(0)));
                 metrics.started(wait);
                 (s.id, (s.attempt, s.max_attempts))
             })
@@ -189,6 +199,27 @@ pub(crate) async fn run(
             shared.queue.ack(&kind, &stale).await?;
         }
     }
+}
+
+/// Hands fetched jobs of a paused tenant back to the store (`pending`,
+/// unstarted: the dispatcher queues them once the pause is lifted) and
+/// acknowledges them on the queue — store first, as everywhere. A job the
+/// store would not park (its producer has not marked it queued yet; a
+/// duplicate of a running or finished job) goes back on the queue for one
+/// pause poll instead, to be looked at again.
+async fn park(shared: &Shared, kind: &str, held: Vec<Delivery>) -> Result<(), ConsumerError> {
+    let ids: Vec<String> = held.iter().map(|d| d.message.id.clone()).collect();
+    let parked: std::collections::HashSet<String> = shared.store.park_jobs(&ids).await?.into_iter().collect();
+    let (done, again): (Vec<Delivery>, Vec<Delivery>) = held.into_iter().partition(|d| parked.contains(&d.message.id));
+    if !done.is_empty() {
+        tracing::debug!(kind, count = done.len(), "parked jobs of paused tenants");
+        let tags: Vec<String> = done.into_iter().map(|d| d.tag).collect();
+        shared.queue.ack(kind, &tags).await?;
+    }
+    for d in again {
+        shared.queue.retry(&d, shared.config.worker.pause_poll).await?;
+    }
+    Ok(())
 }
 
 /// Where an attempt reports: the map shutdown aborts from, the leases kept

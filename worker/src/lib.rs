@@ -15,7 +15,8 @@
 //!   queue;
 //! - one [`presence`] task that registers the process in the store's
 //!   `workers` table, heartbeats there, and reads the paused kinds every
-//!   `worker.pause_poll`: a consumer of a paused kind stops fetching.
+//!   `worker.pause_poll`: a consumer of a paused kind stops fetching; the
+//!   jobs of a paused tenant it fetches are parked in the store unstarted.
 
 mod backoff;
 mod completer;
@@ -68,7 +69,8 @@ pub(crate) struct Shared {
     pub config: Arc<Settings>,
     /// Deliveries held (fetched, not yet settled), renewed by heartbeat.
     pub leases: leases::Leases,
-    /// Kinds paused deployment-wide, as last read from the store.
+    /// Kinds paused deployment-wide and paused tenants, as last read from
+    /// the store.
     pub paused: presence::Paused,
     /// Attempts running in this process.
     pub running: presence::Running,
@@ -95,7 +97,7 @@ const OUTCOME_BUFFER: usize = 256;
 /// A worker: runs every configured kind until shut down.
 pub struct Worker {
     shared: Shared,
-    paused_tx: tokio::sync::watch::Sender<Arc<std::collections::BTreeSet<String>>>,
+    paused_tx: tokio::sync::watch::Sender<Arc<kairos_core::store::Pauses>>,
 }
 
 impl Worker {
@@ -155,9 +157,9 @@ impl Worker {
         ));
         // Before any consumer fetches: a kind paused before this worker
         // started is never fetched by it.
-        match shared.store.paused_kinds().await {
-            Ok(list) => {
-                paused_tx.send_replace(Arc::new(list.into_iter().map(|p| p.kind).collect()));
+        match shared.store.pauses().await {
+            Ok(pauses) => {
+                paused_tx.send_replace(Arc::new(pauses));
             }
             Err(e) => tracing::warn!(error = %e, "cannot read paused kinds at start; will poll"),
         }

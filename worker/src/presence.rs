@@ -1,8 +1,8 @@
 //! The worker's presence in the store: it registers when it starts,
 //! heartbeats every `worker.heartbeat_interval` (with its jobs in flight),
 //! marks itself stopped on a graceful shutdown, and prunes the rows of
-//! workers silent for a day. The same task reads the paused kinds every
-//! `worker.pause_poll` and publishes them to the consumers.
+//! workers silent for a day. The same task reads the pauses (kinds and
+//! tenants) every `worker.pause_poll` and publishes them to the consumers.
 //!
 //! Why polling and not a notification: it is the same on both deployments
 //! (SQLite has no LISTEN/NOTIFY, and a Redis pub/sub message missed during
@@ -11,12 +11,11 @@
 //! per `pause_poll` (500 ms by default), which bounds how late a pause takes
 //! hold: the poll interval plus one fetch already in progress.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kairos_core::store::{WorkerRegistration, WORKER_RETENTION};
+use kairos_core::store::{Pauses, WorkerRegistration, WORKER_RETENTION};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,28 +24,34 @@ use crate::Shared;
 /// How often a worker prunes the rows of long-silent workers.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The kinds paused deployment-wide, as last read from the store.
+/// The kinds paused deployment-wide and the paused tenants, as last read
+/// from the store.
 #[derive(Clone)]
-pub(crate) struct Paused(watch::Receiver<Arc<BTreeSet<String>>>);
+pub(crate) struct Paused(watch::Receiver<Arc<Pauses>>);
 
 impl Paused {
     /// A channel of paused kinds: the sender for the presence task, the
     /// receiver for the consumers.
-    pub(crate) fn channel() -> (watch::Sender<Arc<BTreeSet<String>>>, Self) {
-        let (tx, rx) = watch::channel(Arc::new(BTreeSet::new()));
+    pub(crate) fn channel() -> (watch::Sender<Arc<Pauses>>, Self) {
+        let (tx, rx) = watch::channel(Arc::new(Pauses::default()));
         (tx, Self(rx))
     }
 
     /// Whether `kind` is paused now.
     pub(crate) fn is_paused(&self, kind: &str) -> bool {
-        self.0.borrow().contains(kind)
+        self.0.borrow().kind_paused(kind)
+    }
+
+    /// Whether `tenant`'s jobs of `kind` are held back now.
+    pub(crate) fn tenant_paused(&self, tenant: &str, kind: &str) -> bool {
+        self.0.borrow().tenant_paused(tenant, kind)
     }
 
     /// Waits until `kind` is not paused. Returns at once when the presence
     /// task is gone (its last word stands; the caller re-checks).
     pub(crate) async fn resumed(&self, kind: &str) {
         let mut rx = self.0.clone();
-        let _ = rx.wait_for(|p| !p.contains(kind)).await;
+        let _ = rx.wait_for(|p| !p.kind_paused(kind)).await;
     }
 }
 
@@ -86,7 +91,7 @@ pub(crate) async fn run(
     shared: Shared,
     kinds: Vec<String>,
     version: String,
-    paused: watch::Sender<Arc<BTreeSet<String>>>,
+    paused: watch::Sender<Arc<Pauses>>,
     stop: CancellationToken,
 ) {
     let cfg = &shared.config.worker;
@@ -118,14 +123,13 @@ pub(crate) async fn run(
                     }
                 }
             }
-            _ = poll.tick() => match shared.store.paused_kinds().await {
-                Ok(list) => {
-                    let now: BTreeSet<String> = list.into_iter().map(|p| p.kind).collect();
+            _ = poll.tick() => match shared.store.pauses().await {
+                Ok(now) => {
                     paused.send_if_modified(|cur| {
                         if **cur == now {
                             return false;
                         }
-                        tracing::info!(paused = ?now, "paused kinds changed");
+                        tracing::info!(kinds = ?now.kinds, tenants = ?now.tenants, "pauses changed");
                         *cur = Arc::new(now);
                         true
                     });

@@ -13,7 +13,7 @@ pub const HTMX: &str = "htmx-2.0.11.min.js";
 /// The htmx SSE extension file name.
 pub const HTMX_SSE: &str = "htmx-ext-sse-2.2.4.min.js";
 /// The style sheet's file name (bump the number when it changes).
-pub const STYLE: &str = "dashboard-1.css";
+pub const STYLE: &str = "dashboard-2.css";
 
 const FILES: &[(&str, &str, &str)] = &[
     (HTMX, "text/javascript", include_str!("../../assets/htmx-2.0.11.min.js")),

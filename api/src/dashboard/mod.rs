@@ -13,6 +13,8 @@
 
 pub mod assets;
 pub mod auth;
+#[cfg(test)]
+mod contrast;
 pub mod csrf;
 pub mod live;
 pub mod pages;
@@ -129,6 +131,15 @@ pub fn router<S>(app: AppState, shutdown: tokio_util::sync::CancellationToken) -
         .route("/queues/{kind}/resume", post(queues::resume))
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/run", post(schedules::run_now))
+        .route("/schedules/{key}/enable", post(schedules::enable))
+        .route("/schedules/{key}/disable", post(schedules::disable))
+        .route("/tenant-pauses/pause", post(queues::pause_tenant))
+        .route("/tenant-pauses/resume", post(queues::resume_tenant))
+        .route("/reports", get(reports::list))
+        .route("/reports/{id}", get(reports::view))
+        .route("/reports/{id}/html", get(reports::html))
+        .route("/nudges", get(nudges::page))
+        .route("/alerts/{id}/intervene", post(domain::intervene))
         .route("/rules", get(rules::page))
         .route("/models", get(models::page))
         .route("/models/{version}/activate", post(models::activate))
@@ -136,8 +147,29 @@ pub fn router<S>(app: AppState, shutdown: tokio_util::sync::CancellationToken) -
         .route("/alerts", get(domain::alerts))
         .route("/audit", get(audit::page))
         .route("/assets/{file}", get(assets::serve))
-        .fallback(|| async { DashError::NotFound("no such page".into()) })
+        .fallback(not_found)
         .with_state(state)
+}
+
+/// `/dashboard/` (the nested router never sees it): the overview.
+pub async fn to_overview() -> Redirect {
+    Redirect::permanent("/dashboard")
+}
+
+/// No such page — except a page's path with a trailing slash
+/// (`/dashboard/jobs/`), which is sent to the page without it. `uri` is the
+/// path within `/dashboard`.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') && !path.contains("//") {
+        let trimmed = path.trim_end_matches('/');
+        let target = match uri.query() {
+            Some(q) => format!("/dashboard{trimmed}?{q}"),
+            None => format!("/dashboard{trimmed}"),
+        };
+        return Redirect::permanent(&target).into_response();
+    }
+    DashError::NotFound("no such page".into()).into_response()
 }
 
 /// Everything a dashboard handler can fail with, as an HTML page.

@@ -479,7 +479,36 @@ pub async fn stats(
     let rows = store::experiment_counts(&state.store, &tenant.id, window_ms, now_ms())
         .await
         .map_err(unavailable)?;
-    let rules = kairos_jobs::nudge::stats::report(&rows)
+    let funnel = store::funnel(&state.store, &tenant.id, window_ms, now_ms())
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|f| FunnelView {
+            rule: f.rule,
+            variant: f.variant,
+            channel: f.channel,
+            decided: f.decided,
+            sent: f.sent,
+            unknown: f.unknown,
+            opened: f.opened,
+            clicked: f.clicked,
+            replied: f.replied,
+            re_engaged: f.re_engaged,
+            churned: f.churned,
+        })
+        .collect();
+    Ok(Json(NudgeStats {
+        window_days,
+        rules: rule_stats(&rows),
+        funnel,
+    }))
+}
+
+/// Each rule's variants against its holdout, from `experiment_counts`'
+/// rows, with the verdict in words — the API's answer and the dashboard's
+/// nudges page.
+pub(crate) fn rule_stats(rows: &[(String, String, u64, u64)]) -> Vec<RuleStatsView> {
+    kairos_jobs::nudge::stats::report(rows)
         .into_iter()
         .map(|r| RuleStatsView {
             rule: r.rule,
@@ -506,28 +535,5 @@ pub async fn stats(
                 })
                 .collect(),
         })
-        .collect();
-    let funnel = store::funnel(&state.store, &tenant.id, window_ms, now_ms())
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .map(|f| FunnelView {
-            rule: f.rule,
-            variant: f.variant,
-            channel: f.channel,
-            decided: f.decided,
-            sent: f.sent,
-            unknown: f.unknown,
-            opened: f.opened,
-            clicked: f.clicked,
-            replied: f.replied,
-            re_engaged: f.re_engaged,
-            churned: f.churned,
-        })
-        .collect();
-    Ok(Json(NudgeStats {
-        window_days,
-        rules,
-        funnel,
-    }))
+        .collect()
 }

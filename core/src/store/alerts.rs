@@ -115,20 +115,38 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(Alert {
-                    id: r.try_get("id")?,
-                    account_id: r.try_get("account_id")?,
-                    kind: r.try_get("kind")?,
-                    severity: r.try_get("severity")?,
-                    reason: r.try_get("reason")?,
-                    payload: r.try_get("payload")?,
-                    event_id: r.try_get("event_id")?,
-                    urgency: r.try_get("urgency")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
+            .map(alert_from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::Unavailable)
     }
+
+    /// One of a tenant's alerts, by id.
+    pub async fn alert(&self, tenant_id: &str, id: &str) -> Result<Option<Alert>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account_id, kind, severity, reason, payload, event_id, urgency, created_at FROM alerts \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(alert_from_row)
+            .transpose()
+            .map_err(StoreError::Unavailable)
+    }
+}
+
+fn alert_from_row(r: &sqlx::any::AnyRow) -> Result<Alert, sqlx::Error> {
+    Ok(Alert {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        kind: r.try_get("kind")?,
+        severity: r.try_get("severity")?,
+        reason: r.try_get("reason")?,
+        payload: r.try_get("payload")?,
+        event_id: r.try_get("event_id")?,
+        urgency: r.try_get("urgency")?,
+        created_at: r.try_get("created_at")?,
+    })
 }

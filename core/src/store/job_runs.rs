@@ -142,8 +142,8 @@ pub struct Started {
     /// Attempts allowed.
     pub max_attempts: u32,
     /// When the job became ready to run (epoch ms): queued, or its
-    /// `run_after` if later. Gives the wait of a first attempt without
-    /// another read.
+    /// `run_after` if later — for a retry, the time it came due. Gives
+    /// every attempt's wait without another read.
     pub ready_at: Option<i64>,
 }
 
@@ -159,6 +159,9 @@ pub enum Finish {
     Retrying {
         /// Why it failed.
         error: String,
+        /// When the next attempt comes due (epoch ms), kept as the row's
+        /// `run_after`: the next attempt's wait is measured from it.
+        retry_at: i64,
     },
     /// Failed for good: dead-lettered.
     Dead {
@@ -180,7 +183,7 @@ impl Finish {
     fn error(&self) -> Option<&str> {
         match self {
             Finish::Succeeded { .. } => None,
-            Finish::Retrying { error } | Finish::Dead { error } => Some(error),
+            Finish::Retrying { error, .. } | Finish::Dead { error } => Some(error),
         }
     }
 }
@@ -237,7 +240,7 @@ impl Store {
     /// Postgres, rows locked in different orders deadlock, so every batch
     /// update locks in the same (id) order. SQLite has one writer at a time
     /// and no row locks.
-    fn in_lock_order(&self) -> &'static str {
+    pub(super) fn in_lock_order(&self) -> &'static str {
         match self.engine {
             super::Engine::Postgres => "SELECT id FROM job_runs WHERE id IN ({ids}) ORDER BY id FOR UPDATE",
             super::Engine::Sqlite => "{ids}",
@@ -289,8 +292,9 @@ impl Store {
     }
 
     /// Claims up to `limit` jobs left `pending` since before `cutoff_ms`
-    /// (their producer died or the queue was down) by moving them to
-    /// `queued`. The conditional UPDATE makes concurrent dispatchers claim
+    /// (their producer died, the queue was down, or a worker parked them
+    /// while their tenant was paused — those are skipped while the pause
+    /// lasts) by moving them to `queued`. The conditional UPDATE makes concurrent dispatchers claim
     /// disjoint sets.
     pub async fn claim_pending(&self, cutoff_ms: i64, limit: u32) -> Result<Vec<JobRun>, StoreError> {
         // Rows another transaction holds are skipped, not waited for: the
@@ -302,7 +306,9 @@ impl Store {
         };
         let sql = format!(
             "UPDATE job_runs SET state = 'queued', queued_at = $1 WHERE state = 'pending' AND id IN \
-             (SELECT id FROM job_runs WHERE state = 'pending' AND created_at < $2 ORDER BY created_at LIMIT $3 \
+             (SELECT id FROM job_runs WHERE state = 'pending' AND created_at < $2 \
+             AND NOT EXISTS (SELECT 1 FROM paused_tenants p WHERE p.tenant_id = job_runs.tenant_id \
+             AND (p.kind = job_runs.kind OR p.kind = '*')) ORDER BY created_at LIMIT $3 \
              {skip_locked}) RETURNING {COLUMNS}"
         );
         let rows = sqlx::query(&sql)
@@ -405,7 +411,22 @@ impl Store {
         }
         // One statement per outcome state and chunk (not one per job): the
         // per-row values come from a CASE over the ids.
-        for state in [JobState::Succeeded, JobState::Retrying, JobState::Dead] {
+        // Retries are few and each carries two values (error, retry time):
+        // one statement each.
+        for f in sorted.iter().filter(|f| f.finish.state() == JobState::Retrying) {
+            if let Finish::Retrying { error, retry_at } = &f.finish {
+                sqlx::query(
+                    "UPDATE job_runs SET state = 'retrying', last_error = $1, run_after = $2 \
+                     WHERE id = $3 AND state = 'running'",
+                )
+                .bind(error)
+                .bind(*retry_at)
+                .bind(&f.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for state in [JobState::Succeeded, JobState::Dead] {
             let rows: Vec<&Finished> = sorted.iter().copied().filter(|f| f.finish.state() == state).collect();
             for chunk in rows.chunks(IN_LIST_MAX / 2) {
                 let n = chunk.len();
@@ -419,12 +440,6 @@ impl Store {
                     JobState::Succeeded => format!(
                         "UPDATE job_runs SET state = 'succeeded', finished_at = $1, result_ref = {case} WHERE id IN ({in_ids})"
                     ),
-                    // `$1 = $1` keeps the parameter used (Postgres must
-                    // know every parameter's type).
-                    JobState::Retrying => format!(
-                        "UPDATE job_runs SET state = 'retrying', last_error = {case} WHERE state = 'running' \
-                         AND $1 = $1 AND id IN ({in_ids})"
-                    ),
                     _ => format!(
                         "UPDATE job_runs SET state = 'dead', finished_at = $1, last_error = {case} WHERE id IN ({in_ids})"
                     ),
@@ -433,7 +448,7 @@ impl Store {
                 for f in chunk {
                     let value = match &f.finish {
                         Finish::Succeeded { result_ref } => result_ref.as_deref(),
-                        Finish::Retrying { error } | Finish::Dead { error } => Some(error.as_str()),
+                        Finish::Retrying { error, .. } | Finish::Dead { error } => Some(error.as_str()),
                     };
                     q = q.bind(&f.id).bind(value);
                 }

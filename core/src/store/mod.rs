@@ -14,6 +14,7 @@ mod job_runs;
 mod ops;
 mod pauses;
 mod queue_stats;
+mod schedule_switches;
 mod schedules;
 mod tenants;
 mod users;
@@ -35,7 +36,10 @@ pub use ingest::{Debounce, IngestOutcome, PlannedJob, StoredEvent};
 pub(crate) use job_runs::insert_job_rows;
 pub use job_runs::{Attempt, Finish, Finished, JobFilter, JobRun, JobState, Started};
 pub use ops::{ActiveCount, FinishedMinute, JobPageFilter, RecentTiming};
-pub use pauses::{PausedKind, AUDIT_PAUSED, AUDIT_RESUMED};
+pub use pauses::{
+    PausedKind, PausedTenant, Pauses, ALL_KINDS, AUDIT_PAUSED, AUDIT_RESUMED, AUDIT_TENANT_PAUSED, AUDIT_TENANT_RESUMED,
+};
+pub use schedule_switches::{ScheduleSwitch, AUDIT_SCHEDULE_DISABLED, AUDIT_SCHEDULE_ENABLED};
 pub use schedules::TickRecord;
 pub use tenants::{ApiKey, Tenant};
 pub use users::{DashboardSession, DashboardUser};

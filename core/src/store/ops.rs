@@ -233,13 +233,16 @@ impl Store {
         let clause = c.clause();
         let limit = c.limit(i64::from(limit.max(1)));
         let sql = format!(
-            "SELECT tenant_id, kind, queued_at, started_at, finished_at FROM job_runs {clause} \
+            "SELECT tenant_id, kind, queued_at, run_after, started_at, finished_at FROM job_runs {clause} \
              ORDER BY finished_at DESC {limit}"
         );
         let rows = c.query(&sql).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let queued: Option<i64> = r.try_get("queued_at")?;
+                // The last attempt's wait: from its retry's due time, if later.
+                let run_after: Option<i64> = r.try_get("run_after")?;
+                let queued = queued.map(|q| q.max(run_after.unwrap_or(q)));
                 let started: Option<i64> = r.try_get("started_at")?;
                 let finished: Option<i64> = r.try_get("finished_at")?;
                 Ok(RecentTiming {

@@ -83,6 +83,37 @@ pub struct AlertPayload {
     pub rest: serde_json::Map<String, Value>,
 }
 
+/// A `nudge` job that plans the nudges of every rule triggered by
+/// sentiment alerts for `alert`'s account — what an operator's
+/// "intervene" does; the same payload `sentiment.follow_up` sends, plus who
+/// intervened (`{{alert.intervened_by}}`). The rules' dedupe window, caps,
+/// consent and quiet hours apply as to any trigger.
+pub fn intervention(tenant_id: &str, alert: &kairos_core::store::Alert, actor: &str, max_attempts: u32) -> NewJob {
+    let details: Value = serde_json::from_str(&alert.payload).unwrap_or(Value::Null);
+    NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: tenant_id.to_owned(),
+        kind: KIND.to_owned(),
+        event_id: None,
+        payload: json!({
+            "id": alert.id,
+            "tenant_id": tenant_id,
+            "account_id": alert.account_id,
+            "event_id": alert.event_id,
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "urgency": alert.urgency,
+            "reason": alert.reason,
+            "details": details,
+            "created_at": kairos_core::time::to_rfc3339(alert.created_at),
+            "intervened_by": actor,
+        })
+        .to_string(),
+        max_attempts,
+        run_after: None,
+    }
+}
+
 /// The nudge kind with its rules, the profile defaults and its channels.
 pub struct Nudge {
     /// `[nudges]`, replaced as a whole by a hot reload ([`reload`]).

@@ -731,6 +731,68 @@ pub async fn experiment_counts(
         .collect()
 }
 
+/// A tenant's nudges of one (rule, variant, channel), and what became of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelCounts {
+    /// The rule.
+    pub rule: String,
+    /// The A/B variant (`holdout` for the baseline); `None` without variants.
+    pub variant: Option<String>,
+    /// The channel it went (or would have gone) out on; `None` when none was reached.
+    pub channel: Option<String>,
+    /// Nudges decided.
+    pub nudges: u64,
+    /// Sent.
+    pub sent: u64,
+    /// Skipped or capped (no channel could deliver, consent, caps).
+    pub not_sent: u64,
+    /// With a first `nudge.opened`.
+    pub opened: u64,
+    /// With a first `nudge.clicked`.
+    pub clicked: u64,
+    /// With a first `nudge.replied`.
+    pub replied: u64,
+}
+
+/// Per (rule, variant, channel), the tenant's nudges decided since `since`
+/// (epoch ms) and their outcomes. One grouped scan of the tenant's recent
+/// nudges (the `(tenant_id, account_id, created_at)` index's tenant prefix).
+pub async fn channel_counts(store: &Store, tenant_id: &str, since: i64) -> Result<Vec<ChannelCounts>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT rule, variant, channel, COUNT(*) AS n, \
+         SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END) AS sent, \
+         SUM(CASE WHEN status IN ('skipped', 'capped') THEN 1 ELSE 0 END) AS not_sent, \
+         SUM(CASE WHEN opened_at IS NOT NULL THEN 1 ELSE 0 END) AS opened, \
+         SUM(CASE WHEN clicked_at IS NOT NULL THEN 1 ELSE 0 END) AS clicked, \
+         SUM(CASE WHEN replied_at IS NOT NULL THEN 1 ELSE 0 END) AS replied \
+         FROM nudges WHERE tenant_id = $1 AND created_at >= $2 \
+         GROUP BY rule, variant, channel ORDER BY rule, variant, channel",
+    )
+    .bind(tenant_id)
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?;
+    let count = |r: &sqlx::any::AnyRow, col: &str| -> Result<u64, sqlx::Error> {
+        let n: i64 = r.try_get(col)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    rows.iter()
+        .map(|r| {
+            Ok(ChannelCounts {
+                rule: r.try_get("rule")?,
+                variant: r.try_get("variant")?,
+                channel: r.try_get("channel")?,
+                nudges: count(r, "n")?,
+                sent: count(r, "sent")?,
+                not_sent: count(r, "not_sent")?,
+                opened: count(r, "opened")?,
+                clicked: count(r, "clicked")?,
+                replied: count(r, "replied")?,
+            })
+        })
+        .collect()
+}
+
 /// Records an outcome event (`column`: `opened_at`, `clicked_at` or
 /// `replied_at`, from [`super::config::OUTCOMES`]) on the account's nudge;
 /// the first time is kept. False when the tenant's account has no such nudge.

@@ -1,14 +1,19 @@
 //! The domain pages of one tenant at a time: accounts at risk (the latest
-//! churn score of each account) and sentiment alerts. A tenant-scoped user
-//! always sees its own tenant; others pick one.
+//! churn score of each account) and sentiment alerts, with "intervene" (an
+//! operator plans a nudge through the nudge kind's rules on sentiment
+//! alerts, or assigns the alert to the account's success manager — its
+//! profile's `owner`; both audited). A tenant-scoped user always sees its
+//! own tenant; others pick one.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use kairos_core::store::AlertFilter;
+use kairos_core::store::{record_audit_in, AlertFilter, NewAudit};
 use serde::Deserialize;
 
-use super::{nonempty, pick_tenant, tenants_for, ts, Layout};
+use super::{done, nonempty, pick_tenant, tenants_for, ts, Done, Layout};
+use crate::dashboard::auth::Role;
+use crate::dashboard::csrf::Posted;
 use crate::dashboard::session::CurrentUser;
 use crate::dashboard::{render, DashError, DashState};
 
@@ -117,6 +122,7 @@ pub async fn risk(
 
 /// One alert.
 pub struct AlertRow {
+    id: String,
     at: String,
     account_id: String,
     urgency: String,
@@ -134,6 +140,10 @@ pub struct AlertsPage {
     tenant: String,
     min_urgency: String,
     rows: Vec<AlertRow>,
+    /// The nudge rules an intervention would plan (empty: no nudge button).
+    nudge_rules: String,
+    /// Where the intervention forms come back to.
+    back: String,
 }
 
 /// `GET /dashboard/alerts`: the tenant's newest dissatisfaction alerts.
@@ -141,6 +151,7 @@ pub async fn alerts(
     State(state): State<DashState>,
     user: CurrentUser,
     Query(q): Query<DomainQuery>,
+    Query(d): Query<Done>,
 ) -> Result<Response, DashError> {
     let tenants = tenants_for(&state, &user).await?;
     let tenant = pick_tenant(&tenants, nonempty(&q.tenant).as_deref());
@@ -164,6 +175,7 @@ pub async fn alerts(
             .map(|a| {
                 let payload: serde_json::Value = serde_json::from_str(&a.payload).unwrap_or_default();
                 AlertRow {
+                    id: a.id.clone(),
                     at: ts(a.created_at),
                     account_id: a.account_id.clone(),
                     urgency: a.urgency.map(|u| u.to_string()).unwrap_or_default(),
@@ -174,11 +186,129 @@ pub async fn alerts(
             })
             .collect();
     }
+    let tenant = tenant.map(|t| t.id).unwrap_or_default();
     render(&AlertsPage {
-        l: Layout::new(&user, "Sentiment alerts", "/dashboard/alerts", None),
+        l: Layout::new(&user, "Sentiment alerts", "/dashboard/alerts", Some(&d)),
         tenants: tenants.into_iter().map(|t| (t.id, t.name)).collect(),
-        tenant: tenant.map(|t| t.id).unwrap_or_default(),
+        back: format!("/dashboard/alerts?tenant={tenant}"),
+        tenant,
         min_urgency: q.min_urgency.map(|u| u.to_string()).unwrap_or_default(),
         rows,
+        nudge_rules: state.app.config.alert_nudge_rules.join(", "),
     })
+}
+
+/// The "intervene" form of an alert.
+#[derive(Deserialize)]
+pub struct InterveneForm {
+    /// The alert's tenant.
+    tenant: String,
+    /// `nudge` or `assign`.
+    action: String,
+    /// The page to come back to.
+    #[serde(default)]
+    back: String,
+}
+
+/// `POST /dashboard/alerts/{id}/intervene` (operator or admin): `nudge`
+/// records and queues a `nudge` job with the alert (the nudge kind plans
+/// what its rules on sentiment alerts say, for the account's people: dedupe
+/// window, caps, consent and quiet hours included); `assign` hands the
+/// alert to the account's success manager (its profile's `owner`). Either
+/// is written to the audit log — the nudge job in the same transaction.
+pub async fn intervene(
+    State(state): State<DashState>,
+    Path(id): Path<String>,
+    posted: Posted<InterveneForm>,
+) -> Result<Response, DashError> {
+    let (user, form) = posted.require(Role::Operator)?;
+    if !user.sees(&form.tenant) {
+        return Err(DashError::NotFound("no such alert".into()));
+    }
+    let store = &state.app.store;
+    let alert = store
+        .alert(&form.tenant, &id)
+        .await?
+        .ok_or_else(|| DashError::NotFound("no such alert".into()))?;
+    let back = if form.back.is_empty() {
+        format!("/dashboard/alerts?tenant={}", form.tenant)
+    } else {
+        form.back
+    };
+    let actor = user.actor();
+    match form.action.as_str() {
+        "nudge" => {
+            let rules = &state.app.config.alert_nudge_rules;
+            if rules.is_empty() {
+                return Err(DashError::Conflict(
+                    "no nudge rule is triggered by sentiment alerts ([[nudges.rules]] with trigger.sentiment_alert)"
+                        .into(),
+                ));
+            }
+            let job = kairos_jobs::nudge::intervention(
+                &form.tenant,
+                &alert,
+                &actor,
+                state.app.config.policy(kairos_jobs::nudge::KIND).max_attempts,
+            );
+            let unavailable = |e: sqlx::Error| DashError::Unavailable(e.to_string());
+            let mut tx = store.pool().begin().await.map_err(unavailable)?;
+            kairos_core::enqueue::insert_jobs(&mut tx, std::slice::from_ref(&job), kairos_core::time::now_ms())
+                .await
+                .map_err(unavailable)?;
+            record_audit_in(
+                &mut tx,
+                &NewAudit {
+                    tenant_id: Some(&form.tenant),
+                    actor: &actor,
+                    action: "alert.nudged",
+                    target: &alert.id,
+                    details: serde_json::json!({
+                        "account_id": alert.account_id,
+                        "job_id": job.id,
+                        "rules": rules,
+                    }),
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            if let Err(e) =
+                kairos_core::enqueue::enqueue_recorded(store, state.app.queue.as_ref(), std::slice::from_ref(&job))
+                    .await
+            {
+                // Recorded: the dispatcher queues it once the queue is back.
+                tracing::warn!(error = %e, job = %job.id, "intervention nudge left pending for the dispatcher");
+            }
+            Ok(done(&back, "nudged", 1))
+        }
+        "assign" => {
+            let owner = store
+                .account(&form.tenant, &alert.account_id)
+                .await?
+                .and_then(|a| a.owner)
+                .ok_or_else(|| {
+                    DashError::Conflict(format!(
+                        "account {} has no success manager (its profile has no owner)",
+                        alert.account_id
+                    ))
+                })?;
+            store
+                .record_audit(&NewAudit {
+                    tenant_id: Some(&form.tenant),
+                    actor: &actor,
+                    action: "alert.assigned",
+                    target: &alert.id,
+                    details: serde_json::json!({
+                        "account_id": alert.account_id,
+                        "success_manager": owner,
+                    }),
+                })
+                .await?;
+            Ok(done(&back, "assigned", 1))
+        }
+        other => Err(DashError::BadRequest(format!(
+            "unknown intervention `{other}` (nudge or assign)"
+        ))),
+    }
 }

@@ -8,8 +8,10 @@ pub mod domain;
 pub mod jobs;
 pub mod login;
 pub mod models;
+pub mod nudges;
 pub mod overview;
 pub mod queues;
+pub mod reports;
 pub mod rules;
 pub mod schedules;
 
@@ -32,6 +34,8 @@ pub const NAV: &[(&str, &str)] = &[
     ("/dashboard/models", "Models"),
     ("/dashboard/risk", "Accounts at risk"),
     ("/dashboard/alerts", "Sentiment alerts"),
+    ("/dashboard/reports", "Reports"),
+    ("/dashboard/nudges", "Nudges"),
     ("/dashboard/audit", "Audit log"),
 ];
 
@@ -106,6 +110,12 @@ impl Done {
             "activated" => "Model version activated.".to_owned(),
             "paused" => "Queue paused.".to_owned(),
             "resumed" => "Queue resumed.".to_owned(),
+            "tenant-paused" => "Tenant paused: its jobs are held back.".to_owned(),
+            "tenant-resumed" => "Tenant resumed: its held jobs are queued again.".to_owned(),
+            "enabled" => "Schedule switched on.".to_owned(),
+            "disabled" => "Schedule switched off.".to_owned(),
+            "nudged" => "Nudge planned for the account's people (see Nudges).".to_owned(),
+            "assigned" => "Assigned to the account's success manager.".to_owned(),
             _ => return None,
         })
     }

@@ -1,7 +1,10 @@
 //! Queues: per job kind, the queue's own depth (ready, in flight, delayed)
 //! beside the store's count of unfinished jobs, and pause / resume through
 //! the store's `pause_kind` / `resume_kind` (which every worker honours
-//! within `worker.pause_poll`, and which record the audit entry).
+//! within `worker.pause_poll`, and which record the audit entry); below,
+//! the tenant pauses (`Store::pause_tenant`: one kind of a tenant, or all
+//! its kinds — its jobs are parked in the store unstarted and queued again
+//! on resume, other tenants' run on).
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -27,6 +30,18 @@ pub struct QueueRow {
     paused: Option<String>,
 }
 
+/// One tenant pause.
+pub struct TenantPauseRow {
+    tenant_id: String,
+    tenant: String,
+    /// The kind, or empty for all kinds.
+    kind: String,
+    /// `paused by X at T (why)`.
+    by: String,
+    /// Jobs of the tenant (and kind) held in the store now.
+    held: i64,
+}
+
 /// The queues page.
 #[derive(Template)]
 #[template(path = "queues.html")]
@@ -36,6 +51,12 @@ pub struct QueuesPage {
     rows: Vec<QueueRow>,
     /// A pause is deployment-wide: only unscoped operators pause.
     can_pause: bool,
+    /// Tenant pauses the user sees.
+    tenant_pauses: Vec<TenantPauseRow>,
+    /// Tenants the user may pause: (id, name).
+    tenants: Vec<(String, String)>,
+    /// Every job kind.
+    kinds: &'static [&'static str],
 }
 
 /// `GET /dashboard/queues`. The queue's depth is shared by every tenant,
@@ -79,11 +100,48 @@ pub async fn page(
             }),
         });
     }
+    let tenants = super::tenants_for(&state, &user).await?;
+    let mut tenant_pauses = Vec::new();
+    for p in state.app.store.paused_tenants().await? {
+        if !user.sees(&p.tenant_id) {
+            continue;
+        }
+        let all = p.kind == kairos_core::store::ALL_KINDS;
+        // Parked jobs are `pending` rows of the tenant (from the snapshot).
+        let held = snap
+            .active
+            .iter()
+            .filter(|a| {
+                a.tenant_id == p.tenant_id
+                    && a.state == kairos_core::store::JobState::Pending
+                    && (all || a.kind == p.kind)
+            })
+            .map(|a| a.n)
+            .sum::<i64>();
+        tenant_pauses.push(TenantPauseRow {
+            tenant: tenants
+                .iter()
+                .find(|t| t.id == p.tenant_id)
+                .map_or_else(|| p.tenant_id.clone(), |t| t.name.clone()),
+            kind: if all { String::new() } else { p.kind.clone() },
+            by: format!(
+                "paused by {} at {}{}",
+                p.paused_by,
+                ts(p.paused_at),
+                p.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+            held,
+            tenant_id: p.tenant_id,
+        });
+    }
     render(&QueuesPage {
         l: Layout::new(&user, "Queues", "/dashboard/queues", Some(&done)),
         backend: state.app.queue.backend(),
         can_pause: user.can_act() && user.tenant_id.is_none(),
         rows,
+        tenant_pauses,
+        tenants: tenants.into_iter().map(|t| (t.id, t.name)).collect(),
+        kinds: kairos_jobs::KINDS,
     })
 }
 
@@ -136,4 +194,73 @@ pub async fn resume(
     known(&kind)?;
     state.app.store.resume_kind(&kind, &user.actor()).await?;
     Ok(done("/dashboard/queues", "resumed", 1))
+}
+
+/// The tenant pause and resume form.
+#[derive(Deserialize)]
+pub struct TenantPauseForm {
+    /// Tenant id.
+    tenant: String,
+    /// Job kind; empty: all kinds.
+    #[serde(default)]
+    kind: String,
+    /// Why.
+    #[serde(default)]
+    reason: String,
+}
+
+/// The tenant and kind of a tenant-pause form, checked: an operator, a
+/// tenant the user sees (a scoped operator pauses only its own), a known kind.
+async fn tenant_form(
+    state: &DashState,
+    posted: Posted<TenantPauseForm>,
+) -> Result<(CurrentUser, String, Option<String>, TenantPauseForm), DashError> {
+    let (user, form) = posted.require(Role::Operator)?;
+    if !user.sees(&form.tenant) {
+        return Err(DashError::NotFound("no such tenant".into()));
+    }
+    let tenant = state
+        .app
+        .store
+        .list_tenants()
+        .await?
+        .into_iter()
+        .find(|t| t.id == form.tenant)
+        .ok_or_else(|| DashError::NotFound("no such tenant".into()))?;
+    let kind = Some(form.kind.trim().to_owned()).filter(|k| !k.is_empty());
+    if let Some(k) = &kind {
+        known(k)?;
+    }
+    Ok((user, tenant.id, kind, form))
+}
+
+/// `POST /dashboard/tenant-pauses/pause`: hold back a tenant's jobs (one
+/// kind, or all): workers park them within `worker.pause_poll`.
+pub async fn pause_tenant(
+    State(state): State<DashState>,
+    posted: Posted<TenantPauseForm>,
+) -> Result<Response, DashError> {
+    let (user, tenant, kind, form) = tenant_form(&state, posted).await?;
+    let reason = Some(form.reason.trim()).filter(|r| !r.is_empty());
+    state
+        .app
+        .store
+        .pause_tenant(&tenant, kind.as_deref(), &user.actor(), reason)
+        .await?;
+    Ok(done("/dashboard/queues", "tenant-paused", 1))
+}
+
+/// `POST /dashboard/tenant-pauses/resume`: the dispatcher queues the
+/// tenant's parked jobs in its next round.
+pub async fn resume_tenant(
+    State(state): State<DashState>,
+    posted: Posted<TenantPauseForm>,
+) -> Result<Response, DashError> {
+    let (user, tenant, kind, _) = tenant_form(&state, posted).await?;
+    state
+        .app
+        .store
+        .resume_tenant(&tenant, kind.as_deref(), &user.actor())
+        .await?;
+    Ok(done("/dashboard/queues", "tenant-resumed", 1))
 }

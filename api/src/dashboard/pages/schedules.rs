@@ -1,5 +1,7 @@
 //! Schedules: next fire times in each schedule's zone, the last ticks with
-//! their outcome, and "run now" through the scheduler's `run_now`.
+//! their outcome, "run now" through the scheduler's `run_now`, and switching
+//! a schedule on or off — a stored switch (`Store::switch_schedule`) every
+//! scheduler replica reads each round, never an edit of the config file.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -25,6 +27,8 @@ pub struct ScheduleRow {
     zone: String,
     job: String,
     enabled: bool,
+    /// `switched off by X at T (config: on)`, when an operator switched it.
+    switch: Option<String>,
     next: Vec<String>,
     ticks: Vec<(String, String, i64)>,
 }
@@ -48,7 +52,10 @@ pub async fn page(
     let tenants = state.app.store.list_tenants().await?;
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
-    for p in kairos_scheduler::plan::plan(&state.app.config.scheduling.schedules, &tenants) {
+    let mut plans = kairos_scheduler::plan::plan(&state.app.config.scheduling.schedules, &tenants);
+    let configured: Vec<bool> = plans.iter().map(|p| p.enabled).collect();
+    kairos_scheduler::plan::apply_switches(&mut plans, &state.app.store.schedule_switches().await?);
+    for (p, configured) in plans.into_iter().zip(configured) {
         // A scoped user sees the base schedules and its own overrides.
         if let kairos_scheduler::plan::Targets::Tenant(t) = &p.targets {
             if !user.sees(&t.id) {
@@ -67,6 +74,15 @@ pub async fn page(
             zone: p.cron.tz().to_string(),
             job: p.config.job.clone(),
             enabled: p.enabled,
+            switch: p.switch.as_ref().map(|sw| {
+                format!(
+                    "switched {} by {} at {} (config: {})",
+                    if sw.enabled { "on" } else { "off" },
+                    sw.set_by,
+                    ts(sw.set_at),
+                    if configured { "on" } else { "off" }
+                )
+            }),
             next: p
                 .cron
                 .upcoming(now, 3)
@@ -128,4 +144,43 @@ pub async fn run_now(
         })
         .await?;
     Ok(done("/dashboard/schedules", "fired", fired.len() as u64))
+}
+
+/// `POST /dashboard/schedules/{key}/enable`.
+pub async fn enable(
+    State(state): State<DashState>,
+    Path(key): Path<String>,
+    posted: Posted<RunForm>,
+) -> Result<Response, DashError> {
+    switch(state, key, posted, true).await
+}
+
+/// `POST /dashboard/schedules/{key}/disable`.
+pub async fn disable(
+    State(state): State<DashState>,
+    Path(key): Path<String>,
+    posted: Posted<RunForm>,
+) -> Result<Response, DashError> {
+    switch(state, key, posted, false).await
+}
+
+/// Stores the switch of schedule `key` (a base name or `name@tenant`),
+/// with its audit entry; every scheduler replica honours it from its next
+/// round (a quarter of a second).
+async fn switch(state: DashState, key: String, posted: Posted<RunForm>, on: bool) -> Result<Response, DashError> {
+    let (user, _) = posted.require(Role::Operator)?;
+    if user.tenant_id.is_some() {
+        return Err(DashError::Forbidden(
+            "schedules belong to the deployment; a tenant-scoped user cannot switch them",
+        ));
+    }
+    let tenants = state.app.store.list_tenants().await?;
+    if !kairos_scheduler::plan::plan(&state.app.config.scheduling.schedules, &tenants)
+        .iter()
+        .any(|p| p.key == key)
+    {
+        return Err(DashError::NotFound(format!("no schedule `{key}`")));
+    }
+    state.app.store.switch_schedule(&key, on, &user.actor()).await?;
+    Ok(done("/dashboard/schedules", if on { "enabled" } else { "disabled" }, 1))
 }
