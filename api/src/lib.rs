@@ -74,6 +74,9 @@ pub struct AppState {
     pub admin_token_hash: Option<Vec<u8>>,
     /// What `GET /metrics` serves; `None`: metrics disabled (404).
     pub metrics: Option<metrics::Exporter>,
+    /// Sentiment scoring on demand (`POST /v1/sentiment:analyze`); `None`:
+    /// not configured (404).
+    pub sentiment: Option<Arc<kairos_jobs::sentiment::OnDemand>>,
 }
 
 impl AppState {
@@ -92,7 +95,15 @@ impl AppState {
             queue,
             config,
             metrics: None,
+            sentiment: None,
         }
+    }
+
+    /// Serves `POST /v1/sentiment:analyze` with `on_demand` (its model is
+    /// loaded on the first request unless preloaded).
+    pub fn with_sentiment(mut self, on_demand: Arc<kairos_jobs::sentiment::OnDemand>) -> Self {
+        self.sentiment = Some(on_demand);
+        self
     }
 
     /// Serves `exporter` at `GET /metrics`.
@@ -142,6 +153,7 @@ fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
         .route("/v1/churn", get(routes::churn::churn_overview))
         .route("/v1/churn:score", post(routes::churn::score))
         .route("/v1/accounts/{id}/sentiment", get(routes::sentiment::account_sentiment))
+        .route("/v1/sentiment:analyze", post(routes::sentiment_analyze::analyze))
         .route("/v1/alerts", get(routes::alerts::list_alerts))
         .route("/v1/reports", get(routes::reports::list_reports))
         .route("/v1/reports/{id}", get(routes::reports::get_report))

@@ -25,5 +25,6 @@ mod reliability;
 mod reports;
 mod scheduler;
 mod sentiment;
+mod sentiment_analyze;
 mod servers;
 mod startup;

@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod nudges;
 pub mod reports;
 pub mod sentiment;
+pub mod sentiment_analyze;
