@@ -302,6 +302,19 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         if let Some(e) = exporter {
             state = state.with_metrics(e);
         }
+        if rt.config.sentiment.enabled {
+            let on_demand = Arc::new(kairos_jobs::sentiment::OnDemand::new(
+                rt.config.sentiment.clone(),
+                rt.store.clone(),
+            ));
+            if on_demand.preload() {
+                on_demand
+                    .scorer()
+                    .await
+                    .context("loading the sentiment model for the API (sentiment.api_preload)")?;
+            }
+            state = state.with_sentiment(on_demand);
+        }
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = kairos_api::serve(listener, state, token).await {

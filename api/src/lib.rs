@@ -83,6 +83,9 @@ pub struct AppState {
     pub metrics: Option<metrics::Exporter>,
     /// Checks nudge tracking tokens; `None`: tracking off (404).
     pub tracker: Option<kairos_jobs::nudge::tracking::Tracker>,
+    /// Sentiment scoring on demand (`POST /v1/sentiment:analyze`); `None`:
+    /// not configured (404).
+    pub sentiment: Option<Arc<kairos_jobs::sentiment::OnDemand>>,
 }
 
 impl AppState {
@@ -109,7 +112,15 @@ impl AppState {
             queue,
             config,
             metrics: None,
+            sentiment: None,
         }
+    }
+
+    /// Serves `POST /v1/sentiment:analyze` with `on_demand` (its model is
+    /// loaded on the first request unless preloaded).
+    pub fn with_sentiment(mut self, on_demand: Arc<kairos_jobs::sentiment::OnDemand>) -> Self {
+        self.sentiment = Some(on_demand);
+        self
     }
 
     /// Serves `exporter` at `GET /metrics`.
@@ -159,6 +170,7 @@ fn router_until(state: AppState, shutdown: CancellationToken) -> Router {
         .route("/v1/churn", get(routes::churn::churn_overview))
         .route("/v1/churn:score", post(routes::churn::score))
         .route("/v1/accounts/{id}/sentiment", get(routes::sentiment::account_sentiment))
+        .route("/v1/sentiment:analyze", post(routes::sentiment_analyze::analyze))
         .route("/v1/alerts", get(routes::alerts::list_alerts))
         .route("/v1/models/monitor", get(routes::models::monitor))
         .route("/v1/reports", get(routes::reports::list_reports))

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    accounts, admin, alerts, churn, events, health, jobs, metrics, models, nudges, reports, sentiment, tracking,
+    accounts, admin, alerts, churn, events, health, jobs, metrics, models, nudges, reports, sentiment,
+    sentiment_analyze, tracking,
 };
 
 /// The Kairos HTTP API.
@@ -32,6 +33,7 @@ use crate::routes::{
         churn::churn_overview,
         churn::score,
         sentiment::account_sentiment,
+        sentiment_analyze::analyze,
         reports::list_reports,
         reports::get_report,
         nudges::feed,
@@ -84,6 +86,10 @@ use crate::routes::{
         churn::RowScore,
         churn::ScoreFactor,
         sentiment::SentimentScoreView,
+        sentiment_analyze::AnalyzeRequest,
+        sentiment_analyze::AnalyzeResponse,
+        sentiment_analyze::TextAnalysis,
+        sentiment_analyze::LabelProbabilities,
         sentiment::SentimentAverage,
         sentiment::AccountSentiment,
         reports::ReportView,
@@ -124,6 +130,10 @@ pub fn document(api: &kairos_core::config::ApiConfig) -> serde_json::Value {
             v["minItems"] = 1.into();
         }
     }
+    let texts = &mut schemas["AnalyzeRequest"]["properties"]["texts"]["items"];
+    texts["minLength"] = 1.into();
+    texts["maxLength"] = sentiment_analyze::MAX_TEXT_CHARS.into();
+    texts["pattern"] = sentiment_analyze::TEXT_PATTERN.into();
     doc
 }
 
@@ -228,6 +238,13 @@ mod tests {
         for code in ["400", "401", "408", "413", "415", "503"] {
             assert!(person_path["responses"][code].is_object(), "PUT person lacks {code}");
         }
+        let texts = &s["AnalyzeRequest"]["properties"]["texts"];
+        assert_eq!(texts["maxItems"], crate::routes::sentiment_analyze::MAX_TEXTS);
+        assert_eq!(
+            texts["items"]["maxLength"],
+            crate::routes::sentiment_analyze::MAX_TEXT_CHARS
+        );
+        assert_eq!(s["AnalyzeRequest"]["additionalProperties"], false);
         let cents = &s["EventData"]["properties"]["amount_cents"];
         assert_eq!(
             cents["maximum"].as_f64(),

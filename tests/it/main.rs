@@ -28,6 +28,7 @@ mod reliability;
 mod reports;
 mod scheduler;
 mod sentiment;
+mod sentiment_analyze;
 mod servers;
 mod startup;
 mod worker_kinds;

@@ -14,3 +14,4 @@ pub mod nudges;
 pub mod reports;
 pub mod sentiment;
 pub mod tracking;
+pub mod sentiment_analyze;

@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use kairos_models::text::{analyze_embeddings, Embeddings, Encoder, SentimentAnalyzer, SentimentHead, SentimentResult};
+use kairos_models::text::{
+    analyze_embeddings_in, detect_language, Embeddings, Encoder, Language, SentimentAnalyzer, SentimentHead,
+    SentimentResult,
+};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// What scores the texts.
@@ -58,6 +61,8 @@ pub enum InferenceError {
 
 struct Request {
     text: String,
+    /// The language recorded and calibrated for (a chunk carries its whole text's).
+    language: Option<Language>,
     head: Option<Arc<SentimentHead>>,
     reply: oneshot::Sender<Result<SentimentResult, InferenceError>>,
 }
@@ -140,9 +145,26 @@ impl Batcher {
         text: String,
         head: Option<Arc<SentimentHead>>,
     ) -> Result<SentimentResult, InferenceError> {
+        let language = detect_language(&text);
+        self.analyze_in(text, language, head).await
+    }
+
+    /// [`Batcher::analyze`] for a text whose language is known (a chunk of a longer text: the whole text's
+    /// language is recorded and its calibration applied).
+    pub async fn analyze_in(
+        &self,
+        text: String,
+        language: Option<Language>,
+        head: Option<Arc<SentimentHead>>,
+    ) -> Result<SentimentResult, InferenceError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { text, head, reply })
+            .send(Request {
+                text,
+                language,
+                head,
+                reply,
+            })
             .await
             .map_err(|_| InferenceError::Unavailable("the inference batcher has stopped".into()))?;
         rx.await
@@ -221,7 +243,13 @@ fn infer(model: &TextModel, batch: &[Request], encode: usize) -> Result<Vec<Sent
     let texts: Vec<&str> = batch.iter().map(|r| r.text.as_str()).collect();
     let model_err = |e: kairos_models::text::TextError| InferenceError::Model(e.to_string());
     match model {
-        TextModel::Classifier(analyzer) => analyzer.analyze(&texts).map_err(model_err),
+        TextModel::Classifier(analyzer) => {
+            let mut results = analyzer.analyze(&texts).map_err(model_err)?;
+            for (r, request) in results.iter_mut().zip(batch) {
+                r.language = request.language;
+            }
+            Ok(results)
+        }
         TextModel::Encoder(encoder) => {
             // Sorted by length into sub-batches of similar texts: padding every
             // text to the longest of a mixed batch costs more than the batch saves
@@ -239,7 +267,7 @@ fn infer(model: &TextModel, batch: &[Request], encode: usize) -> Result<Vec<Sent
                     .get(i)
                     .ok_or_else(|| InferenceError::Model(format!("no embedding for text {i}")))?;
                 let one = Embeddings::from_vec(embeddings.dim(), row.to_vec()).map_err(model_err)?;
-                let mut r = analyze_embeddings(head, &one, &texts[i..=i]).map_err(model_err)?;
+                let mut r = analyze_embeddings_in(head, &one, &texts[i..=i], &[request.language]).map_err(model_err)?;
                 out.push(r.remove(0));
             }
             Ok(out)

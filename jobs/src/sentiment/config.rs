@@ -7,7 +7,7 @@
 //! [sentiment]
 //! enabled = true
 //! encoder = ".cache/models/multilingual-e5-small-int8"  # model.onnx + tokenizer.json
-//! head = "models/heads/sentiment-e5-int8-1.json"       # registered at start-up if no sentiment head is active
+//! head = "models/heads/sentiment-e5-int8-support-1.json"       # registered at start-up if no sentiment head is active
 //! alert_threshold = 0.75                            # negative with confidence >= this raises an alert
 //! batch_max = 32                                    # texts per inference batch
 //! batch_wait = "5ms"                                # longest a text waits for others to join its batch
@@ -22,6 +22,7 @@
 //! is loaded then), not here, so config can be checked on a machine
 //! without the model files.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,8 +64,15 @@ pub struct SentimentConfig {
     pub runtime_library: Option<PathBuf>,
     /// Tokens per text (longer texts are truncated).
     pub max_length: usize,
-    /// Negative with confidence >= this raises an alert.
+    /// A text whose calibrated P(negative) (of its most negative chunk) is
+    /// at least this raises an alert, unless its tenant has its own.
     pub alert_threshold: f64,
+    /// Tenant name or id → its own alert threshold.
+    pub alert_thresholds: BTreeMap<String, f64>,
+    /// Load the model when the API starts instead of on the first
+    /// `POST /v1/sentiment:analyze` (an API-only process otherwise never
+    /// loads it unless the endpoint is used).
+    pub api_preload: bool,
     /// Texts per inference batch at most.
     pub batch_max: usize,
     /// Texts per encoder call inside a batch, after sorting the batch by
@@ -110,6 +118,8 @@ impl Default for SentimentConfig {
             runtime_library: None,
             max_length: 256,
             alert_threshold: 0.75,
+            alert_thresholds: BTreeMap::new(),
+            api_preload: false,
             batch_max: 32,
             encode_batch: 8,
             batch_wait: Duration::from_millis(5),
@@ -139,6 +149,15 @@ impl Default for SentimentConfig {
 }
 
 impl SentimentConfig {
+    /// A tenant's alert threshold: its own (by id, else by name), else the default.
+    pub fn alert_threshold_for(&self, tenant_id: &str, tenant_name: Option<&str>) -> f64 {
+        self.alert_thresholds
+            .get(tenant_id)
+            .or_else(|| tenant_name.and_then(|n| self.alert_thresholds.get(n)))
+            .copied()
+            .unwrap_or(self.alert_threshold)
+    }
+
     /// Checks values serde cannot; errors name the key under `sentiment.`.
     pub fn validate(&self, known_kinds: &[&str]) -> Result<(), KeyError> {
         if !(0.0..=1.0).contains(&self.alert_threshold) {
@@ -146,6 +165,11 @@ impl SentimentConfig {
                 "alert_threshold".into(),
                 format!("{} is not in [0, 1]", self.alert_threshold),
             ));
+        }
+        for (tenant, t) in &self.alert_thresholds {
+            if !(0.0..=1.0).contains(t) {
+                return Err((format!("alert_thresholds.{tenant}"), format!("{t} is not in [0, 1]")));
+            }
         }
         for (key, v) in [
             ("batch_max", self.batch_max),
@@ -224,5 +248,19 @@ mod tests {
         let (key, reason) = c.validate(&["sentiment", "webhook"]).unwrap_err();
         assert_eq!(key, "follow_up[0]");
         assert!(reason.contains("nudge"), "{reason}");
+    }
+
+    #[test]
+    fn a_tenant_threshold_overrides_the_default_by_id_or_name() {
+        let c: SentimentConfig =
+            toml::from_str("alert_threshold = 0.6\n[alert_thresholds]\nacme = 0.8\n\"t-42\" = 0.4\n").unwrap();
+        assert_eq!(c.alert_threshold_for("t-1", Some("acme")), 0.8);
+        assert_eq!(c.alert_threshold_for("t-42", Some("other")), 0.4);
+        assert_eq!(c.alert_threshold_for("t-1", None), 0.6);
+        let bad = SentimentConfig {
+            alert_thresholds: [("acme".to_string(), 1.5)].into(),
+            ..SentimentConfig::default()
+        };
+        assert_eq!(bad.validate(&[]).unwrap_err().0, "alert_thresholds.acme");
     }
 }

@@ -21,6 +21,7 @@ pub mod batcher;
 pub mod chunks;
 pub mod config;
 pub mod registry;
+pub mod scorer;
 pub mod scores;
 pub mod urgency;
 
@@ -31,15 +32,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kairos_core::enqueue::NewJob;
 use kairos_core::Event;
-use kairos_models::text::{
-    self, ClassifierModel, Encoder, EncoderConfig, SentimentAnalyzer, SentimentHead, SentimentResult,
-};
+use kairos_models::text::{self, ClassifierModel, Encoder, EncoderConfig, SentimentAnalyzer, SentimentHead};
 use serde_json::{json, Value};
 
-use crate::active_model::ActiveModelCache;
 use crate::{Job, JobContext, JobError, JobOutput, JobsConfig};
-use batcher::{BatchConfig, Batcher, InferenceError, TextModel};
+use batcher::{Batcher, InferenceError, TextModel};
 pub use config::{ClassifierConfig, SentimentConfig};
+pub use scorer::{OnDemand, ScoreError, Scorer, TextScore};
 
 /// The job kind.
 pub const KIND: &str = "sentiment";
@@ -151,115 +150,54 @@ pub fn load_head_for(encoder: &Encoder, path: &Path) -> Result<SentimentHead, Se
     Ok(head)
 }
 
-/// The sentiment job, with its model, batcher and head cache.
+/// The sentiment job, with the process's scorer (model, batcher, head cache).
 pub struct Sentiment {
     config: SentimentConfig,
-    model: TextModel,
-    classifier_version: Option<String>,
-    batcher: Batcher,
+    scorer: Arc<Scorer>,
     /// Tenant names or ids with a webhook.
     webhook_tenants: Vec<String>,
     /// Attempts of the notification kinds (webhook + follow-ups), from their policies.
     max_attempts: HashMap<String, u32>,
-    /// Tenant → active head version → head (checked against this process's encoder).
-    heads: ActiveModelCache<SentimentHead>,
 }
 
 impl std::fmt::Debug for Sentiment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sentiment")
-            .field("batcher", &self.batcher)
-            .field("classifier_version", &self.classifier_version)
-            .finish()
+        f.debug_struct("Sentiment").field("scorer", &self.scorer).finish()
     }
 }
 
 impl Sentiment {
-    /// Loads the `[sentiment]` model (off the async runtime: it reads and
-    /// initialises ONNX files), registers the configured default head when
-    /// no head is active yet, and starts the job.
+    /// Loads the `[sentiment]` model (or takes the one this process's API
+    /// loaded already), registers the configured default head when no head
+    /// is active yet, and starts the job.
     pub async fn start(config: &JobsConfig, store: &kairos_core::Store) -> Result<Self, SetupError> {
-        let s = config.sentiment.clone();
-        let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || load_model(&s)).await??;
-        if let (Some(head), Some(path)) = (&loaded.default_head, &config.sentiment.head) {
-            let source = format!("file {}", path.display());
-            let active = registry::ensure_default(store, head, &source).await?;
-            tracing::info!(head = %head.version(), active = %active, "sentiment head ready");
-        }
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            encoder = %config.sentiment.encoder.display(),
-            "sentiment model loaded"
-        );
-        Ok(Self::new(config, loaded))
+        let scorer = Scorer::shared(&config.sentiment, store).await?;
+        Ok(Self::with_scorer(config, scorer))
     }
 
     /// A job serving `loaded` with the `[sentiment]` and `[webhooks]`
     /// sections of `config`. Starts the batcher: call inside a tokio runtime.
     pub fn new(config: &JobsConfig, loaded: LoadedModel) -> Self {
+        Self::with_scorer(config, Arc::new(Scorer::new(&config.sentiment, loaded)))
+    }
+
+    fn with_scorer(config: &JobsConfig, scorer: Arc<Scorer>) -> Self {
         let s = &config.sentiment;
-        let batcher = Batcher::start(
-            loaded.model.clone(),
-            BatchConfig {
-                max: s.batch_max,
-                wait: s.batch_wait,
-                encode: s.encode_batch,
-                threads: s.inference_threads,
-            },
-        );
         let mut max_attempts = HashMap::new();
         for kind in s.follow_up.iter().map(String::as_str).chain([crate::webhook::KIND]) {
             max_attempts.insert(kind.to_owned(), config.policies.get(kind).max_attempts);
         }
         Self {
             config: s.clone(),
-            model: loaded.model,
-            classifier_version: loaded.classifier_version,
-            batcher,
+            scorer,
             webhook_tenants: config.webhooks.keys().cloned().collect(),
             max_attempts,
-            heads: ActiveModelCache::new(s.model_refresh),
         }
     }
 
     /// The batcher (its counters show how well batching works).
     pub fn batcher(&self) -> &Batcher {
-        &self.batcher
-    }
-
-    /// The head a tenant's job uses now (encoder models), with its version.
-    async fn head(&self, ctx: &JobContext) -> Result<(Option<Arc<SentimentHead>>, String), JobError> {
-        let encoder = match &self.model {
-            TextModel::Classifier(_) => return Ok((None, self.classifier_version.clone().unwrap_or_default())),
-            TextModel::Encoder(e) => e,
-        };
-        let store = &ctx.store;
-        let active = async {
-            registry::active_version(store, &ctx.tenant_id)
-                .await
-                .map_err(|e| JobError::Retryable(format!("{KIND}: {e}")))
-        };
-        let load = |version: String| async move {
-            let head = registry::load(store, &version).await.map_err(|e| match e {
-                registry::HeadStoreError::Registry(crate::model_registry::RegistryError::Store(e)) => {
-                    JobError::Retryable(format!("{KIND}: store: {e}"))
-                }
-                other => JobError::Permanent(format!("{KIND}: {other}")),
-            })?;
-            head.check_encoder(encoder.fingerprint()).map_err(|e| {
-                JobError::Permanent(format!(
-                    "{KIND}: active head {version} does not fit this worker's encoder: {e}"
-                ))
-            })?;
-            Ok::<_, JobError>(head)
-        };
-        let (version, head) = self
-            .heads
-            .get(&ctx.tenant_id, active, load)
-            .await?
-            .ok_or_else(|| JobError::Permanent(NO_MODEL.into()))?;
-        Ok((Some(head), version))
+        self.scorer.batcher()
     }
 
     /// The text of an event: the first non-empty configured data field;
@@ -312,29 +250,20 @@ fn severity(urgency: u8) -> &'static str {
 }
 
 /// Builds the stored row and, if the text is clearly negative, the alert.
-#[allow(clippy::too_many_arguments)]
-fn build(
-    config: &SentimentConfig,
-    ctx: &JobContext,
-    event: &Event,
-    text: &str,
-    combined: &chunks::Combined,
-    chunks: usize,
-    version: &str,
-    now: i64,
-) -> Scored {
+fn build(ctx: &JobContext, event: &Event, text: &str, scored: &TextScore, now: i64) -> Scored {
     // Stored: the whole text's tone. Alert and urgency: its most negative chunk (the text itself when
     // it fits the window).
-    let result = &combined.overall;
-    let alerting = &combined.most_negative;
-    let urgency = urgency::urgency(text, alerting, &config.urgency);
+    let result = &scored.overall;
+    let urgency = &scored.urgency;
+    let chunks = scored.chunks;
+    let version = scored.model_version.as_str();
     let probabilities: serde_json::Map<String, Value> = result
         .probabilities
         .iter()
         .map(|(s, p)| (s.as_str().to_owned(), json!(p)))
         .collect();
     // `und` (neither Spanish nor English, or no evidence) is recorded too: the text is still scored.
-    let language = Some(result.language.map_or("und", |l| l.code()).to_owned());
+    let language = Some(scored.language.map_or("und", |l| l.code()).to_owned());
     let row = scores::ScoreRow {
         job_id: ctx.job_id.clone(),
         account_id: event.account_id.clone(),
@@ -351,8 +280,8 @@ fn build(
         scored_at: now,
         chunks: i64::try_from(chunks).unwrap_or(i64::MAX),
     };
-    let upset = alerting.label == text::Sentiment::Negative && f64::from(alerting.score) >= config.alert_threshold;
-    let alert = upset.then(|| {
+    // Decided on the calibrated P(negative), against the tenant's threshold.
+    let alert = scored.alert.then(|| {
         let dedup_key = format!("{ALERT_KIND}|{}", event.id);
         let keywords = if urgency.keywords.is_empty() {
             String::new()
@@ -368,9 +297,9 @@ fn build(
             kind: ALERT_KIND.into(),
             severity: severity(urgency.score).into(),
             reason: format!(
-                "negative {} ({:.0}% confident{}) from account {}: urgency {}{keywords}",
+                "negative {} ({:.0}% probability{}) from account {}: urgency {}{keywords}",
                 event.event_type,
-                alerting.score * 100.0,
+                scored.alert_probability * 100.0,
                 if chunks > 1 {
                     format!(", its most negative part of {chunks}")
                 } else {
@@ -382,8 +311,10 @@ fn build(
             payload: json!({
                 "event_type": event.event_type,
                 "text": excerpt(text),
-                "label": alerting.label.as_str(),
-                "score": alerting.score,
+                "label": scored.most_negative.label.as_str(),
+                "score": scored.most_negative.score,
+                "negative_probability": scored.alert_probability,
+                "threshold": scored.alert_threshold,
                 "chunks": chunks,
                 "language": language,
                 "keywords": urgency.keywords,
@@ -432,34 +363,30 @@ impl Job for Sentiment {
                 )),
             });
         };
-        let (head, version) = self.head(ctx).await?;
-        let pieces = chunks::split(&text, chunks::MAX_CHUNK_WORDS);
-        // The chunks go to the batcher together, so they share inference batches.
-        let results = futures::future::join_all(pieces.iter().map(|p| self.batcher.analyze(p.clone(), head.clone())))
+        // A tenant's threshold may be set by name: read it only when some tenant has one.
+        let tenant_name = if self.config.alert_thresholds.is_empty() {
+            None
+        } else {
+            let tenant = ctx
+                .store
+                .find_tenant(&ctx.tenant_id)
+                .await
+                .map_err(|e| JobError::Retryable(format!("{KIND}: reading tenant: {e}")))?;
+            Some(tenant.name)
+        };
+        let score = self
+            .scorer
+            .score(&ctx.store, &ctx.tenant_id, tenant_name.as_deref(), &text)
             .await
-            .into_iter()
-            .map(|r| {
-                r.map_err(|e| match e {
-                    InferenceError::Model(m) => JobError::Permanent(format!("sentiment: {m}")),
-                    InferenceError::Unavailable(m) => JobError::Retryable(format!("sentiment: {m}")),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let parts: Vec<(SentimentResult, usize)> = results
-            .into_iter()
-            .zip(&pieces)
-            .map(|(r, p)| (r, p.split_whitespace().count()))
-            .collect();
-        let mut combined =
-            chunks::combine(&parts).ok_or_else(|| JobError::Permanent(format!("{KIND}: nothing to score")))?;
-        // The language is the whole text's, not its first chunk's (one chunk: the analyzer's, already).
-        if pieces.len() > 1 {
-            let language = kairos_models::text::detect_language(&text);
-            combined.overall.language = language;
-            combined.most_negative.language = language;
-        }
+            .map_err(|e| match e {
+                ScoreError::Store(m) => JobError::Retryable(format!("{KIND}: store: {m}")),
+                ScoreError::NoModel => JobError::Permanent(NO_MODEL.into()),
+                ScoreError::Head(m) => JobError::Permanent(format!("{KIND}: {m}")),
+                ScoreError::Inference(InferenceError::Model(m)) => JobError::Permanent(format!("{KIND}: {m}")),
+                ScoreError::Inference(InferenceError::Unavailable(m)) => JobError::Retryable(format!("{KIND}: {m}")),
+            })?;
         let now = kairos_core::time::now_ms();
-        let scored = build(&self.config, ctx, &event, &text, &combined, pieces.len(), &version, now);
+        let scored = build(ctx, &event, &text, &score, now);
         let mut jobs = Vec::new();
         if let Some(alert) = &scored.alert {
             let body = alert_json(&ctx.tenant_id, &scored.row, alert).to_string();

@@ -126,20 +126,46 @@ impl SentimentAnalyzer {
 
 /// Applies `head` to embeddings computed already (by the caller, from `texts` in order, with the encoder the head
 /// belongs to: check with [`SentimentHead::check_encoder`]). A micro-batching worker embeds one batch of texts from
-/// many tenants once and applies each tenant's head to its rows.
+/// many tenants once and applies each tenant's head to its rows. Each text's language is detected and its
+/// probabilities are calibrated for that language (when the head has a calibration).
 pub fn analyze_embeddings(
     head: &SentimentHead,
     embeddings: &Embeddings,
     texts: &[&str],
 ) -> Result<Vec<SentimentResult>, TextError> {
-    if embeddings.len() != texts.len() {
+    let languages: Vec<Option<Language>> = texts.iter().map(|t| detect_language(t)).collect();
+    analyze_embeddings_in(head, embeddings, texts, &languages)
+}
+
+/// [`analyze_embeddings`] with each text's language given (e.g. the whole document's language for its chunks): the
+/// language recorded and the one whose calibration applies.
+pub fn analyze_embeddings_in(
+    head: &SentimentHead,
+    embeddings: &Embeddings,
+    texts: &[&str],
+    languages: &[Option<Language>],
+) -> Result<Vec<SentimentResult>, TextError> {
+    if embeddings.len() != texts.len() || languages.len() != texts.len() {
         return Err(TextError::Config(format!(
-            "{} embeddings for {} texts",
+            "{} embeddings and {} languages for {} texts",
             embeddings.len(),
+            languages.len(),
             texts.len()
         )));
     }
-    Ok(results(head.predict(embeddings)?, texts))
+    let codes: Vec<Option<&str>> = languages.iter().map(|l| l.map(Language::code)).collect();
+    let predictions = head.predict_calibrated(embeddings, &codes)?;
+    Ok(predictions
+        .into_iter()
+        .zip(languages)
+        .map(|(p, language)| SentimentResult {
+            label: p.label,
+            score: p.score,
+            polarity: p.polarity(),
+            language: *language,
+            probabilities: p.probabilities,
+        })
+        .collect())
 }
 
 fn results(predictions: Vec<SentimentPrediction>, texts: &[&str]) -> Vec<SentimentResult> {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::Calibration;
 use super::classifier::argmax;
 use super::encoder::EncoderFingerprint;
 use super::error::TextError;
@@ -188,6 +189,10 @@ pub struct SentimentHead {
     intercepts: Vec<f64>,
     training: TrainingInfo,
     metrics: HeadMetrics,
+    /// Per-language calibration of the probabilities (absent in heads trained before it existed: their
+    /// probabilities are used as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    calibration: Option<Calibration>,
 }
 
 impl SentimentHead {
@@ -201,6 +206,7 @@ impl SentimentHead {
         intercepts: Vec<f64>,
         training: TrainingInfo,
         metrics: HeadMetrics,
+        calibration: Option<Calibration>,
     ) -> Result<Self, TextError> {
         let head = SentimentHead {
             format: HEAD_FORMAT.into(),
@@ -213,6 +219,7 @@ impl SentimentHead {
             intercepts,
             training,
             metrics,
+            calibration,
         };
         head.validate()
             .map_err(|message| TextError::Artifact { path: None, message })?;
@@ -323,6 +330,9 @@ impl SentimentHead {
         {
             return Err("non-finite weights".into());
         }
+        if let Some(c) = &self.calibration {
+            c.validate(self.labels.len())?;
+        }
         Ok(())
     }
 
@@ -376,24 +386,73 @@ impl SentimentHead {
         }
     }
 
-    /// Class probabilities of one embedding, in [`SentimentHead::labels`] order.
-    pub fn probabilities(&self, embedding: &[f32]) -> Result<Vec<f32>, TextError> {
+    /// Its per-language calibration, if it has one.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref()
+    }
+
+    /// Raw logits (W·x + b) of one embedding, in [`SentimentHead::labels`] order.
+    pub fn logits(&self, embedding: &[f32]) -> Result<Vec<f64>, TextError> {
         if embedding.len() != self.encoder.dimension {
             return Err(TextError::Dimension {
                 expected: self.encoder.dimension,
                 got: embedding.len(),
             });
         }
-        let logits: Vec<f64> = self
+        Ok(self
             .weights
             .iter()
             .zip(&self.intercepts)
             .map(|(w, b)| b + w.iter().zip(embedding).map(|(w, &x)| w * f64::from(x)).sum::<f64>())
-            .collect();
-        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-        let sum: f64 = exps.iter().sum();
-        Ok(exps.iter().map(|e| (e / sum) as f32).collect())
+            .collect())
+    }
+
+    /// Uncalibrated class probabilities of one embedding, in [`SentimentHead::labels`] order.
+    pub fn probabilities(&self, embedding: &[f32]) -> Result<Vec<f32>, TextError> {
+        let p = super::calibration::softmax(&self.logits(embedding)?);
+        Ok(p.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// Class probabilities of one embedding of a text in `language` (`es`, `en`, ...; `None` when undetermined),
+    /// calibrated for that language when the head has a calibration (else the raw ones).
+    pub fn calibrated_probabilities(&self, embedding: &[f32], language: Option<&str>) -> Result<Vec<f32>, TextError> {
+        let logits = self.logits(embedding)?;
+        let p = match &self.calibration {
+            Some(c) => c.for_language(language).apply(&logits),
+            None => super::calibration::softmax(&logits),
+        };
+        Ok(p.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// The calibrated sentiment of each embedding, with each row's language.
+    pub fn predict_calibrated(
+        &self,
+        embeddings: &Embeddings,
+        languages: &[Option<&str>],
+    ) -> Result<Vec<SentimentPrediction>, TextError> {
+        if embeddings.len() != languages.len() {
+            return Err(TextError::Config(format!(
+                "{} embeddings for {} languages",
+                embeddings.len(),
+                languages.len()
+            )));
+        }
+        if embeddings.dim() != self.encoder.dimension && !embeddings.is_empty() {
+            return Err(TextError::Dimension {
+                expected: self.encoder.dimension,
+                got: embeddings.dim(),
+            });
+        }
+        embeddings
+            .rows()
+            .zip(languages)
+            .map(|(row, language)| {
+                Ok(SentimentPrediction::from_probabilities(
+                    &self.labels,
+                    &self.calibrated_probabilities(row, *language)?,
+                ))
+            })
+            .collect()
     }
 
     /// The sentiment of each embedding (rows of `embeddings`, in order).

@@ -75,6 +75,7 @@
 //! inside ONNX Runtime: throughput is at parity with or above Python onnxruntime on the same files.
 
 mod analyzer;
+mod calibration;
 mod classifier;
 mod data;
 mod encoder;
@@ -89,7 +90,11 @@ mod tokenize;
 mod train;
 mod unigram;
 
-pub use analyzer::{analyze_embeddings, SentimentAnalyzer, SentimentResult};
+pub use analyzer::{analyze_embeddings, analyze_embeddings_in, SentimentAnalyzer, SentimentResult};
+pub use calibration::{
+    expected_calibration_error, fit_calibrator, negative_calibration_error, Calibration, CalibrationMethod,
+    CalibrationReport, Calibrator, ECE_BINS,
+};
 pub use classifier::{labels_from_hf_config, softmax, ClassPrediction, ClassifierConfig, ClassifierModel};
 pub use data::{LabeledDataset, LabeledText};
 pub use encoder::{Encoder, EncoderConfig, EncoderFingerprint, Pooling, DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH};
