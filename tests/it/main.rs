@@ -31,5 +31,5 @@ mod sentiment;
 mod sentiment_analyze;
 mod servers;
 mod startup;
-mod worker_kinds;
 mod throughput;
+mod worker_kinds;

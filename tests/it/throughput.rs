@@ -325,7 +325,10 @@ async fn contend(store: &Store, tag: &str) {
                 0 => Finish::Succeeded {
                     result_ref: Some(format!("r/{i}")),
                 },
-                1 => Finish::Retrying { error: "later".into() },
+                1 => Finish::Retrying {
+                    error: "later".into(),
+                    retry_at: kairos_core::time::now_ms() + 60_000,
+                },
                 _ => Finish::Dead { error: "never".into() },
             },
         })

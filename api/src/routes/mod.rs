@@ -13,5 +13,5 @@ pub mod models;
 pub mod nudges;
 pub mod reports;
 pub mod sentiment;
-pub mod tracking;
 pub mod sentiment_analyze;
+pub mod tracking;

@@ -63,7 +63,7 @@ async fn record(state: &AppState, claims: &Claims, event_type: &str) -> Result<(
     tokio::spawn(async move {
         let producer = Producer {
             store: &task_state.store,
-            queue: task_state.queue.as_ref(),
+            queue: &task_state.queue,
             rules: &task_state.rules,
             policies: &task_state.config.jobs,
         };
