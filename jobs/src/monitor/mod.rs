@@ -219,6 +219,9 @@ pub enum MonitorError {
     Baseline(#[from] baselines::BaselineError),
 }
 
+/// One week's churn scorings: (ISO week, probabilities, levels, feature rows).
+type WeekRows = (String, Vec<f64>, BTreeMap<String, u64>, Vec<AccountFeatures>);
+
 async fn churn_weeks(
     store: &Store,
     tenant_id: &str,
@@ -235,8 +238,7 @@ async fn churn_weeks(
     .bind(since)
     .fetch_all(store.pool())
     .await?;
-    // Week → (probabilities, levels, feature rows), in time order.
-    let mut weeks: Vec<(String, Vec<f64>, BTreeMap<String, u64>, Vec<AccountFeatures>)> = Vec::new();
+    let mut weeks: Vec<WeekRows> = Vec::new();
     for r in &rows {
         let week = iso_week(r.try_get("scored_at")?);
         if weeks.last().is_none_or(|w| w.0 != week) {
