@@ -781,7 +781,10 @@ async fn postgres_stopped_mid_load_loses_nothing() {
     let pg = OwnPostgres::start_new();
     let mut env = Env::new(Deployment::Distributed).await;
     env.store_url = pg.url();
-    let extra = "[jobs.activity]\nconcurrency = 8\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
+    // The rate limit is not what this test is about: producers faster than
+    // the default 2,000 events/s must see only 202 or 503.
+    let extra = "[api]\nrate_per_second = 1000000\nrate_burst = 1000000\n\
+                 [jobs.activity]\nconcurrency = 8\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
     let config_path = env.config_file(extra);
     let (ok, out, err) = run_cli(&config_path, &["tenants", "create", "acme"]).await;
     assert!(ok, "{out}{err}");
