@@ -153,37 +153,55 @@ pub async fn job_registry(config: &Config, store: &Store) -> anyhow::Result<Regi
     Ok(Registry::from_config(&config.kinds(), &config.worker.kinds, store).await?)
 }
 
-/// Hot reload of the worker's nudge rules: the schedules' watcher (file
-/// change or SIGHUP, the whole file validated, a bad edit logged with file,
-/// line and key and ignored) publishes `[nudges]`, which the kind follows.
-fn spawn_nudge_reload(
+/// Follows one part of the config file (`part` of each valid new file),
+/// the way the schedules are followed: file change (checked every
+/// `scheduler.reload_interval`) or SIGHUP, the whole file validated, a bad
+/// edit logged with file, line and key and ignored. Returns `None` when
+/// there is no file, or when what is in force did not come from it (the
+/// demo's and the benchmarks' composed configs): the file must not
+/// replace those.
+fn follow_config_part<T>(
     rt: &Runtime,
-    rules: kairos_jobs::nudge::reload::NudgeRules,
+    what: &'static str,
+    part: fn(Config) -> T,
+    in_force: Arc<T>,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
-) {
+) -> Option<tokio::sync::watch::Receiver<Arc<T>>>
+where
+    T: PartialEq + Send + Sync + 'static,
+{
     let path = PathBuf::from(&rt.config.source);
     if !path.is_file() {
-        return;
+        return None;
     }
-    // Rules composed in the process (the demo's) are not the file's: the
-    // file must not replace them.
-    if Config::load(&path).map(|c| c.kinds().nudges).ok().as_ref() != Some(&*rules.current()) {
-        tracing::info!(file = %path.display(), "the nudge rules in force are not the file's; not reloaded from it");
-        return;
+    if Config::load(&path).map(part).ok().as_ref() != Some(&*in_force) {
+        tracing::info!(file = %path.display(), "the {what} in force are not the file's; not reloaded from it");
+        return None;
     }
     let interval = rt.config.scheduler.reload_interval;
-    let (tx, rx) = tokio::sync::watch::channel(rules.current());
-    let load = |p: &Path| Config::load(p).map(|c| c.kinds().nudges);
+    let (tx, rx) = tokio::sync::watch::channel(in_force);
+    let load = move |p: &Path| Config::load(p).map(part);
     tasks.spawn(kairos_scheduler::reload::watch_file(
         path,
         load,
         move |_| interval,
-        "nudge rules",
+        what,
         tx,
         shutdown.clone(),
     ));
-    tasks.spawn(kairos_jobs::nudge::reload::follow(rules, rx));
+    Some(rx)
+}
+
+/// The event rules the API matches at ingest: `[[rules]]` and the ones
+/// nudge event triggers derive.
+fn event_rules(config: Config) -> kairos_core::rules::Rules {
+    kairos_core::rules::Rules::new(config.all_rules())
+}
+
+/// `[nudges]`: what the worker's nudge kind follows.
+fn nudge_config(config: Config) -> kairos_jobs::nudge::NudgesConfig {
+    config.kinds().nudges
 }
 
 /// Hides a password in a URL before it reaches a log or an error.
@@ -302,6 +320,10 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         if let Some(e) = exporter {
             state = state.with_metrics(e);
         }
+        let in_force = state.rules.current();
+        if let Some(rx) = follow_config_part(&rt, "event rules", event_rules, in_force, &mut tasks, &shutdown) {
+            state = state.with_rule_updates(rx);
+        }
         if rt.config.sentiment.enabled {
             let on_demand = Arc::new(kairos_jobs::sentiment::OnDemand::new(
                 rt.config.sentiment.clone(),
@@ -354,7 +376,9 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         tasks.spawn(kairos_scheduler::Ticker::new(firer, rx).run(shutdown.clone()));
     }
     if let Some(rules) = registry.as_ref().and_then(Registry::nudge_rules) {
-        spawn_nudge_reload(&rt, rules, &mut tasks, &shutdown);
+        if let Some(rx) = follow_config_part(&rt, "nudge rules", nudge_config, rules.current(), &mut tasks, &shutdown) {
+            tasks.spawn(kairos_jobs::nudge::reload::follow(rules, rx));
+        }
     }
     if let Some(registry) = registry {
         let worker = kairos_worker::Worker::new(

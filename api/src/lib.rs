@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body_deadline;
 pub mod dashboard;
 pub mod error;
+pub mod live_rules;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
@@ -70,8 +71,8 @@ pub struct AppState {
     pub store: Store,
     /// The queue jobs are pushed to.
     pub queue: Arc<dyn Queue>,
-    /// Event rules.
-    pub rules: Arc<Rules>,
+    /// Event rules in force (hot-reloaded with the config file).
+    pub rules: live_rules::LiveRules,
     /// The API's config (limits, job policies, schedules).
     pub config: Arc<Settings>,
     /// Per-tenant rate limits.
@@ -106,7 +107,7 @@ impl AppState {
         Self {
             tracker,
             admin_token_hash,
-            rules: Arc::new(Rules::new(config.rules.clone())),
+            rules: live_rules::LiveRules::fixed(Rules::new(config.rules.clone())),
             limiter: Arc::new(RateLimiter::new(config.api.rate_per_second, config.api.rate_burst)),
             store,
             queue,
@@ -120,6 +121,13 @@ impl AppState {
     /// loaded on the first request unless preloaded).
     pub fn with_sentiment(mut self, on_demand: Arc<kairos_jobs::sentiment::OnDemand>) -> Self {
         self.sentiment = Some(on_demand);
+        self
+    }
+
+    /// Matches events against the rules published on `rx` (the config
+    /// watcher's), instead of the ones the config had at start.
+    pub fn with_rule_updates(mut self, rx: tokio::sync::watch::Receiver<Arc<Rules>>) -> Self {
+        self.rules = live_rules::LiveRules::follow(rx);
         self
     }
 

@@ -138,7 +138,7 @@ impl RuleConfig {
 }
 
 /// The compiled rule set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rules {
     rules: Vec<RuleConfig>,
 }
@@ -147,6 +147,11 @@ impl Rules {
     /// Wraps validated rules (see [`crate::config::validate_rules`]).
     pub fn new(rules: Vec<RuleConfig>) -> Self {
         Self { rules }
+    }
+
+    /// The rules, in order (what the dashboard lists).
+    pub fn configs(&self) -> &[RuleConfig] {
+        &self.rules
     }
 
     /// The job kinds `event` triggers, each once, in rule order.

@@ -9,9 +9,10 @@
 //! audience, caps, quiet hours, the kill switch, dry runs, variants,
 //! personalisation, tracking, and the rules the sweep evaluates. What an
 //! event *reaches* the kind is decided at ingest by the derived
-//! `[[rules]]` (event type and filter), which the API does not reload: a
-//! new event type needs the API restarted (the kind re-checks every event
-//! against the current rules, so a removed or narrowed rule stops at once).
+//! `[[rules]]` (event type and filter), which every API process reloads
+//! from the same file (`kairos_api::live_rules`); the kind also re-checks
+//! each event against its current rules, so a removed or narrowed rule
+//! stops at once even in a worker that reloaded before the API.
 
 use std::sync::{Arc, RwLock};
 

@@ -442,9 +442,10 @@ body = "b"
 }
 
 /// A worker process follows edits of its config file: a new template
-/// applies to the next nudge without a restart; an edit with an unknown key
-/// is refused with the file, line and key on stderr, and the rules in force
-/// stay.
+/// applies to the next nudge without a restart, and a new rule on an event
+/// type nothing handled before is matched by the running API and sent by
+/// the worker; an edit with an unknown key is refused with the file, line
+/// and key on stderr, and the rules in force stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nudge_rules_hot_reload_and_a_bad_edit_keeps_them() {
     let env = Env::new(Deployment::Embedded).await;
@@ -472,7 +473,8 @@ async fn nudge_rules_hot_reload_and_a_bad_edit_keeps_them() {
     .unwrap();
     let base = format!("http://{}", app.addr.unwrap());
     let mut cmd = kairos_cmd(&path, &["worker"]);
-    cmd.env("KAIROS_LOG", "error")
+    // Errors, and the line that says the worker took a new [nudges].
+    cmd.env("KAIROS_LOG", "error,kairos_jobs::nudge::reload=info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
@@ -540,6 +542,56 @@ async fn nudge_rules_hot_reload_and_a_bad_edit_keeps_them() {
         }
     }
     assert_eq!(seen.last().map(String::as_str), Some("New"), "{seen:?}");
+
+    // A rule on an event type no rule named before: the API process, not
+    // restarted, starts making nudge jobs for it (its event rules follow
+    // the file too), and the worker sends them.
+    let other = "\n[[nudges.rules]]\nname = \"other\"\ntrigger = { event = \"b.happened\" }\n\
+                 channels = [\"in_app\"]\n[nudges.rules.templates.en]\nsubject = \"Other\"\nbody = \"b\"\n";
+    write(&(reload_rule("New", "") + other));
+    // The worker too (it re-checks each event against its own rules): the
+    // second reload it logs, after the "New" one.
+    until("the worker to take the new rule", || {
+        let n = stderr.lock().unwrap().matches("nudge rules reloaded").count();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let tries = std::cell::Cell::new(0);
+    let (event_id, jobs) = until("the API to make a job for b.happened", || {
+        tries.set(tries.get() + 1);
+        let n = tries.get();
+        let (http, base, secret) = (&http, &base, &key.secret);
+        async move {
+            let id = format!("b{n}");
+            let e = json!([{"id": id, "type": "b.happened", "account_id": "acme", "user_id": "p1",
+                "occurred_at": "2026-11-01T10:00:00Z", "data": {}}]);
+            let r: Value = http
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(secret)
+                .json(&e)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let jobs = job_ids(&r);
+            (!jobs.is_empty()).then_some((id, jobs))
+        }
+    })
+    .await;
+    wait_settled(&store, &jobs, WAIT).await;
+    let sent = until("the nudge of the new rule", || {
+        let (store, tenant, event_id) = (store.clone(), key.tenant.id.clone(), event_id.clone());
+        async move {
+            let h = nudges::for_account(&store, &tenant, "acme", 100).await.unwrap();
+            h.into_iter()
+                .find(|(n, _)| n.trigger.to_string().contains(&format!("\"{event_id}\"")) && n.status == "sent")
+                .map(|(n, _)| (n.rule, n.subject))
+        }
+    })
+    .await;
+    assert_eq!(sent, ("other".to_string(), Some("Other".to_string())));
 
     // A bad edit (a misspelt key, and a new subject): refused, named, and
     // the rules in force stay.

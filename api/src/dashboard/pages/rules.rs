@@ -30,8 +30,9 @@ pub struct RulesPage {
 pub async fn page(State(state): State<DashState>, user: CurrentUser) -> Result<Response, DashError> {
     let rules = state
         .app
-        .config
         .rules
+        .current()
+        .configs()
         .iter()
         .map(|r| RuleRow {
             name: r.name.clone().unwrap_or_default(),
