@@ -52,6 +52,15 @@ def main(paths):
     n = sorted({r["n"] for r in kairos} | {r["n"] for r in peers})
     reps = sorted({r["rep"] for r in kairos} | {r["rep"] for r in peers})
     base = median([r["rate"] for r in peers if r["variant"] == BASE])
+    # Runs with KAIROS_BEFORE tag each Kairos line "before" or "after";
+    # older files have no tag (one build).
+    builds = [b for b in ("before", "after", "") if any(r.get("build", "") == b for r in kairos)]
+
+    def of(rs, b):
+        return [r for r in rs if r.get("build", "") == b]
+
+    def tag(b):
+        return f", {b}" if b else ""
 
     def ratio(x):
         return f"{x / base:.2f}x" if base and x else "–"
@@ -76,28 +85,28 @@ def main(paths):
           f"| {med([r['n'] / r['producer_s'] for r in rs if r.get('producer_s')])} "
           f"| {med([r['p50_ms'] for r in rs], rng=False)} / {med([r['p99_ms'] for r in rs], rng=False)} "
           f"| – / – / {med(cpu, '{:.2f}', rng=False)} | – | {med([r.get('redis_ops_per_job') for r in rs], '{:.1f}', rng=False)} |")
-    for dep in ("distributed", "embedded"):
-        for case, label in (("single", "1 event/request"), ("batch", "100 events/request")):
-            rs = [r for r in kairos if r["deployment"] == dep and r["case"] == case]
-            if not rs:
-                continue
-            w = rs[0]["workers"]
-            name = (f"Kairos distributed (api + {w} workers + scheduler)" if dep == "distributed"
-                    else "Kairos embedded (`serve`, SQLite)")
+    for dep, case, b in ((d, c, b) for d in ("distributed", "embedded") for c in ("single", "batch") for b in builds):
+        label = {"single": "1 event/request", "batch": "100 events/request"}[case]
+        rs = of([r for r in kairos if r["deployment"] == dep and r["case"] == case], b)
+        if not rs:
+            continue
+        w = rs[0]["workers"]
+        name = (f"Kairos distributed (api + {w} workers + scheduler{tag(b)})" if dep == "distributed"
+                else f"Kairos embedded (`serve`, SQLite{tag(b)})")
 
-            def per1k(key):
-                return med([r["cpu_s"].get(key, 0) / r["n"] * 1000 if key else r["cpu_s_kairos"] / r["n"] * 1000
-                            for r in rs], "{:.2f}", rng=False)
-            pg = "–" if dep == "embedded" else per1k("postgres")
-            rd = "–" if dep == "embedded" else per1k("redis")
-            stm = "n/a (SQLite)" if dep == "embedded" else (
-                f"{med([r.get('pg_statements_per_job') for r in rs], '{:.1f}', rng=False)} "
-                f"({med([r.get('pg_xacts_per_job') for r in rs], '{:.1f}', rng=False)})")
-            ops = "–" if dep == "embedded" else med([r.get("redis_ops_per_job") for r in rs], "{:.1f}", rng=False)
-            p(f"| {name} | {label}, {rs[0]['conns']} conns | {med([r['jobs_per_s'] for r in rs])} "
-              f"| {ratio(median([r['jobs_per_s'] for r in rs]))} | {med([r['events_per_s'] for r in rs])} "
-              f"| {med([r['job_p50_ms'] for r in rs], rng=False)} / {med([r['job_p99_ms'] for r in rs], rng=False)} "
-              f"| {per1k(None)} / {pg} / {rd} | {stm} | {ops} |")
+        def per1k(key):
+            return med([r["cpu_s"].get(key, 0) / r["n"] * 1000 if key else r["cpu_s_kairos"] / r["n"] * 1000
+                        for r in rs], "{:.2f}", rng=False)
+        pg = "–" if dep == "embedded" else per1k("postgres")
+        rd = "–" if dep == "embedded" else per1k("redis")
+        stm = "n/a (SQLite)" if dep == "embedded" else (
+            f"{med([r.get('pg_statements_per_job') for r in rs], '{:.1f}', rng=False)} "
+            f"({med([r.get('pg_xacts_per_job') for r in rs], '{:.1f}', rng=False)})")
+        ops = "–" if dep == "embedded" else med([r.get("redis_ops_per_job") for r in rs], "{:.1f}", rng=False)
+        p(f"| {name} | {label}, {rs[0]['conns']} conns | {med([r['jobs_per_s'] for r in rs])} "
+          f"| {ratio(median([r['jobs_per_s'] for r in rs]))} | {med([r['events_per_s'] for r in rs])} "
+          f"| {med([r['job_p50_ms'] for r in rs], rng=False)} / {med([r['job_p99_ms'] for r in rs], rng=False)} "
+          f"| {per1k(None)} / {pg} / {rd} | {stm} | {ops} |")
     p("")
     p("Job latency: Kairos, the job row's `created_at` (set when the API accepts the event) → "
       "`finished_at` (outcome recorded); peers, enqueue time → job function. CPU: /proc utime+stime "
@@ -111,8 +120,8 @@ def main(paths):
         p("| deployment | events/request | requests/s | events/s | p50 ms | p99 ms | errors | CPU s per 1k events: Kairos / Postgres / Redis |")
         p("|---|---|---|---|---|---|---|---|")
         for dep in ("distributed", "embedded"):
-            for case in ("ingest-1", "ingest-100"):
-                rs = [r for r in ing if r["deployment"] == dep and r["case"] == case]
+            for case, b in ((c, b) for c in ("ingest-1", "ingest-100") for b in builds):
+                rs = of([r for r in ing if r["deployment"] == dep and r["case"] == case], b)
                 if not rs:
                     continue
                 ev = [r["events_per_s"] for r in rs]
@@ -131,7 +140,7 @@ def main(paths):
                 dur = float(rs[0]["wrk"].split("-d")[1].rstrip("s"))
                 flag = " (requests outlast the run: undercounted)" if any(
                     r["request_p50_ms"] > dur * 1000 / 4 for r in rs) else ""
-                p(f"| {dep} | {rs[0]['events_per_request']}{flag} | {med([r['requests_per_s'] for r in rs])} "
+                p(f"| {dep}{tag(b)} | {rs[0]['events_per_request']}{flag} | {med([r['requests_per_s'] for r in rs])} "
                   f"| {med(ev)} | {med([r['request_p50_ms'] for r in rs], '{:.1f}')} "
                   f"| {med([r['request_p99_ms'] for r in rs], '{:.1f}')} | {sum(r['errors'] for r in rs)} "
                   f"| {per1k(None)} / {pg} / {rd} |")
@@ -146,10 +155,10 @@ def main(paths):
             rs = [r for r in peers if r["variant"] == v]
             p(f"| {v} (one queue, no tenants: its flood latency) | – | – | – | {med([r['rate'] for r in rs])} "
               f"| {med([r['p50_ms'] for r in rs])} / {med([r['p99_ms'] for r in rs])} |")
-        for dep in ("distributed", "embedded"):
-            rs = [r for r in fair if r["deployment"] == dep]
+        for dep, b in ((d, b) for d in ("distributed", "embedded") for b in builds):
+            rs = of([r for r in fair if r["deployment"] == dep], b)
             if rs:
-                p(f"| Kairos {dep} | {med([r['b_idle_ms'] for r in rs])} | {med([r['b_flood_ms'] for r in rs])} "
+                p(f"| Kairos {dep}{tag(b)} | {med([r['b_idle_ms'] for r in rs])} | {med([r['b_flood_ms'] for r in rs])} "
                   f"| {med([r['b_flood_over_idle'] for r in rs], '{:.0f}x')} | {med([r['a_jobs_per_s'] for r in rs])} "
                   f"| {med([r['a_job_p50_ms'] for r in rs])} / {med([r['a_job_p99_ms'] for r in rs])} |")
         p("")
@@ -159,14 +168,14 @@ def main(paths):
         p("### Memory (RSS MiB at the end of a case; peak in parentheses)")
         p("")
         for r in rss:
-            p(f"* worker loading the sentiment model (all kinds, as the shipped config): "
+            p(f"* {r.get('build') or 'this build'}: worker loading the sentiment model (all kinds, as the shipped config): "
               f"{r['worker_sentiment_rss_mb']} ({r['worker_sentiment_peak_mb']}); "
               f"activity-only worker of the same run: {r['worker_activity_rss_mb']} ({r['worker_activity_peak_mb']})")
-        for dep in ("distributed", "embedded"):
-            rs = [r for r in mem if r["deployment"] == dep and r.get("rss")]
+        for dep, b in ((d, b) for d in ("distributed", "embedded") for b in builds):
+            rs = of([r for r in mem if r["deployment"] == dep and r.get("rss")], b)
             names = sorted({k for r in rs for k in r["rss"]})
             if names:
-                p(f"* {dep}: " + ", ".join(
+                p(f"* {dep}{tag(b)}: " + ", ".join(
                     f"{k} {med([r['rss'][k]['rss_mb'] for r in rs if k in r['rss']], rng=False)} "
                     f"({med([r['rss'][k]['peak_mb'] for r in rs if k in r['rss']], rng=False)})" for k in names))
         p("")
