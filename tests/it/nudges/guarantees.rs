@@ -496,15 +496,12 @@ async fn nudge_rules_hot_reload_and_a_bad_edit_keeps_them() {
         .await
         .unwrap();
     assert!(resp.status().is_success());
-    // Each event on its own day: its own dedupe window.
-    let day = std::cell::Cell::new(0);
-    let nudge_subject = || {
-        day.set(day.get() + 1);
-        let d = day.get();
-        let (http, base, secret, store, tenant) = (&http, &base, &key.secret, &store, &key.tenant.id);
+    // Posts one event of person p1; the ids of the jobs it made.
+    let post = |id: String, kind: &'static str, day: String| {
+        let (http, base, secret) = (&http, &base, &key.secret);
         async move {
-            let e = json!([{"id": format!("e{d}"), "type": "a.happened", "account_id": "acme", "user_id": "p1",
-                "occurred_at": format!("2026-10-{d:02}T10:00:00Z"), "data": {}}]);
+            let e = json!([{"id": id, "type": kind, "account_id": "acme", "user_id": "p1",
+                "occurred_at": format!("{day}T10:00:00Z"), "data": {}}]);
             let r: Value = http
                 .post(format!("{base}/v1/events"))
                 .bearer_auth(secret)
@@ -515,7 +512,18 @@ async fn nudge_rules_hot_reload_and_a_bad_edit_keeps_them() {
                 .json()
                 .await
                 .unwrap();
-            wait_settled(store, &job_ids(&r), WAIT).await;
+            job_ids(&r)
+        }
+    };
+    // Each event on its own day: its own dedupe window.
+    let day = std::cell::Cell::new(0);
+    let nudge_subject = || {
+        day.set(day.get() + 1);
+        let d = day.get();
+        let (post, store, tenant) = (&post, &store, &key.tenant.id);
+        async move {
+            let jobs = post(format!("e{d}"), "a.happened", format!("2026-10-{d:02}")).await;
+            wait_settled(store, &jobs, WAIT).await;
             until(&format!("the nudge of e{d}"), || {
                 let (store, tenant) = (store.clone(), tenant.clone());
                 async move {
@@ -560,22 +568,10 @@ async fn nudge_rules_hot_reload_and_a_bad_edit_keeps_them() {
     let (event_id, jobs) = until("the API to make a job for b.happened", || {
         tries.set(tries.get() + 1);
         let n = tries.get();
-        let (http, base, secret) = (&http, &base, &key.secret);
+        let post = &post;
         async move {
             let id = format!("b{n}");
-            let e = json!([{"id": id, "type": "b.happened", "account_id": "acme", "user_id": "p1",
-                "occurred_at": "2026-11-01T10:00:00Z", "data": {}}]);
-            let r: Value = http
-                .post(format!("{base}/v1/events"))
-                .bearer_auth(secret)
-                .json(&e)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let jobs = job_ids(&r);
+            let jobs = post(id.clone(), "b.happened", "2026-11-01".into()).await;
             (!jobs.is_empty()).then_some((id, jobs))
         }
     })
