@@ -379,6 +379,13 @@ pub struct SchedulerConfig {
     /// the scheduler (the API normally queues it within milliseconds).
     #[serde(with = "humantime_serde")]
     pub dispatch_after: Duration,
+    /// Jobs an ingest stored `queued` but has not confirmed pushed this
+    /// long after its commit (its process died in between) are handed back
+    /// to the dispatcher. Keep it well above the queue's slowest push: a
+    /// push that outlasts it leaves its jobs with two messages (harmless,
+    /// the second is acknowledged without running).
+    #[serde(with = "humantime_serde")]
+    pub push_deadline: Duration,
     /// How often the queue is checked against the store: after the queue
     /// comes back without its data (a Redis restarted empty), every job
     /// the store holds `queued` or `retrying` is pushed again within this
@@ -398,6 +405,7 @@ impl Default for SchedulerConfig {
             reload_interval: Duration::from_secs(2),
             dispatch_interval: Duration::from_secs(1),
             dispatch_after: Duration::from_secs(5),
+            push_deadline: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(5),
             tick_retention: Duration::from_secs(30 * 24 * 3600),
         }

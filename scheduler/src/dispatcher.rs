@@ -24,12 +24,31 @@ impl Dispatcher {
         Self { store, queue, config }
     }
 
-    /// One round: claims up to a batch of jobs pending longer than
-    /// `dispatch_after` and queues them. Returns how many were queued.
+    /// One round: hands back the jobs of ingests that died between commit
+    /// and push (`push_deadline`), then claims up to a batch of jobs pending
+    /// longer than `dispatch_after` and queues them. Returns how many were queued.
     /// If the queue fails, the claimed jobs are put back to `pending`.
     pub async fn dispatch_once(&self) -> Result<usize, EnqueueError> {
-        let after = i64::try_from(self.config.dispatch_after.as_millis()).unwrap_or(i64::MAX);
-        let n = dispatch_pending(&self.store, self.queue.as_ref(), now_ms() - after, BATCH).await?;
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+        // Jobs an ingest committed `queued` but never pushed (its process
+        // died in between) become `pending` first, so this round queues them.
+        let recovered = self
+            .store
+            .recover_unpushed(now_ms() - millis(self.config.push_deadline))
+            .await?;
+        if recovered > 0 {
+            tracing::warn!(
+                count = recovered,
+                "jobs committed by an ingest that never pushed them (its process died?); queueing them"
+            );
+        }
+        let n = dispatch_pending(
+            &self.store,
+            self.queue.as_ref(),
+            now_ms() - millis(self.config.dispatch_after),
+            BATCH,
+        )
+        .await?;
         if n > 0 {
             kairos_core::metrics::dispatched(n as u64);
             tracing::info!(count = n, "dispatched pending jobs");

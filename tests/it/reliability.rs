@@ -1073,3 +1073,162 @@ async fn sigterm_mid_load_loses_nothing_and_runs_nothing_twice() {
     }
     app.shutdown().await;
 }
+
+/// Holds the queue's writes so a push hangs: Redis paused for writes
+/// (`CLIENT PAUSE … WRITE`, its own server), or the SQLite queue file's
+/// write lock taken by an open `BEGIN IMMEDIATE`.
+enum QueueHold {
+    Redis(redis::aio::MultiplexedConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl QueueHold {
+    async fn take(url: &str) -> QueueHold {
+        if url.starts_with("redis") {
+            let client = redis::Client::open(url).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let _: () = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(60000)
+                .arg("WRITE")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            QueueHold::Redis(c)
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+            QueueHold::Sqlite(c)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            QueueHold::Redis(mut c) => {
+                let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query_async(&mut c).await.unwrap();
+            }
+            QueueHold::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
+
+/// An API process SIGKILLed after committing a batch's jobs and before
+/// its push (the test holds the queue's writes, so the push hangs) leaves
+/// them `queued` with no message. The next process that runs the
+/// dispatcher finds the ingest's push intent past `push_deadline`, hands
+/// the jobs back and queues them: every one runs, once.
+async fn api_killed_between_commit_and_push_loses_nothing(deployment: Deployment) {
+    let mut env = Env::new(deployment).await;
+    // A queue of its own (the hold must not stall other tests' queues):
+    // a redis-server, or an SQLite file apart from the store's.
+    let _redis = match deployment {
+        Deployment::Distributed => {
+            let r = OwnRedis::start(env.dir.path()).await;
+            env.queue_url = r.url();
+            Some(r)
+        }
+        Deployment::Embedded => {
+            env.queue_url = format!("sqlite://{}", env.dir.path().join("queue.db").display());
+            None
+        }
+    };
+    let extra = "[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
+    let text = env
+        .config_toml(extra)
+        .replace("[scheduler]\n", "[scheduler]\npush_deadline = \"1s\"\n");
+    let config_path = env.dir.path().join("push.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let store = Store::connect(&env.store_url, 2).await.unwrap();
+    let (ok, out, err) = run_cli(&config_path, &["tenants", "create", "acme"]).await;
+    assert!(ok, "{out}{err}");
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("API key").and_then(|r| r.split(": ").nth(1)))
+        .unwrap_or_else(|| panic!("no key in {out}"))
+        .trim()
+        .to_owned();
+    let port = free_port();
+    let role = |args: &[&str]| {
+        let mut cmd = kairos_cmd(&config_path, args);
+        cmd.env("KAIROS_LOG", "error")
+            .env("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        Proc {
+            child: cmd.spawn().unwrap(),
+            name: args.join(" "),
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let healthy = || async {
+        assert!(
+            wait_for(Duration::from_secs(30), || {
+                let (http, base) = (http.clone(), base.clone());
+                async move { http.get(format!("{base}/healthz")).send().await.is_ok() }
+            })
+            .await,
+            "api did not come up"
+        );
+    };
+    let mut api = role(&["api"]);
+    healthy().await;
+
+    let hold = QueueHold::take(&env.queue_url).await;
+    let mut expected = BTreeMap::new();
+    let batch: Vec<Value> = (0..20).map(|i| event_i(i, &mut expected)).collect();
+    // The request hangs in the push; its answer never comes.
+    let post = {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/events"))
+                .bearer_auth(key)
+                .json(&json!({ "events": batch }))
+                .send()
+                .await
+        })
+    };
+    let filter = JobFilter {
+        tenant_id: None,
+        state: Some(JobState::Queued),
+        kind: None,
+        limit: 100,
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            store.jobs(&filter).await.unwrap().len() == 20
+        })
+        .await,
+        "the batch's jobs were not committed"
+    );
+    api.signal("KILL");
+    api.wait(Duration::from_secs(10)).await;
+    assert!(post.await.unwrap().is_err(), "the killed API answered");
+    hold.release().await;
+    let ids: Vec<String> = store.jobs(&filter).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(ids.len(), 20, "still queued, with no message");
+
+    // A new API process (it runs the dispatcher) and a worker.
+    let _api = role(&["api"]);
+    let _worker = role(&["worker"]);
+    let jobs = wait_settled(&store, &ids, Duration::from_secs(60)).await;
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "{jobs:?}"
+    );
+    let tenant = store.find_tenant("acme").await.unwrap();
+    assert_aggregates(&store, &tenant.id, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_killed_between_commit_and_push_loses_nothing_embedded() {
+    api_killed_between_commit_and_push_loses_nothing(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_killed_between_commit_and_push_loses_nothing_distributed() {
+    api_killed_between_commit_and_push_loses_nothing(Deployment::Distributed).await;
+}

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{push, EnqueueError, NewJob};
 use crate::queue::Queue;
-use crate::store::{Engine, IngestOutcome, JobState, StoredEvent};
+use crate::store::{Engine, IngestOutcome, StoredEvent};
 use crate::Store;
 
 /// Events gathered into one transaction at most (a request is never
@@ -124,7 +124,8 @@ async fn commit_group(store: Store, group: Vec<Request>, _slot: OwnedSemaphorePe
         return;
     }
     let requests: Vec<(&str, &[StoredEvent])> = group.iter().map(|r| (r.tenant_id.as_str(), &r.batch[..])).collect();
-    let outcomes = match store.ingest_requests(&requests, JobState::Queued).await {
+    let intent = new_intent();
+    let outcomes = match store.ingest_requests(&requests, Some(&intent)).await {
         Ok(o) => o,
         Err(e) => {
             // All at once, so a store that is down answers each request
@@ -143,6 +144,7 @@ async fn commit_group(store: Store, group: Vec<Request>, _slot: OwnedSemaphorePe
         .zip(&outcomes)
         .map(|(r, o)| new_jobs(&r.batch, o))
         .collect();
+    let any_jobs = jobs.iter().any(|j| !j.is_empty());
     // One push for the group when its requests share the queue (there is
     // one per deployment; compared by address).
     let one_queue = group.iter().all(|r| Arc::ptr_eq(&r.queue, &group[0].queue));
@@ -153,6 +155,9 @@ async fn commit_group(store: Store, group: Vec<Request>, _slot: OwnedSemaphorePe
     if pushed_all {
         for (r, o) in group.into_iter().zip(outcomes) {
             let _ = r.reply.send(Ok(o));
+        }
+        if any_jobs {
+            push_done(&store, &intent).await;
         }
         return;
     }
@@ -174,6 +179,24 @@ async fn commit_group(store: Store, group: Vec<Request>, _slot: OwnedSemaphorePe
     .await;
     for ((r, o), answer) in group.into_iter().zip(outcomes).zip(answers) {
         let _ = r.reply.send(answer.map(|()| o).map_err(EnqueueError::from));
+    }
+    if any_jobs {
+        push_done(store, &intent).await;
+    }
+}
+
+/// A new push intent's id ([`Store::recover_unpushed`]).
+fn new_intent() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Every job of the intent is pushed, reverted or handed back `pending`:
+/// its row goes. Answered requests do not wait for this, and a failure
+/// only costs a second message for jobs still queued when the dispatcher
+/// finds the row past its deadline.
+async fn push_done(store: &Store, intent: &str) {
+    if let Err(e) = store.push_done(intent).await {
+        tracing::warn!(error = %e, intent, "cannot clear a push intent; its queued jobs will be pushed again after push_deadline");
     }
 }
 
@@ -197,17 +220,22 @@ impl<'a> From<&'a Request> for RequestParts<'a> {
 /// One request in its own transaction, then its push (reverted if the
 /// push fails).
 async fn commit_alone(store: &Store, r: RequestParts<'_>) -> Result<Vec<IngestOutcome>, EnqueueError> {
+    let intent = new_intent();
     let outcomes = store
-        .ingest_requests(&[(r.tenant_id, r.batch)], JobState::Queued)
+        .ingest_requests(&[(r.tenant_id, r.batch)], Some(&intent))
         .await?
         .pop()
         .unwrap_or_default();
     let jobs = new_jobs(r.batch, &outcomes);
-    if let Err(e) = push(r.queue, &jobs).await {
+    let pushed = push(r.queue, &jobs).await;
+    if let Err(e) = &pushed {
         tracing::error!(error = %e, tenant = r.tenant_id, "queue push failed; reverting ingest");
         super::revert(store, r.tenant_id, r.batch, &outcomes, &jobs).await;
-        return Err(e.into());
     }
+    if !jobs.is_empty() {
+        push_done(store, &intent).await;
+    }
+    pushed?;
     Ok(outcomes)
 }
 

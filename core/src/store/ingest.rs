@@ -62,16 +62,16 @@ impl Store {
     /// through [`crate::enqueue::accept_events`], which also queues the jobs
     /// (gathering concurrent requests into one transaction).
     pub async fn ingest(&self, tenant_id: &str, batch: &[StoredEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
-        let mut out = self
-            .ingest_requests(&[(tenant_id, batch)], crate::store::JobState::Pending)
-            .await?;
+        let mut out = self.ingest_requests(&[(tenant_id, batch)], None).await?;
         Ok(out.pop().unwrap_or_default())
     }
 
     /// Stores several requests' events and jobs in one transaction (group
-    /// commit) with multi-row statements; jobs are written in `state`
-    /// (`queued` when the caller pushes them right after commit, so the
-    /// dispatcher, which only takes `pending` rows, never pushes them too).
+    /// commit) with multi-row statements. With `push_intent` (the caller
+    /// pushes the jobs right after commit) the jobs are written `queued`,
+    /// so the dispatcher, which only takes `pending` rows, never pushes
+    /// them too, and the intent is recorded with them
+    /// ([`super::push_intents`]); without, they are written `pending`.
     /// Returns each request's outcomes, in order.
     ///
     /// An event id repeated within the group (the same tenant) is stored
@@ -82,7 +82,7 @@ impl Store {
     pub(crate) async fn ingest_requests(
         &self,
         requests: &[(&str, &[StoredEvent])],
-        state: crate::store::JobState,
+        push_intent: Option<&str>,
     ) -> Result<Vec<Vec<IngestOutcome>>, StoreError> {
         let now = now_ms();
         // First copy of each (tenant, event id) in the group.
@@ -244,7 +244,15 @@ impl Store {
             outcomes.push(out);
         }
         jobs.sort_by(|a, b| a.id.cmp(&b.id));
+        let state = match push_intent {
+            Some(_) => crate::store::JobState::Queued,
+            None => crate::store::JobState::Pending,
+        };
         super::job_runs::insert_job_refs(&mut tx, &jobs, now, state).await?;
+        if let Some(intent) = push_intent.filter(|_| !jobs.is_empty()) {
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            super::push_intents::record_in(&mut tx, intent, &ids, now).await?;
+        }
         tx.commit().await?;
         Ok(outcomes)
     }

@@ -13,6 +13,7 @@ mod ingest;
 mod job_runs;
 mod ops;
 mod pauses;
+mod push_intents;
 mod queue_stats;
 mod schedule_switches;
 mod schedules;
