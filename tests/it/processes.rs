@@ -357,3 +357,36 @@ async fn sighup_reloads_the_schedules() {
     sched.signal("TERM");
     assert!(sched.wait(Duration::from_secs(20)).await.success());
 }
+
+/// A command printing into a pipe whose reader has gone (`kairos jobs list
+/// | head -1` once `head` has exited) ends as `cat` would, killed by
+/// SIGPIPE, instead of panicking in `println!`. The reader's end is closed
+/// before the command starts, so its first write meets the closed pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let env = Env::new(Deployment::Embedded).await;
+    let config = env.config_file("");
+    let (ok, _, err) = run_cli(&config, &["migrate"]).await;
+    assert!(ok, "{err}");
+    for args in [&["check-config"][..], &["jobs", "list"], &["tenants", "list"]] {
+        let (writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
+        drop(reader);
+        // Not `output()`: it would replace stdout with a pipe of its own.
+        let child = kairos_cmd(&config, args)
+            .stdout(writer.into_blocking_fd().unwrap())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "kairos {args:?}: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "kairos {args:?}: {} {stderr}",
+            out.status
+        );
+    }
+}
