@@ -106,7 +106,7 @@ use crate::routes::{
         nudges::VariantStatsView,
         nudges::RuleStatsView,
         nudges::NudgeStats,
-        nudges::FunnelView,
+        kairos_jobs::nudge::store::FunnelRow,
         crate::error::ErrorBody
     )),
     modifiers(&BearerAuth)

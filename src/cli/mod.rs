@@ -139,6 +139,24 @@ enum Command {
 }
 
 impl Cli {
+    /// Whether the command runs roles (in-process or as child processes):
+    /// a long-lived process, as opposed to a one-shot command that prints
+    /// its answer and exits.
+    pub fn runs_roles(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Serve(_)
+                | Command::Api
+                | Command::Worker(_)
+                | Command::Scheduler
+                | Command::Demo(_)
+                | Command::Bench(_)
+                | Command::BenchSentiment(_)
+                | Command::BenchProduct(_)
+                | Command::BenchWorker(_)
+        )
+    }
+
     /// The log filter when `KAIROS_LOG` is not set.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {

@@ -32,14 +32,6 @@ pub async fn run(config: Config, cmd: NudgesCmd) -> anyhow::Result<()> {
     );
     let store = super::open_store(&config).await?;
     let tenant = store.find_tenant(&tenant).await?;
-    let rows = store::experiment_counts(
-        &store,
-        &tenant.id,
-        i64::from(window_days) * 86_400_000,
-        kairos_core::time::now_ms(),
-    )
-    .await
-    .context("reading nudges")?;
     let funnel = store::funnel(
         &store,
         &tenant.id,
@@ -48,6 +40,7 @@ pub async fn run(config: Config, cmd: NudgesCmd) -> anyhow::Result<()> {
     )
     .await
     .context("reading nudges")?;
+    let rows = store::experiment_counts(&funnel);
     if !funnel.is_empty() {
         let mut t = Table::new([
             left("rule"),

@@ -9,10 +9,10 @@ use kairos_core::{Event, Store};
 use kairos_jobs::churn::features::{self, DAY_MS};
 use kairos_jobs::churn::{registry, scores, NO_MODEL};
 use kairos_models::churn::synthetic::{self, SyntheticConfig};
-use kairos_models::churn::{self as models, ChurnModel, TrainConfig};
+use kairos_models::churn::ChurnModel;
 use serde_json::{json, Value};
 
-use crate::common::{job_ids, run_cli, spawn_app, wait_for, Deployment, Env};
+use crate::common::{job_ids, run_cli, spawn_app, synthetic_model, wait_for, Deployment, Env};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -39,21 +39,14 @@ async fn import(store: &Store, tenant_id: &str, events: Vec<Event>) {
 }
 
 /// A model trained on the synthetic ground truth (account-feature schema).
-fn synthetic_model(seed: u64, version: &str) -> ChurnModel {
+fn trained(seed: u64, version: &str) -> ChurnModel {
     let accounts = synthetic::generate(&SyntheticConfig {
         accounts: 600,
         seed,
         missing_rate: 0.02,
     })
     .unwrap();
-    let data = synthetic::to_dataset("synthetic", &accounts).unwrap();
-    let config = TrainConfig {
-        cv_folds: 0,
-        alphas: vec![1.0],
-        version: Some(version.into()),
-        ..TrainConfig::default()
-    };
-    models::train(&data, &config).unwrap().model
+    synthetic_model(&accounts, version)
 }
 
 async fn features_from_known_history(deployment: Deployment) {
@@ -239,10 +232,9 @@ async fn scoring_scenario(deployment: Deployment) {
     );
 
     // Two versions registered; A active.
-    let (a, b) =
-        tokio::task::spawn_blocking(|| (synthetic_model(1, "churn-test-a"), synthetic_model(2, "churn-test-b")))
-            .await
-            .unwrap();
+    let (a, b) = tokio::task::spawn_blocking(|| (trained(1, "churn-test-a"), trained(2, "churn-test-b")))
+        .await
+        .unwrap();
     registry::register(&app.store, &a, None, "test").await.unwrap();
     registry::register(&app.store, &b, None, "test").await.unwrap();
     registry::activate(&app.store, "churn-test-a", None).await.unwrap();

@@ -12,6 +12,8 @@ use kairos::Config;
 use kairos::{start, Roles, Running, Runtime};
 use kairos_core::store::{JobRun, JobState};
 use kairos_core::Store;
+use kairos_models::churn::synthetic::{self, SyntheticAccount};
+use kairos_models::churn::{self as models, ChurnModel, TrainConfig};
 use serde_json::{json, Value};
 
 pub fn pg_admin_url() -> String {
@@ -193,7 +195,20 @@ pub async fn spawn_app(deployment: Deployment, extra: &str) -> TestApp {
 }
 
 pub async fn spawn_app_with_roles(deployment: Deployment, extra: &str, roles: Roles) -> TestApp {
-    let env = Env::new(deployment).await;
+    spawn_app_on(Env::new(deployment).await, extra, roles).await
+}
+
+/// The API and the scheduler, for tests whose workers are `kairos worker`
+/// child processes ([`worker_proc`]).
+pub const NO_WORKER: Roles = Roles {
+    api: true,
+    scheduler: true,
+    worker: false,
+};
+
+/// Starts `roles` in-process on `env` (made by the caller: to write config
+/// files for child processes first, or to point it at a queue of its own).
+pub async fn spawn_app_on(env: Env, extra: &str, roles: Roles) -> TestApp {
     let config = env.config(extra);
     let rt = Runtime::open(config.clone()).await.expect("open runtime");
     let store = rt.store.clone();
@@ -323,6 +338,8 @@ pub fn job_ids(resp: &Value) -> Vec<String> {
 pub struct Proc {
     pub child: tokio::process::Child,
     pub name: String,
+    /// Kept from the spawn: the child's id is gone once it has been waited for.
+    pid: i32,
 }
 
 pub fn kairos_cmd(config: &PathBuf, args: &[&str]) -> tokio::process::Command {
@@ -333,17 +350,41 @@ pub fn kairos_cmd(config: &PathBuf, args: &[&str]) -> tokio::process::Command {
 }
 
 pub fn spawn_proc(config: &PathBuf, args: &[&str]) -> Proc {
+    spawn_proc_with(config, args, &[])
+}
+
+/// [`spawn_proc`] with environment variables set on top of
+/// [`kairos_cmd`]'s (`KAIROS_LOG`, `KAIROS__SERVER__LISTEN`, ...).
+pub fn spawn_proc_with(config: &PathBuf, args: &[&str], env: &[(&str, String)]) -> Proc {
     let mut cmd = kairos_cmd(config, args);
-    cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("spawn kairos");
+    let pid = child.id().map(|p| p as i32).expect("running child");
     Proc {
-        child: cmd.spawn().expect("spawn kairos"),
+        child,
         name: args.join(" "),
+        pid,
     }
+}
+
+/// A `kairos worker` child process that logs errors only.
+pub fn worker_proc(config: &PathBuf) -> Proc {
+    spawn_proc_with(config, &["worker"], &[("KAIROS_LOG", "error".into())])
 }
 
 impl Proc {
     pub fn pid(&self) -> i32 {
-        self.child.id().map(|p| p as i32).expect("running child")
+        self.pid
+    }
+
+    /// Whether `job` ran (or runs) on this process, by its last worker:
+    /// worker ids carry `-PID-`.
+    pub fn ran(&self, job: &JobRun) -> bool {
+        let tag = format!("-{}-", self.pid);
+        job.worker.as_deref().is_some_and(|w| w.contains(&tag))
     }
 
     pub fn signal(&self, sig: &str) {
@@ -362,6 +403,36 @@ impl Proc {
             .unwrap_or_else(|_| panic!("{} did not exit within {timeout:?}", self.name))
             .expect("wait")
     }
+
+    /// SIGKILLs the process and waits for it to be gone.
+    pub async fn kill(&mut self) {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(10)).await;
+    }
+}
+
+/// A free port on 127.0.0.1 (free when asked; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// The environment variable that makes a child process's API listen on `port`.
+pub fn listen_on(port: u16) -> (&'static str, String) {
+    ("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+}
+
+/// Creates a tenant with `kairos tenants create`; returns its API key.
+pub async fn cli_create_tenant(config: &PathBuf, name: &str) -> String {
+    let (ok, out, err) = run_cli(config, &["tenants", "create", name]).await;
+    assert!(ok, "{out}{err}");
+    out.split_whitespace()
+        .find(|w| w.starts_with("kairos_"))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("no key in {out}"))
 }
 
 /// Runs a `kairos` CLI command to completion; returns (success, stdout).
@@ -372,4 +443,17 @@ pub async fn run_cli(config: &PathBuf, args: &[&str]) -> (bool, String, String) 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A churn model fitted on synthetic `accounts` (account-feature schema),
+/// quickly: one regularisation strength, no cross-validation.
+pub fn synthetic_model(accounts: &[SyntheticAccount], version: &str) -> ChurnModel {
+    let data = synthetic::to_dataset("synthetic", accounts).expect("synthetic dataset");
+    let config = TrainConfig {
+        cv_folds: 0,
+        alphas: vec![1.0],
+        version: Some(version.into()),
+        ..TrainConfig::default()
+    };
+    models::train(&data, &config).expect("train").model
 }

@@ -13,11 +13,11 @@ use kairos_jobs::churn::retrain::{self, RetrainConfig};
 use kairos_jobs::churn::{registry, training};
 use kairos_jobs::monitor::{self, MonitorConfig};
 use kairos_models::churn::synthetic::{self, SyntheticAccount, SyntheticConfig};
-use kairos_models::churn::{self as models, AccountFeatures, ChurnModel, TrainConfig};
+use kairos_models::churn::{AccountFeatures, ChurnModel};
 use rand::SeedableRng;
 use serde_json::json;
 
-use crate::common::{run_cli, spawn_app, Deployment, Env};
+use crate::common::{run_cli, spawn_app, synthetic_model, Deployment, Env};
 
 const HORIZON_MS: i64 = 30 * DAY_MS;
 
@@ -48,14 +48,7 @@ fn model(version: &str, seed: u64, invert: bool) -> ChurnModel {
     if invert {
         a = inverted(&a);
     }
-    let data = synthetic::to_dataset("synthetic", &a).unwrap();
-    let config = TrainConfig {
-        cv_folds: 0,
-        alphas: vec![1.0],
-        version: Some(version.into()),
-        ..TrainConfig::default()
-    };
-    models::train(&data, &config).unwrap().model
+    synthetic_model(&a, version)
 }
 
 /// Histories of `accounts` as of `cutoff`, with what happened in the horizon after it.

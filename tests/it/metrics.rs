@@ -7,7 +7,6 @@
 //! bearer token.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kairos_core::store::JobState;
@@ -70,26 +69,6 @@ fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     s.get(&(name.to_string(), want)).copied().unwrap_or(0.0)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(config: &PathBuf, role: &str, env: &[(&str, String)]) -> Proc {
-    let mut cmd = kairos_cmd(config, &[role]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdout(std::process::Stdio::null()).kill_on_drop(true);
-    Proc {
-        child: cmd.spawn().unwrap(),
-        name: role.into(),
-    }
-}
-
 /// Kills the processes and waits for them, so none outlives its test.
 async fn stop(procs: impl IntoIterator<Item = Proc>) {
     for mut p in procs {
@@ -111,29 +90,22 @@ async fn scrape(url: &str, token: Option<&str>) -> (u16, String) {
 async fn metrics_match_the_job_table(deployment: Deployment) {
     let env = Env::new(deployment).await;
     let config = env.config_file(CONFIG);
-    let (ok, out, err) = run_cli(&config, &["tenants", "create", "acme"]).await;
-    assert!(ok, "{err}");
-    let key = out
-        .split_whitespace()
-        .find(|w| w.starts_with("kairos_"))
-        .unwrap()
-        .to_string();
+    let key = cli_create_tenant(&config, "acme").await;
 
     let api_port = free_port();
-    let listen = |port: u16| ("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"));
     // Where the job counters are scraped: the one process (embedded), or
     // the worker's own endpoint (distributed), behind a token.
     let (procs, worker_metrics, token) = match deployment {
         Deployment::Embedded => {
-            let serve = spawn(&config, "serve", &[listen(api_port)]);
+            let serve = spawn_proc_with(&config, &["serve"], &[listen_on(api_port)]);
             (vec![serve], format!("http://127.0.0.1:{api_port}/metrics"), None)
         }
         Deployment::Distributed => {
             let metrics_port = free_port();
-            let api = spawn(&config, "api", &[listen(api_port)]);
-            let worker = spawn(
+            let api = spawn_proc_with(&config, &["api"], &[listen_on(api_port)]);
+            let worker = spawn_proc_with(
                 &config,
-                "worker",
+                &["worker"],
                 &[
                     ("KAIROS__METRICS__LISTEN", format!("127.0.0.1:{metrics_port}")),
                     ("KAIROS_METRICS_TOKEN", "s3cret".into()),
@@ -433,19 +405,9 @@ async fn model_inference_and_batch_size_are_recorded() {
         encoder.display(),
         head.display()
     ));
-    let (ok, out, err) = run_cli(&config, &["tenants", "create", "acme"]).await;
-    assert!(ok, "{err}");
-    let key = out
-        .split_whitespace()
-        .find(|w| w.starts_with("kairos_"))
-        .unwrap()
-        .to_string();
+    let key = cli_create_tenant(&config, "acme").await;
     let port = free_port();
-    let serve = spawn(
-        &config,
-        "serve",
-        &[("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))],
-    );
+    let serve = spawn_proc_with(&config, &["serve"], &[listen_on(port)]);
     let base = format!("http://127.0.0.1:{port}");
     assert!(
         wait_for(Duration::from_secs(60), || async {
@@ -506,11 +468,7 @@ async fn scheduler_ticks_and_misfires_match_the_tick_records() {
     let long_ago = kairos_core::time::now_ms() - 600_000;
     assert!(store.record_tick("every", long_ago, "fired", "old", &[]).await.unwrap());
     let port = free_port();
-    let serve = spawn(
-        &config,
-        "serve",
-        &[("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))],
-    );
+    let serve = spawn_proc_with(&config, &["serve"], &[listen_on(port)]);
     let url = format!("http://127.0.0.1:{port}/metrics");
     let ticks = |m: &Samples, outcome: &str| {
         get(

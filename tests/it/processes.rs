@@ -4,31 +4,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use kairos::{start, Roles, Runtime};
 use kairos_core::store::JobState;
 use kairos_core::Store;
 use serde_json::json;
 
 use crate::common::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_with_listen(config: &std::path::PathBuf, args: &[&str], port: u16) -> Proc {
-    let mut cmd = kairos_cmd(config, args);
-    cmd.env("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
-    Proc {
-        child: cmd.spawn().unwrap(),
-        name: args.join(" "),
-    }
-}
 
 async fn wait_healthy(base: &str) {
     let http = reqwest::Client::new();
@@ -45,26 +25,17 @@ async fn wait_healthy(base: &str) {
     );
 }
 
-async fn create_tenant(config: &std::path::PathBuf, name: &str) -> String {
-    let (ok, out, err) = run_cli(config, &["tenants", "create", name]).await;
-    assert!(ok, "{err}");
-    out.split_whitespace()
-        .find(|w| w.starts_with("kairos_"))
-        .map(String::from)
-        .unwrap_or_else(|| panic!("no key in {out}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_processes_complete_every_job_exactly_once() {
     let env = Env::new(Deployment::Distributed).await;
     let config = env.config_file("[jobs.activity]\nconcurrency = 16\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n");
     let (ok, _, err) = run_cli(&config, &["migrate"]).await;
     assert!(ok, "{err}");
-    let key = create_tenant(&config, "acme").await;
+    let key = cli_create_tenant(&config, "acme").await;
 
     let port = free_port();
     let mut procs = vec![
-        spawn_with_listen(&config, &["api"], port),
+        spawn_proc_with(&config, &["api"], &[listen_on(port)]),
         spawn_proc(&config, &["scheduler"]),
         spawn_proc(&config, &["worker"]),
         spawn_proc(&config, &["worker"]),
@@ -141,9 +112,9 @@ async fn sigterm_finishes_in_flight_jobs_and_exits_zero() {
     let config = env.config_file(
         "[worker]\nshutdown_grace = \"20s\"\n[jobs.probe]\nconcurrency = 4\ntimeout = \"30s\"\n[[rules]]\non = \"diagnostic.*\"\nrun = [\"probe\"]\n",
     );
-    let key = create_tenant(&config, "acme").await;
+    let key = cli_create_tenant(&config, "acme").await;
     let port = free_port();
-    let mut serve = spawn_with_listen(&config, &["serve"], port);
+    let mut serve = spawn_proc_with(&config, &["serve"], &[listen_on(port)]);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await;
     let batch: Vec<_> = (0..4)
@@ -189,27 +160,13 @@ async fn sigkilled_worker_jobs_are_redelivered(deployment: Deployment) {
         "[jobs.probe]\ntimeout = \"4s\"\nmax_attempts = 3\n[[rules]]\non = \"diagnostic.*\"\nrun = [\"probe\"]\n";
     let env = Env::new(deployment).await;
     let config_path = env.config_file(extra);
-    let config = env.config(extra);
-    let rt = Runtime::open(config).await.unwrap();
-    let store = rt.store.clone();
-    let key = store.create_tenant("acme", None).await.unwrap();
-    let api = start(
-        rt,
-        Roles {
-            api: true,
-            scheduler: true,
-            worker: false,
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", api.addr.unwrap());
+    let mut app = spawn_app_on(env, extra, NO_WORKER).await;
+    let (base, store) = (&app.base, &app.store);
 
     let mut victim = spawn_proc(&config_path, &["worker"]);
-    let victim_tag = format!("-{}-", victim.pid());
     let resp = reqwest::Client::new()
         .post(format!("{base}/v1/events"))
-        .bearer_auth(&key.secret)
+        .bearer_auth(&app.key)
         .json(&event(
             "k1",
             "diagnostic.slow",
@@ -223,28 +180,27 @@ async fn sigkilled_worker_jobs_are_redelivered(deployment: Deployment) {
     assert!(
         wait_for(Duration::from_secs(20), || async {
             let j = store.job(None, &id).await.unwrap().unwrap();
-            j.state == JobState::Running && j.worker.as_deref().unwrap_or("").contains(&victim_tag)
+            j.state == JobState::Running && victim.ran(&j)
         })
         .await,
         "the first worker never started the job"
     );
-    victim.signal("KILL");
-    victim.wait(Duration::from_secs(10)).await;
+    victim.kill().await;
     let killed_at = Instant::now();
 
     let mut rescuer = spawn_proc(&config_path, &["worker"]);
-    let job = wait_settled(&store, std::slice::from_ref(&id), Duration::from_secs(30))
+    let job = wait_settled(store, std::slice::from_ref(&id), Duration::from_secs(30))
         .await
         .remove(0);
     let took = killed_at.elapsed();
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.attempts, 2, "the killed attempt counts, the second one finishes");
-    assert!(!job.worker.unwrap().contains(&victim_tag));
+    assert!(job.worker.is_some() && !victim.ran(&job), "{job:?}");
     // Bound: lease (3s, renewed while the job ran) + reclaim interval + the 2.5s run.
     assert!(took < Duration::from_secs(15), "re-delivery took {took:?}");
     rescuer.signal("TERM");
     assert!(rescuer.wait(Duration::from_secs(20)).await.success());
-    api.shutdown().await;
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,8 +282,7 @@ async fn three_scheduler_replicas_fire_each_tick_exactly_once() {
     let first = store.ticks_since("every-second", started).await.unwrap()[0].tick_at;
 
     tokio::time::sleep(Duration::from_secs(10)).await;
-    replicas[0].signal("KILL");
-    replicas[0].wait(Duration::from_secs(10)).await;
+    replicas[0].kill().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     replicas[0] = spawn_proc(&config, &["scheduler"]);
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -401,4 +356,37 @@ async fn sighup_reloads_the_schedules() {
     );
     sched.signal("TERM");
     assert!(sched.wait(Duration::from_secs(20)).await.success());
+}
+
+/// A command printing into a pipe whose reader has gone (`kairos jobs list
+/// | head -1` once `head` has exited) ends as `cat` would, killed by
+/// SIGPIPE, instead of panicking in `println!`. The reader's end is closed
+/// before the command starts, so its first write meets the closed pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let env = Env::new(Deployment::Embedded).await;
+    let config = env.config_file("");
+    let (ok, _, err) = run_cli(&config, &["migrate"]).await;
+    assert!(ok, "{err}");
+    for args in [&["check-config"][..], &["jobs", "list"], &["tenants", "list"]] {
+        let (writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
+        drop(reader);
+        // Not `output()`: it would replace stdout with a pipe of its own.
+        let child = kairos_cmd(&config, args)
+            .stdout(writer.into_blocking_fd().unwrap())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "kairos {args:?}: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "kairos {args:?}: {} {stderr}",
+            out.status
+        );
+    }
 }

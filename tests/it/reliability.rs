@@ -9,21 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kairos::{start, Roles, Runtime};
+use kairos::Roles;
 use kairos_core::store::{JobFilter, JobRun, JobState};
 use kairos_core::time::now_ms;
 use kairos_core::Store;
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `redis-server` of this test's own, on its own port and directory.
 struct OwnRedis {
@@ -173,12 +165,9 @@ async fn redis_restarted_mid_load(keep_data: bool) {
     env.queue_url = redis.url();
     // Shipped reconcile interval (5 s); few slots so a backlog is waiting
     // in Redis when it goes.
-    let config = env.config("[jobs.activity]\nconcurrency = 2\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n");
-    let rt = Runtime::open(config).await.unwrap();
-    let store = rt.store.clone();
-    let key = store.create_tenant("acme", None).await.unwrap();
-    let app = start(rt, Roles::ALL).await.unwrap();
-    let base = format!("http://{}", app.addr.unwrap());
+    let extra = "[jobs.activity]\nconcurrency = 2\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
+    let mut app = spawn_app_on(env, extra, Roles::ALL).await;
+    let (base, store) = (app.base.clone(), app.store.clone());
     let http = reqwest::Client::new();
 
     const N: usize = 2000;
@@ -208,7 +197,7 @@ async fn redis_restarted_mid_load(keep_data: bool) {
             // While it is down the API refuses (503) and records nothing.
             let resp = http
                 .post(format!("{base}/v1/events"))
-                .bearer_auth(&key.secret)
+                .bearer_auth(&app.key)
                 .json(&json!({ "events": chunk }))
                 .send()
                 .await
@@ -218,7 +207,7 @@ async fn redis_restarted_mid_load(keep_data: bool) {
             redis.spawn().await;
             restarted = Some((Instant::now(), now_ms()));
         }
-        let (got, r) = post_until_accepted(&http, &base, &key.secret, chunk).await;
+        let (got, r) = post_until_accepted(&http, &base, &app.key, chunk).await;
         refused += r;
         ids.extend(got);
     }
@@ -227,7 +216,7 @@ async fn redis_restarted_mid_load(keep_data: bool) {
 
     // The reconciler's marker: permanent again once the store's queued jobs
     // are back on the queue.
-    let epoch_key = format!("{}:epoch", env.prefix);
+    let epoch_key = format!("{}:epoch", app.env.prefix);
     let url = redis.url();
     assert!(
         wait_for(Duration::from_secs(30), || async {
@@ -246,7 +235,7 @@ async fn redis_restarted_mid_load(keep_data: bool) {
         jobs.iter().all(|j| j.state == JobState::Succeeded),
         "every accepted event's job succeeded"
     );
-    assert_aggregates(&store, &key.tenant.id, &expected).await;
+    assert_aggregates(&store, &app.tenant_id, &expected).await;
     let reruns: u64 = jobs.iter().map(|j| u64::from(j.attempts.saturating_sub(1))).sum();
     let lost: Vec<&JobRun> = jobs
         .iter()
@@ -288,30 +277,27 @@ async fn jobs_requeue_pushes_queued_jobs_the_queue_lost() {
     env.queue_url = redis.url();
     let extra = "[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
     let config_path = env.config_file(extra);
-    let rt = Runtime::open(env.config(extra)).await.unwrap();
-    let store = rt.store.clone();
-    let queue = rt.queue.clone();
-    let key = store.create_tenant("acme", None).await.unwrap();
     // API only: nothing consumes yet.
-    let api = start(
-        rt,
+    let mut app = spawn_app_on(
+        env,
+        extra,
         Roles {
             api: true,
             scheduler: false,
             worker: false,
         },
     )
-    .await
-    .unwrap();
-    let base = format!("http://{}", api.addr.unwrap());
+    .await;
+    let (base, store) = (app.base.clone(), app.store.clone());
+    let queue = app.queue.clone();
     let mut expected = BTreeMap::new();
     let batch: Vec<Value> = (0..20).map(|i| event_i(i, &mut expected)).collect();
-    let (ids, _) = post_until_accepted(&reqwest::Client::new(), &base, &key.secret, &batch).await;
+    let (ids, _) = post_until_accepted(&reqwest::Client::new(), &base, &app.key, &batch).await;
     // The queue loses them (the streams deleted behind Kairos's back).
-    let client = redis::Client::open(env.queue_url.as_str()).unwrap();
+    let client = redis::Client::open(app.env.queue_url.as_str()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let streams: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:q:activity*", env.prefix))
+        .arg(format!("{}:q:activity*", app.env.prefix))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -343,10 +329,10 @@ async fn jobs_requeue_pushes_queued_jobs_the_queue_lost() {
     let mut worker = spawn_proc(&config_path, &["worker"]);
     let jobs = wait_settled(&store, &ids, Duration::from_secs(60)).await;
     assert!(jobs.iter().all(|j| j.state == JobState::Succeeded && j.attempts == 1));
-    assert_aggregates(&store, &key.tenant.id, &expected).await;
+    assert_aggregates(&store, &app.tenant_id, &expected).await;
     worker.signal("TERM");
     assert!(worker.wait(Duration::from_secs(20)).await.success());
-    api.shutdown().await;
+    app.shutdown().await;
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -360,16 +346,12 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 /// A worker process with the shipped lease settings (10 s lease, 5 s
 /// reclaim), so the measured re-delivery is what production gets.
 fn shipped_worker(config: &PathBuf) -> Proc {
-    let mut cmd = kairos_cmd(config, &["worker"]);
-    cmd.env("KAIROS__QUEUE__LEASE", "10s")
-        .env("KAIROS__QUEUE__RECLAIM_INTERVAL", "5s")
-        .env("KAIROS_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
-    Proc {
-        child: cmd.spawn().unwrap(),
-        name: "worker".into(),
-    }
+    let env = [
+        ("KAIROS__QUEUE__LEASE", "10s".into()),
+        ("KAIROS__QUEUE__RECLAIM_INTERVAL", "5s".into()),
+        ("KAIROS_LOG", "error".into()),
+    ];
+    spawn_proc_with(config, &["worker"], &env)
 }
 
 /// 3 worker processes, one SIGKILLed every few seconds while events keep
@@ -388,20 +370,8 @@ async fn chaos_sigkilled_workers_lose_nothing() {
     let env = Env::new(Deployment::Distributed).await;
     let extra = "[jobs.activity]\nconcurrency = 16\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
     let config_path = env.config_file(extra);
-    let rt = Runtime::open(env.config(extra)).await.unwrap();
-    let store = rt.store.clone();
-    let key = store.create_tenant("acme", None).await.unwrap();
-    let app = start(
-        rt,
-        Roles {
-            api: true,
-            scheduler: true,
-            worker: false,
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.addr.unwrap());
+    let mut app = spawn_app_on(env, extra, NO_WORKER).await;
+    let (base, store) = (app.base.clone(), app.store.clone());
     let http = reqwest::Client::new();
     let mut workers: Vec<Proc> = (0..3).map(|_| shipped_worker(&config_path)).collect();
 
@@ -427,7 +397,7 @@ async fn chaos_sigkilled_workers_lose_nothing() {
                 .sum();
             if open < 1500 {
                 match chunks.next() {
-                    Some(chunk) => ids.extend(post_until_accepted(&http, &base, &key.secret, chunk).await.0),
+                    Some(chunk) => ids.extend(post_until_accepted(&http, &base, &app.key, chunk).await.0),
                     None => posted_all = true,
                 }
             }
@@ -437,7 +407,6 @@ async fn chaos_sigkilled_workers_lose_nothing() {
         }
         if Instant::now() >= next_kill {
             let i = kills % workers.len();
-            let tag = format!("-{}-", workers[i].pid());
             let running = store
                 .jobs(&JobFilter {
                     state: Some(JobState::Running),
@@ -452,7 +421,7 @@ async fn chaos_sigkilled_workers_lose_nothing() {
             orphans.extend(
                 running
                     .into_iter()
-                    .filter(|j| j.worker.as_deref().is_some_and(|w| w.contains(&tag)))
+                    .filter(|j| workers[i].ran(j))
                     .map(|j| (j.id, j.attempts, kill_ms)),
             );
             workers[i] = shipped_worker(&config_path);
@@ -466,7 +435,7 @@ async fn chaos_sigkilled_workers_lose_nothing() {
     let took = started.elapsed();
     let failed: Vec<_> = jobs.iter().filter(|j| j.state != JobState::Succeeded).take(3).collect();
     assert!(failed.is_empty(), "not succeeded: {failed:?}");
-    assert_aggregates(&store, &key.tenant.id, &expected).await;
+    assert_aggregates(&store, &app.tenant_id, &expected).await;
     let reruns: u64 = jobs.iter().map(|j| u64::from(j.attempts.saturating_sub(1))).sum();
 
     // Re-delivery: the next attempt's start after the kill.
@@ -528,31 +497,10 @@ async fn jobs_running_when_redis_lost_its_data_run_again_only_if_their_worker_di
     let extra =
         "[jobs.probe]\nconcurrency = 8\ntimeout = \"4s\"\n[[rules]]\non = \"diagnostic.*\"\nrun = [\"probe\"]\n";
     let config_path = env.config_file(extra);
-    let rt = Runtime::open(env.config(extra)).await.unwrap();
-    let store = rt.store.clone();
-    let key = store.create_tenant("acme", None).await.unwrap();
-    let app = start(
-        rt,
-        Roles {
-            api: true,
-            scheduler: true,
-            worker: false,
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.addr.unwrap());
+    let mut app = spawn_app_on(env, extra, NO_WORKER).await;
+    let (base, store) = (app.base.clone(), app.store.clone());
     let http = reqwest::Client::new();
-    let worker = || {
-        let mut cmd = kairos_cmd(&config_path, &["worker"]);
-        cmd.env("KAIROS_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true);
-        Proc {
-            child: cmd.spawn().unwrap(),
-            name: "worker".into(),
-        }
-    };
+    let worker = || worker_proc(&config_path);
     let mut worker_a = worker();
     let slow = |tag: &str| -> Vec<Value> {
         (0..4)
@@ -575,7 +523,7 @@ async fn jobs_running_when_redis_lost_its_data_run_again_only_if_their_worker_di
     };
 
     // 1. The worker lives: its jobs are recorded once, never re-run.
-    let (alive, _) = post_until_accepted(&http, &base, &key.secret, &slow("alive")).await;
+    let (alive, _) = post_until_accepted(&http, &base, &app.key, &slow("alive")).await;
     assert!(wait_for(Duration::from_secs(30), || all_running(alive.clone())).await);
     redis.stop(false).await;
     redis.spawn().await;
@@ -586,7 +534,7 @@ async fn jobs_running_when_redis_lost_its_data_run_again_only_if_their_worker_di
     );
 
     // 2. The worker dies after the loss: nobody holds a lease on its jobs.
-    let (orphaned, _) = post_until_accepted(&http, &base, &key.secret, &slow("orphan")).await;
+    let (orphaned, _) = post_until_accepted(&http, &base, &app.key, &slow("orphan")).await;
     assert!(wait_for(Duration::from_secs(30), || all_running(orphaned.clone())).await);
     let started = store
         .jobs_by_ids(&orphaned)
@@ -599,8 +547,7 @@ async fn jobs_running_when_redis_lost_its_data_run_again_only_if_their_worker_di
     redis.stop(false).await;
     redis.spawn().await;
     let restarted_ms = now_ms();
-    worker_a.signal("KILL");
-    worker_a.wait(Duration::from_secs(10)).await;
+    worker_a.kill().await;
     let mut worker_b = worker();
     let jobs = wait_settled(&store, &orphaned, Duration::from_secs(60)).await;
     assert!(
@@ -786,26 +733,9 @@ async fn postgres_stopped_mid_load_loses_nothing() {
     let extra = "[api]\nrate_per_second = 1000000\nrate_burst = 1000000\n\
                  [jobs.activity]\nconcurrency = 8\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
     let config_path = env.config_file(extra);
-    let (ok, out, err) = run_cli(&config_path, &["tenants", "create", "acme"]).await;
-    assert!(ok, "{out}{err}");
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("API key").and_then(|r| r.split(": ").nth(1)))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim()
-        .to_owned();
+    let key = cli_create_tenant(&config_path, "acme").await;
     let port = free_port();
-    let role = |args: &[&str]| {
-        let mut cmd = kairos_cmd(&config_path, args);
-        cmd.env("KAIROS_LOG", "error")
-            .env("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true);
-        Proc {
-            child: cmd.spawn().unwrap(),
-            name: args.join(" "),
-        }
-    };
+    let role = |args: &[&str]| spawn_proc_with(&config_path, args, &[("KAIROS_LOG", "error".into()), listen_on(port)]);
     let mut procs = vec![
         role(&["api"]),
         role(&["scheduler"]),
@@ -1010,20 +940,8 @@ async fn sigterm_mid_load_loses_nothing_and_runs_nothing_twice() {
     let extra = "[worker]\nshutdown_grace = \"20s\"\n[jobs.activity]\nconcurrency = 8\n\
                  [[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
     let config_path = env.config_file(extra);
-    let rt = Runtime::open(env.config(extra)).await.unwrap();
-    let store = rt.store.clone();
-    let key = store.create_tenant("acme", None).await.unwrap();
-    let app = start(
-        rt,
-        Roles {
-            api: true,
-            scheduler: true,
-            worker: false,
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.addr.unwrap());
+    let mut app = spawn_app_on(env, extra, NO_WORKER).await;
+    let (base, store) = (app.base.clone(), app.store.clone());
     let http = reqwest::Client::new();
     let mut workers: Vec<Proc> = (0..2).map(|_| shipped_worker(&config_path)).collect();
 
@@ -1033,7 +951,7 @@ async fn sigterm_mid_load_loses_nothing_and_runs_nothing_twice() {
     let mut ids = Vec::new();
     let mut stops = Vec::new();
     for (b, chunk) in events.chunks(200).enumerate() {
-        ids.extend(post_until_accepted(&http, &base, &key.secret, chunk).await.0);
+        ids.extend(post_until_accepted(&http, &base, &app.key, chunk).await.0);
         if b == 6 || b == 13 {
             let w = b % 2;
             let running = store
@@ -1058,7 +976,7 @@ async fn sigterm_mid_load_loses_nothing_and_runs_nothing_twice() {
         jobs.iter().all(|j| j.state == JobState::Succeeded),
         "every job succeeded"
     );
-    assert_aggregates(&store, &key.tenant.id, &expected).await;
+    assert_aggregates(&store, &app.tenant_id, &expected).await;
     let reruns: u64 = jobs.iter().map(|j| u64::from(j.attempts.saturating_sub(1))).sum();
     println!(
         "sigterm mid-load: {N} events, 2 workers each stopped once with jobs in flight \

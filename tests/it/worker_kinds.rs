@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kairos::{start, Roles, Runtime};
 use kairos_core::store::{JobState, WorkerStatus};
 use serde_json::json;
 
@@ -46,29 +45,14 @@ async fn worker_with_kinds_leaves_other_kinds_queued(deployment: Deployment) {
     let env = Env::new(deployment).await;
     let extra = config_with_missing_model(env.dir.path());
     let config_path = env.config_file(&extra);
-    let rt = Runtime::open(env.config(&extra)).await.unwrap();
-    let store = rt.store.clone();
-    let key = store.create_tenant("acme", None).await.unwrap();
-    let api = start(
-        rt,
-        Roles {
-            api: true,
-            scheduler: true,
-            worker: false,
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", api.addr.unwrap());
+    let mut app = spawn_app_on(env, &extra, NO_WORKER).await;
+    let (base, store) = (&app.base, &app.store);
     let mut worker = spawn_proc(&config_path, &["worker", "--kinds", "activity,probe"]);
     let pid = u32::try_from(worker.pid()).unwrap();
 
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value| {
-        let req = http
-            .post(format!("{base}/v1/events"))
-            .bearer_auth(&key.secret)
-            .json(&body);
+        let req = http.post(format!("{base}/v1/events")).bearer_auth(&app.key).json(&body);
         async move {
             let resp = req.send().await.unwrap();
             assert_eq!(resp.status(), 202);
@@ -94,7 +78,7 @@ async fn worker_with_kinds_leaves_other_kinds_queued(deployment: Deployment) {
     let sentiment = sentiment.expect("a comment makes a sentiment job");
     assert_eq!(others.len(), 41, "20 probe + 21 activity jobs");
 
-    let done = wait_settled(&store, &others, Duration::from_secs(60)).await;
+    let done = wait_settled(store, &others, Duration::from_secs(60)).await;
     assert!(
         done.iter()
             .all(|j| j.state == JobState::Succeeded && j.kind != "sentiment"),
@@ -125,7 +109,7 @@ async fn worker_with_kinds_leaves_other_kinds_queued(deployment: Deployment) {
         JobState::Queued,
         "still waiting for a sentiment worker: {job:?}"
     );
-    api.shutdown().await;
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,34 +397,6 @@ pub struct RuleStatsView {
     pub variants: Vec<VariantStatsView>,
 }
 
-/// One line of the funnel: a rule, variant and channel.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FunnelView {
-    /// Rule.
-    pub rule: String,
-    /// Variant (`holdout` for the baseline); empty without variants.
-    pub variant: String,
-    /// The channel it went out on; empty when nothing went out (holdout,
-    /// capped, skipped).
-    pub channel: String,
-    /// Nudges decided (dry runs left out).
-    pub decided: u64,
-    /// Accepted by the channel (SMTP server, feed, task, webhook job).
-    pub sent: u64,
-    /// Sender died mid-send; may have gone out; never re-sent.
-    pub unknown: u64,
-    /// With a `nudge.opened` (pixel or the product's event).
-    pub opened: u64,
-    /// With a `nudge.clicked`.
-    pub clicked: u64,
-    /// With a `nudge.replied`.
-    pub replied: u64,
-    /// The person active again on the account within the window.
-    pub re_engaged: u64,
-    /// The account churned within 30 days after the nudge.
-    pub churned: u64,
-}
-
 /// Re-engagement per rule and variant against the holdout, and the funnel
 /// per rule, variant and channel.
 #[derive(Debug, Serialize, ToSchema)]
@@ -435,7 +407,7 @@ pub struct NudgeStats {
     pub rules: Vec<RuleStatsView>,
     /// Per rule, variant and channel: decided, sent, opened, clicked,
     /// replied, re-engaged, churned (nudges at least `window_days` old).
-    pub funnel: Vec<FunnelView>,
+    pub funnel: Vec<store::FunnelRow>,
 }
 
 fn group(c: kairos_jobs::nudge::stats::Counts) -> GroupStats {
@@ -476,27 +448,10 @@ pub async fn stats(
         return Err(ApiError::field("window_days", "must be between 1 and 90"));
     }
     let window_ms = i64::from(window_days) * 86_400_000;
-    let rows = store::experiment_counts(&state.store, &tenant.id, window_ms, now_ms())
-        .await
-        .map_err(unavailable)?;
     let funnel = store::funnel(&state.store, &tenant.id, window_ms, now_ms())
         .await
-        .map_err(unavailable)?
-        .into_iter()
-        .map(|f| FunnelView {
-            rule: f.rule,
-            variant: f.variant,
-            channel: f.channel,
-            decided: f.decided,
-            sent: f.sent,
-            unknown: f.unknown,
-            opened: f.opened,
-            clicked: f.clicked,
-            replied: f.replied,
-            re_engaged: f.re_engaged,
-            churned: f.churned,
-        })
-        .collect();
+        .map_err(unavailable)?;
+    let rows = store::experiment_counts(&funnel);
     Ok(Json(NudgeStats {
         window_days,
         rules: rule_stats(&rows),

@@ -85,65 +85,107 @@ pub struct PausedKind {
     pub reason: Option<String>,
 }
 
+/// What one pause covers: a kind for every tenant (`paused_kinds`), or one
+/// tenant's kind or [`ALL_KINDS`] (`paused_tenants`). Both are set and
+/// lifted the same way (`Store::change_pause`); only the table and the audit
+/// actions differ.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    Kind(&'a str),
+    Tenant { tenant_id: &'a str, kind: &'a str },
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+impl<'a> Scope<'a> {
+    /// The insert of the pause (nothing when it is in place already).
+    fn insert(self, actor: &'a str, reason: Option<&'a str>) -> Query<'a> {
+        let q = match self {
+            Scope::Kind(kind) => sqlx::query(
+                "INSERT INTO paused_kinds (kind, paused_at, paused_by, reason) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kind) DO NOTHING",
+            )
+            .bind(kind),
+            Scope::Tenant { tenant_id, kind } => sqlx::query(
+                "INSERT INTO paused_tenants (tenant_id, kind, paused_at, paused_by, reason) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, kind) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(kind),
+        };
+        q.bind(now_ms()).bind(actor).bind(reason)
+    }
+
+    /// The delete of the pause.
+    fn delete(self) -> Query<'a> {
+        match self {
+            Scope::Kind(kind) => sqlx::query("DELETE FROM paused_kinds WHERE kind = $1").bind(kind),
+            Scope::Tenant { tenant_id, kind } => {
+                sqlx::query("DELETE FROM paused_tenants WHERE tenant_id = $1 AND kind = $2")
+                    .bind(tenant_id)
+                    .bind(kind)
+            }
+        }
+    }
+
+    /// The audit entry of `change`.
+    fn audit(self, actor: &'a str, change: Change<'_>) -> NewAudit<'a> {
+        let (tenant_id, kind, (paused, resumed)) = match self {
+            Scope::Kind(kind) => (None, kind, (AUDIT_PAUSED, AUDIT_RESUMED)),
+            Scope::Tenant { tenant_id, kind } => (Some(tenant_id), kind, (AUDIT_TENANT_PAUSED, AUDIT_TENANT_RESUMED)),
+        };
+        let (action, details) = match change {
+            Change::Pause { reason } => (paused, serde_json::json!({ "reason": reason })),
+            Change::Resume => (resumed, serde_json::json!({})),
+        };
+        NewAudit {
+            tenant_id,
+            actor,
+            action,
+            target: kind,
+            details,
+        }
+    }
+}
+
+/// Setting or lifting a pause.
+#[derive(Debug, Clone, Copy)]
+enum Change<'a> {
+    Pause { reason: Option<&'a str> },
+    Resume,
+}
+
 impl Store {
+    /// Sets or lifts the pause of `scope`, with its audit entry by `actor`
+    /// in the same transaction. False (and nothing recorded) when nothing
+    /// changed: the pause was in place already, or there was none to lift.
+    async fn change_pause(&self, scope: Scope<'_>, change: Change<'_>, actor: &str) -> Result<bool, StoreError> {
+        let query = match change {
+            Change::Pause { reason } => scope.insert(actor, reason),
+            Change::Resume => scope.delete(),
+        };
+        let mut tx = self.pool.begin().await?;
+        if query.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record_audit_in(&mut tx, &scope.audit(actor, change)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Pauses `kind` for every worker; recorded in the audit log as
     /// `queue.paused` by `actor`. Returns false (and records nothing) when
     /// it was already paused. The caller checks `kind` is a known kind.
     pub async fn pause_kind(&self, kind: &str, actor: &str, reason: Option<&str>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO paused_kinds (kind, paused_at, paused_by, reason) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (kind) DO NOTHING",
-        )
-        .bind(kind)
-        .bind(now_ms())
-        .bind(actor)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record_audit_in(
-            &mut tx,
-            &NewAudit {
-                tenant_id: None,
-                actor,
-                action: AUDIT_PAUSED,
-                target: kind,
-                details: serde_json::json!({ "reason": reason }),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.change_pause(Scope::Kind(kind), Change::Pause { reason }, actor)
+            .await
     }
 
     /// Resumes `kind`: workers fetch it again within their pause poll.
     /// Recorded as `queue.resumed` by `actor`. Returns false (and records
     /// nothing) when it was not paused.
     pub async fn resume_kind(&self, kind: &str, actor: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("DELETE FROM paused_kinds WHERE kind = $1")
-            .bind(kind)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record_audit_in(
-            &mut tx,
-            &NewAudit {
-                tenant_id: None,
-                actor,
-                action: AUDIT_RESUMED,
-                target: kind,
-                details: serde_json::json!({}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.change_pause(Scope::Kind(kind), Change::Resume, actor).await
     }
 
     /// The paused kinds, by kind. Cheap: workers call it every
@@ -179,34 +221,8 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<bool, StoreError> {
         let kind = kind.unwrap_or(ALL_KINDS);
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO paused_tenants (tenant_id, kind, paused_at, paused_by, reason) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (tenant_id, kind) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(now_ms())
-        .bind(actor)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record_audit_in(
-            &mut tx,
-            &NewAudit {
-                tenant_id: Some(tenant_id),
-                actor,
-                action: AUDIT_TENANT_PAUSED,
-                target: kind,
-                details: serde_json::json!({ "reason": reason }),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.change_pause(Scope::Tenant { tenant_id, kind }, Change::Pause { reason }, actor)
+            .await
     }
 
     /// Lifts the pause of `tenant_id`'s `kind` (`None`: the all-kinds
@@ -214,28 +230,8 @@ impl Store {
     /// Recorded as `tenant.resumed`. Returns false when there was no such pause.
     pub async fn resume_tenant(&self, tenant_id: &str, kind: Option<&str>, actor: &str) -> Result<bool, StoreError> {
         let kind = kind.unwrap_or(ALL_KINDS);
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("DELETE FROM paused_tenants WHERE tenant_id = $1 AND kind = $2")
-            .bind(tenant_id)
-            .bind(kind)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record_audit_in(
-            &mut tx,
-            &NewAudit {
-                tenant_id: Some(tenant_id),
-                actor,
-                action: AUDIT_TENANT_RESUMED,
-                target: kind,
-                details: serde_json::json!({}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.change_pause(Scope::Tenant { tenant_id, kind }, Change::Resume, actor)
+            .await
     }
 
     /// The tenant pauses, by tenant and kind.

@@ -95,6 +95,12 @@ const COLUMNS: &str =
                        body, priority, urgent, dry_run, run_after, created_at, updated_at, sent_at, read_at, \
                        opened_at, clicked_at, replied_at, lease_until, text_source, text_note";
 
+/// A `COUNT` or `SUM` column of `r` as a count.
+fn count(r: &sqlx::any::AnyRow, col: &str) -> Result<u64, sqlx::Error> {
+    let n: i64 = r.try_get(col)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 fn from_row(r: &sqlx::any::AnyRow) -> Result<NudgeRow, sqlx::Error> {
     let trigger: String = r.try_get("trigger_info")?;
     Ok(NudgeRow {
@@ -692,43 +698,24 @@ pub async fn accounts_at_risk(
     Ok(out)
 }
 
-/// Per (rule, variant) of the rules with variants or a holdout: people
-/// assigned (intention to treat: sent, skipped and capped alike; dry runs
-/// left out) and how many re-engaged — an event of the person on the same
-/// account within `window_ms` after the nudge was decided. Only nudges
-/// decided at least `window_ms` before `now` count, so every one had the
-/// full window.
-pub async fn experiment_counts(
-    store: &Store,
-    tenant_id: &str,
-    window_ms: i64,
-    now: i64,
-) -> Result<Vec<(String, String, u64, u64)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT n.rule, n.variant, COUNT(*) AS n, \
-         SUM(CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = n.tenant_id \
-         AND e.account_id = n.account_id AND e.user_id = n.person_id \
-         AND e.occurred_at > n.created_at AND e.occurred_at <= n.created_at + $2) THEN 1 ELSE 0 END) AS k \
-         FROM nudges n WHERE n.tenant_id = $1 AND n.variant IS NOT NULL AND n.dry_run = 0 \
-         AND n.created_at <= $3 GROUP BY n.rule, n.variant ORDER BY n.rule, n.variant",
-    )
-    .bind(tenant_id)
-    .bind(window_ms)
-    .bind(now - window_ms)
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let n: i64 = r.try_get("n")?;
-            let k: i64 = r.try_get("k")?;
-            Ok((
-                r.try_get("rule")?,
-                r.try_get("variant")?,
-                u64::try_from(n).unwrap_or(0),
-                u64::try_from(k).unwrap_or(0),
-            ))
-        })
-        .collect()
+/// Per (rule, variant) of the rules with variants or a holdout, from the
+/// [`funnel`]'s rows (summed over channels): people assigned (intention to
+/// treat: sent, skipped and capped alike; dry runs left out) and how many
+/// re-engaged — an event of the person on the same account within the
+/// window after the nudge was decided. In the funnel's order (rule, variant).
+pub fn experiment_counts(funnel: &[FunnelRow]) -> Vec<(String, String, u64, u64)> {
+    let mut out: Vec<(String, String, u64, u64)> = Vec::new();
+    // Rules without variants have no variant (''), never a name ('' is refused).
+    for f in funnel.iter().filter(|f| !f.variant.is_empty()) {
+        match out.last_mut() {
+            Some(last) if last.0 == f.rule && last.1 == f.variant => {
+                last.2 += f.decided;
+                last.3 += f.re_engaged;
+            }
+            _ => out.push((f.rule.clone(), f.variant.clone(), f.decided, f.re_engaged)),
+        }
+    }
+    out
 }
 
 /// A tenant's nudges of one (rule, variant, channel), and what became of them.
@@ -772,10 +759,6 @@ pub async fn channel_counts(store: &Store, tenant_id: &str, since: i64) -> Resul
     .bind(since)
     .fetch_all(store.pool())
     .await?;
-    let count = |r: &sqlx::any::AnyRow, col: &str| -> Result<u64, sqlx::Error> {
-        let n: i64 = r.try_get(col)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    };
     rows.iter()
         .map(|r| {
             Ok(ChannelCounts {
@@ -822,8 +805,11 @@ pub async fn record_outcome(
     Ok(n == 1)
 }
 
-/// One (rule, variant, channel) line of the funnel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One line of the funnel: a rule, variant and channel.
+// Served as is by `GET /v1/nudges/stats`, under the schema name it has
+// always had in the OpenAPI document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = FunnelView)]
 pub struct FunnelRow {
     /// Rule.
     pub rule: String,
@@ -882,24 +868,20 @@ pub async fn funnel(store: &Store, tenant_id: &str, window_ms: i64, now: i64) ->
     .bind(churn[1])
     .fetch_all(store.pool())
     .await?;
-    let n = |r: &sqlx::any::AnyRow, c: &str| -> Result<u64, sqlx::Error> {
-        let v: i64 = r.try_get(c)?;
-        Ok(u64::try_from(v).unwrap_or(0))
-    };
     rows.iter()
         .map(|r| {
             Ok(FunnelRow {
                 rule: r.try_get("rule")?,
                 variant: r.try_get("variant")?,
                 channel: r.try_get("channel")?,
-                decided: n(r, "decided")?,
-                sent: n(r, "sent")?,
-                unknown: n(r, "unknown")?,
-                opened: n(r, "opened")?,
-                clicked: n(r, "clicked")?,
-                replied: n(r, "replied")?,
-                re_engaged: n(r, "re_engaged")?,
-                churned: n(r, "churned")?,
+                decided: count(r, "decided")?,
+                sent: count(r, "sent")?,
+                unknown: count(r, "unknown")?,
+                opened: count(r, "opened")?,
+                clicked: count(r, "clicked")?,
+                replied: count(r, "replied")?,
+                re_engaged: count(r, "re_engaged")?,
+                churned: count(r, "churned")?,
             })
         })
         .collect()
@@ -919,4 +901,47 @@ pub async fn tracked(store: &Store, tenant_id: &str, account_id: &str, nudge_id:
     .fetch_one(store.pool())
     .await?;
     Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(rule: &str, variant: &str, channel: &str, decided: u64, re_engaged: u64) -> FunnelRow {
+        FunnelRow {
+            rule: rule.into(),
+            variant: variant.into(),
+            channel: channel.into(),
+            decided,
+            sent: 0,
+            unknown: 0,
+            opened: 0,
+            clicked: 0,
+            replied: 0,
+            re_engaged,
+            churned: 0,
+        }
+    }
+
+    /// The experiment is the funnel summed over channels, rules without
+    /// variants left out, in the funnel's order.
+    #[test]
+    fn experiment_counts_sum_the_funnel_over_channels() {
+        let funnel = [
+            line("a", "", "email", 5, 1),
+            line("b", "holdout", "", 4, 1),
+            line("b", "v1", "", 1, 0),
+            line("b", "v1", "email", 6, 3),
+            line("b", "v1", "in_app", 2, 2),
+            line("c", "v2", "email", 3, 0),
+        ];
+        assert_eq!(
+            experiment_counts(&funnel),
+            [
+                ("b".to_owned(), "holdout".to_owned(), 4, 1),
+                ("b".to_owned(), "v1".to_owned(), 9, 5),
+                ("c".to_owned(), "v2".to_owned(), 3, 0),
+            ]
+        );
+    }
 }

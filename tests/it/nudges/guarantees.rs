@@ -5,7 +5,6 @@
 //! lease becomes `unknown`), LLM personalisation with the template as
 //! fallback, hot reload of the rules, and email open/click tracking.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,10 @@ use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
 use super::{call, consent, put_person, settled_history, smtp_toml, WAIT};
-use crate::common::{event, job_ids, kairos_cmd, spawn_app, wait_for, wait_settled, Deployment, Env, Proc, TestApp};
+use crate::common::{
+    event, job_ids, kairos_cmd, spawn_app, spawn_app_on, wait_for, wait_settled, worker_proc, Deployment, Env, TestApp,
+    NO_WORKER,
+};
 use crate::servers::{LlmServer, SmtpServer};
 
 /// Polls `f` every 50 ms until it gives a value; panics after `WAIT`.
@@ -170,17 +172,6 @@ async fn caps_hold_under_concurrent_deliveries_distributed() {
     caps_hold_under_concurrent_deliveries(Deployment::Distributed).await;
 }
 
-fn worker(config: &PathBuf) -> Proc {
-    let mut cmd = kairos_cmd(config, &["worker"]);
-    cmd.env("KAIROS_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
-    Proc {
-        child: cmd.spawn().unwrap(),
-        name: "worker".into(),
-    }
-}
-
 /// Two `kairos worker` processes; the one sending a nudge's email is
 /// SIGKILLed while the SMTP server holds the message (received, not yet
 /// answered: the worst case, it may count as delivered). The nudge was
@@ -212,30 +203,18 @@ body = "Please check your card."
         smtp = smtp_toml(&smtp)
     );
     let config_path = env.config_file(&extra);
-    let rt = Runtime::open(env.config(&extra)).await.unwrap();
-    let store = rt.store.clone();
-    let key = store.create_tenant("tenant-a", None).await.unwrap();
-    let app = start(
-        rt,
-        Roles {
-            api: true,
-            scheduler: true,
-            worker: false,
-        },
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.addr.unwrap());
+    let mut app = spawn_app_on(env, &extra, NO_WORKER).await;
+    let (base, store) = (app.base.clone(), app.store.clone());
     let http = reqwest::Client::new();
     let resp = http
         .put(format!("{base}/v1/accounts/acme/people/ana"))
-        .bearer_auth(&key.secret)
+        .bearer_auth(&app.key)
         .json(&json!({"name": "Ana", "email": "hold-ana@acme.test", "consent": consent(&["email"])}))
         .send()
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    let mut workers = vec![worker(&config_path), worker(&config_path)];
+    let mut workers = vec![worker_proc(&config_path), worker_proc(&config_path)];
     let alive = || {
         let store = store.clone();
         async move {
@@ -253,7 +232,7 @@ body = "Please check your card."
 
     let resp = http
         .post(format!("{base}/v1/events"))
-        .bearer_auth(&key.secret)
+        .bearer_auth(&app.key)
         .json(&json!([event("e1", "payment.failed", "acme", json!({}))]))
         .send()
         .await
@@ -265,7 +244,7 @@ body = "Please check your card."
         async move { held.then_some(()) }
     })
     .await;
-    let nudge = nudges::for_account(&store, &key.tenant.id, "acme", 10).await.unwrap();
+    let nudge = nudges::for_account(&store, &app.tenant_id, "acme", 10).await.unwrap();
     assert_eq!(nudge.len(), 1);
     let nudge = nudge[0].0.clone();
     assert_eq!(nudge.status, "sending", "the intent is committed before the send");
@@ -281,11 +260,10 @@ body = "Please check your card."
     let holder = job.worker.clone().unwrap_or_default();
     let victim = workers
         .iter()
-        .position(|w| holder.contains(&format!("-{}-", w.pid())))
+        .position(|w| w.ran(&job))
         .unwrap_or_else(|| panic!("the sender {holder} is one of our workers"));
     let mut killed = workers.remove(victim);
-    killed.signal("KILL");
-    killed.wait(Duration::from_secs(10)).await;
+    killed.kill().await;
 
     // The other worker gets the job back after the queue's lease and
     // settles it without sending.
@@ -296,7 +274,7 @@ body = "Please check your card."
         !jobs[0].worker.clone().unwrap_or_default().contains(&holder),
         "{jobs:?}"
     );
-    let n = nudges::get(&store, &key.tenant.id, &nudge.id).await.unwrap().unwrap();
+    let n = nudges::get(&store, &app.tenant_id, &nudge.id).await.unwrap().unwrap();
     assert_eq!(n.status, "unknown", "{n:?}");
     assert_eq!(n.reason, nudges::UNKNOWN_REASON);
     assert_eq!(smtp.messages().len(), 1, "a second copy reached the server");

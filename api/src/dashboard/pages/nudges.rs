@@ -1,6 +1,6 @@
 //! Nudges of one tenant: each experimenting rule's variants against its
 //! holdout (the numbers of `GET /v1/nudges/stats` and `kairos nudges stats`,
-//! from the same `experiment_counts` and `stats::report`), and every
+//! from the same `funnel`, `experiment_counts` and `stats::report`), and every
 //! (rule, variant, channel) with what became of its nudges.
 
 use askama::Template;
@@ -106,10 +106,10 @@ pub async fn page(
     if let Some(t) = &tenant {
         let unavailable = |e: sqlx::Error| DashError::Unavailable(e.to_string());
         let now = now_ms();
-        let rows = store::experiment_counts(&state.app.store, &t.id, i64::from(window_days) * 86_400_000, now)
+        let funnel = store::funnel(&state.app.store, &t.id, i64::from(window_days) * 86_400_000, now)
             .await
             .map_err(unavailable)?;
-        rules = rule_stats(&rows);
+        rules = rule_stats(&store::experiment_counts(&funnel));
         channels = store::channel_counts(&state.app.store, &t.id, now - i64::from(since_days) * 86_400_000)
             .await
             .map_err(unavailable)?
