@@ -1060,26 +1060,9 @@ async fn api_killed_between_commit_and_push_loses_nothing(deployment: Deployment
     let config_path = env.dir.path().join("push.toml");
     std::fs::write(&config_path, &text).unwrap();
     let store = Store::connect(&env.store_url, 2).await.unwrap();
-    let (ok, out, err) = run_cli(&config_path, &["tenants", "create", "acme"]).await;
-    assert!(ok, "{out}{err}");
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("API key").and_then(|r| r.split(": ").nth(1)))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim()
-        .to_owned();
+    let key = cli_create_tenant(&config_path, "acme").await;
     let port = free_port();
-    let role = |args: &[&str]| {
-        let mut cmd = kairos_cmd(&config_path, args);
-        cmd.env("KAIROS_LOG", "error")
-            .env("KAIROS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true);
-        Proc {
-            child: cmd.spawn().unwrap(),
-            name: args.join(" "),
-        }
-    };
+    let role = |args: &[&str]| spawn_proc_with(&config_path, args, &[("KAIROS_LOG", "error".into()), listen_on(port)]);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let healthy = || async {
