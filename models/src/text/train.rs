@@ -145,13 +145,16 @@ pub fn embed_datasets(
     })
 }
 
+/// What [`embed_datasets_with`] embeds with: the texts and a `(done, total)` progress callback → one row per text.
+pub type EmbedFn<'a> = dyn FnMut(&[&str], &mut dyn FnMut(usize, usize)) -> Result<Embeddings, TextError> + 'a;
+
 /// [`embed_datasets`] with the embedding done by `embed` (given the merged texts and a `(done, total)` progress
 /// callback): e.g. an embedding cache in front of the encoder, so that re-running a training with a few texts added
 /// embeds only those.
 pub fn embed_datasets_with(
     datasets: &[LabeledDataset],
     progress: &mut dyn FnMut(TrainEvent),
-    embed: &mut dyn FnMut(&[&str], &mut dyn FnMut(usize, usize)) -> Result<Embeddings, TextError>,
+    embed: &mut EmbedFn<'_>,
 ) -> Result<EmbeddedExamples, TextError> {
     let mut seen = HashSet::new();
     let mut texts = Vec::new();
