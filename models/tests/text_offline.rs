@@ -410,6 +410,48 @@ fn synthetic(n_per_class: usize, with_neutral: bool) -> EmbeddedExamples {
     }
 }
 
+#[test]
+fn dataset_weights_are_recorded_change_the_fit_and_an_unknown_data_set_is_refused() {
+    let mut examples = synthetic(30, true);
+    let n = examples.labels.len();
+    examples.datasets = vec![
+        text::DatasetSummary {
+            name: "registry".into(),
+            examples: n / 2,
+            per_label: Default::default(),
+            per_language: Default::default(),
+        },
+        text::DatasetSummary {
+            name: "support".into(),
+            examples: n - n / 2,
+            per_label: Default::default(),
+            per_language: Default::default(),
+        },
+    ];
+    let plain = fit_head(&examples, fingerprint(8), &quick_config(), &mut |_| {}).unwrap();
+    let config = TrainConfig {
+        dataset_weights: [("support".to_string(), 3)].into(),
+        ..quick_config()
+    };
+    let weighted = fit_head(&examples, fingerprint(8), &config, &mut |_| {}).unwrap();
+    assert_eq!(weighted.training().dataset_weights, config.dataset_weights);
+    assert!(plain.training().dataset_weights.is_empty());
+    // The support rows count three times: the fitted head differs.
+    let row = examples.embeddings.get(n - 1).unwrap();
+    assert_ne!(plain.probabilities(row).unwrap(), weighted.probabilities(row).unwrap());
+    let unknown = TrainConfig {
+        dataset_weights: [("tweets".to_string(), 2)].into(),
+        ..quick_config()
+    };
+    let err = fit_head(&examples, fingerprint(8), &unknown, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("unknown data set"), "{err}");
+    let zero = TrainConfig {
+        dataset_weights: [("support".to_string(), 0)].into(),
+        ..quick_config()
+    };
+    assert!(fit_head(&examples, fingerprint(8), &zero, &mut |_| {}).is_err());
+}
+
 fn quick_config() -> TrainConfig {
     TrainConfig {
         alphas: vec![0.1, 1.0],

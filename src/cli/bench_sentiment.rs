@@ -8,6 +8,12 @@
 //! * latency at a fixed event rate (one event per request, like a product
 //!   backend emitting comments): p50 / p99 from the POST to the stored score;
 //! * throughput on a burst of events posted at once: scored events per second.
+//!
+//! And scoring on demand: `POST /v1/sentiment:analyze` driven open-loop at a
+//! fixed request rate (default 50/s for 20 s) with 1-text and 10-text bodies;
+//! each latency runs from the request's *scheduled* send time to its answer,
+//! so a server that falls behind is charged for the wait (no coordinated
+//! omission). `--analyze-only` skips the event runs.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +21,7 @@ use crate::Config;
 use anyhow::Context;
 use serde_json::json;
 
-use super::stats::percentile;
+use super::stats::{load1, percentile};
 use super::table::{left, right, Table};
 use crate::{start, Roles, Runtime};
 
@@ -31,6 +37,18 @@ pub struct BenchSentimentArgs {
     /// Events in the throughput burst.
     #[arg(long, default_value_t = 1000)]
     pub burst: usize,
+    /// Requests per second to `POST /v1/sentiment:analyze` (0: skip).
+    #[arg(long, default_value_t = 50)]
+    pub analyze_rate: u64,
+    /// Length of each analyze run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub analyze_seconds: u64,
+    /// Texts per analyze request, one run each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 10])]
+    pub analyze_texts: Vec<usize>,
+    /// Only the analyze runs (not the event latency and burst runs).
+    #[arg(long)]
+    pub analyze_only: bool,
 }
 
 const TEXTS: [&str; 10] = [
@@ -63,9 +81,23 @@ pub async fn run(config: Config, args: BenchSentimentArgs) -> anyhow::Result<()>
             config.source
         );
     }
-    if args.rate == 0 || args.seconds == 0 || args.burst == 0 {
-        anyhow::bail!("--rate, --seconds and --burst must be at least 1");
+    if args.rate == 0 || args.seconds == 0 || args.burst == 0 || args.analyze_seconds == 0 {
+        anyhow::bail!("--rate, --seconds, --burst and --analyze-seconds must be at least 1");
     }
+    if args.analyze_texts.iter().any(|&n| n == 0 || n > MAX_ANALYZE_TEXTS) {
+        anyhow::bail!("--analyze-texts must be between 1 and {MAX_ANALYZE_TEXTS}");
+    }
+    if !args.analyze_only {
+        events(&config, &args).await?;
+    }
+    if args.analyze_rate > 0 {
+        analyze(config, &args).await?;
+    }
+    Ok(())
+}
+
+/// The event runs: latency at a fixed event rate and burst throughput, batched and unbatched.
+async fn events(config: &Config, args: &BenchSentimentArgs) -> anyhow::Result<()> {
     let batched = config.sentiment.batch_max;
     println!(
         "sentiment end to end on embedded SQLite: {} inference thread(s), batch_max {batched}, batch_wait {:?}; rate {} ev/s for {} s, burst {}",
@@ -75,7 +107,7 @@ pub async fn run(config: Config, args: BenchSentimentArgs) -> anyhow::Result<()>
     for (label, batch_max) in [("micro-batched", batched), ("unbatched (batch_max 1)", 1)] {
         let mut c = config.clone();
         c.sentiment.batch_max = batch_max;
-        runs.push(one(c, label, &args).await?);
+        runs.push(one(c, label, args).await?);
     }
     let base = &runs[1];
     println!();
@@ -105,7 +137,16 @@ pub async fn run(config: Config, args: BenchSentimentArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn one(mut config: Config, label: &str, args: &BenchSentimentArgs) -> anyhow::Result<Run> {
+/// A started product on embedded SQLite in a temporary directory, with one tenant.
+struct Bench {
+    running: crate::Running,
+    store: kairos_core::Store,
+    base: String,
+    key: kairos_core::store::ApiKey,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_bench(mut config: Config) -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
     config.store.url = db.clone();
@@ -128,6 +169,23 @@ async fn one(mut config: Config, label: &str, args: &BenchSentimentArgs) -> anyh
     let running = start(rt, Roles::ALL).await?;
     let base = format!("http://{}", running.addr.context("API did not start")?);
     let key = store.create_tenant("bench", None).await?;
+    Ok(Bench {
+        running,
+        store,
+        base,
+        key,
+        _dir: dir,
+    })
+}
+
+async fn one(config: Config, label: &str, args: &BenchSentimentArgs) -> anyhow::Result<Run> {
+    let Bench {
+        running,
+        store,
+        base,
+        key,
+        _dir,
+    } = start_bench(config).await?;
     let http = reqwest::Client::new();
     let post = |id: String, i: usize| {
         let http = http.clone();
@@ -231,4 +289,84 @@ async fn wait_scored(store: &kairos_core::Store, tenant: &str, n: usize, timeout
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `POST /v1/sentiment:analyze` accepts at most this many texts.
+const MAX_ANALYZE_TEXTS: usize = 100;
+
+/// The analyze runs: for each body size, requests sent open-loop at `--analyze-rate` for `--analyze-seconds`.
+async fn analyze(config: Config, args: &BenchSentimentArgs) -> anyhow::Result<()> {
+    let bench = start_bench(config).await?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/sentiment:analyze", bench.base);
+    let request = |texts: usize, first: usize| {
+        let (http, url, secret) = (http.clone(), url.clone(), bench.key.secret.clone());
+        async move {
+            let texts: Vec<&str> = (first..first + texts).map(|i| TEXTS[i % TEXTS.len()]).collect();
+            let r = http
+                .post(url)
+                .bearer_auth(secret)
+                .json(&json!({ "texts": texts }))
+                .send()
+                .await?;
+            let status = r.status();
+            let body = r.text().await?;
+            anyhow::ensure!(status == reqwest::StatusCode::OK, "analyze answered {status}: {body}");
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    // Warm-up: the first request loads the model.
+    request(10, 0).await?;
+    println!(
+        "\nPOST /v1/sentiment:analyze, open loop at {} requests/s for {} s (latency from the scheduled send to the answer):",
+        args.analyze_rate, args.analyze_seconds
+    );
+    let mut table = Table::new([
+        left("texts/request"),
+        right("requests"),
+        right("p50 ms"),
+        right("p99 ms"),
+        right("max ms"),
+        right("sent req/s"),
+        right("texts/s"),
+        right("load 1 min (start → end)"),
+    ]);
+    for &n in &args.analyze_texts {
+        let load_start = load1();
+        let total = (args.analyze_rate * args.analyze_seconds) as usize;
+        let interval = Duration::from_secs_f64(1.0 / args.analyze_rate as f64);
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let scheduled = started + interval * i as u32;
+            tokio::time::sleep_until(scheduled.into()).await;
+            let call = request(n, i * n);
+            tasks.spawn(async move {
+                call.await?;
+                Ok::<_, anyhow::Error>(scheduled.elapsed())
+            });
+        }
+        let sent = total as f64 / started.elapsed().as_secs_f64();
+        let mut latencies = Vec::with_capacity(total);
+        while let Some(r) = tasks.join_next().await {
+            latencies.push(r??.as_secs_f64() * 1000.0);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort_unstable_by(f64::total_cmp);
+        let load_end = load1();
+        let at = |p: f64| percentile(&latencies, p).map_or("-".to_string(), |v| format!("{v:.1}"));
+        table.row([
+            n.to_string(),
+            total.to_string(),
+            at(50.0),
+            at(99.0),
+            at(100.0),
+            format!("{sent:.1}"),
+            format!("{:.1}", (total * n) as f64 / elapsed),
+            format!("{load_start:.2} → {load_end:.2}"),
+        ]);
+    }
+    print!("{table}");
+    bench.running.shutdown().await;
+    Ok(())
 }

@@ -19,6 +19,14 @@ pub fn percentile<T: Copy + PartialOrd>(sorted: &[T], p: f64) -> Option<T> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// The 1-minute load average (NaN where `/proc/loadavg` cannot be read).
+pub fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::percentile;

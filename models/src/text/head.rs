@@ -160,6 +160,9 @@ pub struct TrainingInfo {
     pub alpha: f64,
     /// Every strength tried, with its cross-validated score.
     pub alpha_search: Vec<AlphaScore>,
+    /// Data set name → how many times each of its training rows counted (absent: 1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dataset_weights: BTreeMap<String, usize>,
 }
 
 /// Held-out metrics of a head, overall and per language.

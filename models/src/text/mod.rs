@@ -110,7 +110,7 @@ pub use runtime::{init_runtime, runtime, Runtime, ORT_DYLIB_ENV};
 pub use session::InferenceOptions;
 pub use tokenize::{TextTokenizer, TokenBatch, MIN_MAX_LENGTH};
 pub use train::{
-    embed_datasets, fit_head, metrics_report, stratified_split, train_sentiment_head, EmbeddedExamples, TrainConfig,
-    TrainEvent, UNDETERMINED_LANGUAGE,
+    embed_datasets, embed_datasets_with, fit_head, metrics_report, stratified_split, train_sentiment_head, EmbedFn,
+    EmbeddedExamples, TrainConfig, TrainEvent, UNDETERMINED_LANGUAGE,
 };
 pub use unigram::{E5cUnigram, Segmenter, TokenizerSettings, METASPACE, SETTINGS_FILE};

@@ -67,13 +67,7 @@ pub(super) fn rss_mb(pid: u32) -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// The 1-minute load average.
-pub(super) fn load1() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
+pub(super) use crate::cli::stats::load1;
 
 /// Counters read at the start and the end of a case.
 #[derive(Debug, Clone, Default)]
