@@ -157,7 +157,9 @@ async fn apply_batch(pool: &sqlx::AnyPool, batch: &[Contribution<'_>]) -> Result
             continue;
         }
         accounts.entry((e.tenant_id, e.account_id)).or_default().add(e);
-        days.entry((e.tenant_id, e.account_id, e.day.as_str())).or_default().add(e);
+        days.entry((e.tenant_id, e.account_id, e.day.as_str()))
+            .or_default()
+            .add(e);
     }
     let now = kairos_core::time::now_ms();
     let accounts: Vec<_> = accounts.into_iter().collect();
@@ -377,44 +379,44 @@ impl Job for Activity {
              ON CONFLICT (tenant_id, account_id) DO UPDATE SET {UPSERT_TOTALS}"
         );
         sqlx::query(&sql)
-        .bind(&ctx.tenant_id)
-        .bind(&event.account_id)
-        .bind(at)
-        .bind((c.logins > 0).then_some(at))
-        .bind((c.payments > 0).then_some(at))
-        .bind(c.logins)
-        .bind(c.comments)
-        .bind(c.tickets)
-        .bind(c.payments)
-        .bind(c.failed_payments)
-        .bind(amount)
-        .bind(kairos_core::time::now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            // A concurrent payment on Postgres got in between the check and
-            // the update: the store refuses the sum (numeric_value_out_of_range).
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("22003") => {
-                total_overflow(&event.account_id, None, amount)
-            }
-            _ => e.into(),
-        })?;
+            .bind(&ctx.tenant_id)
+            .bind(&event.account_id)
+            .bind(at)
+            .bind((c.logins > 0).then_some(at))
+            .bind((c.payments > 0).then_some(at))
+            .bind(c.logins)
+            .bind(c.comments)
+            .bind(c.tickets)
+            .bind(c.payments)
+            .bind(c.failed_payments)
+            .bind(amount)
+            .bind(kairos_core::time::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                // A concurrent payment on Postgres got in between the check and
+                // the update: the store refuses the sum (numeric_value_out_of_range).
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("22003") => {
+                    total_overflow(&event.account_id, None, amount)
+                }
+                _ => e.into(),
+            })?;
         let sql = format!(
             "INSERT INTO account_activity_daily (tenant_id, account_id, day, events, logins, comments, tickets, payments, failed_payments) \
              VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id, account_id, day) DO UPDATE SET {UPSERT_DAILY}"
         );
         sqlx::query(&sql)
-        .bind(&ctx.tenant_id)
-        .bind(&event.account_id)
-        .bind(&day)
-        .bind(c.logins)
-        .bind(c.comments)
-        .bind(c.tickets)
-        .bind(c.payments)
-        .bind(c.failed_payments)
-        .execute(&mut *tx)
-        .await?;
+            .bind(&ctx.tenant_id)
+            .bind(&event.account_id)
+            .bind(&day)
+            .bind(c.logins)
+            .bind(c.comments)
+            .bind(c.tickets)
+            .bind(c.payments)
+            .bind(c.failed_payments)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(JobOutput { result_ref })
     }

@@ -381,7 +381,10 @@ mod tests {
         }
     }
 
-    async fn daily(store: &Store) -> Vec<(String, String, String, i64, i64, i64, i64, i64, i64)> {
+    /// A row of `account_activity_daily`: tenant, account, day, counters.
+    type DailyRow = (String, String, String, i64, i64, i64, i64, i64, i64);
+
+    async fn daily(store: &Store) -> Vec<DailyRow> {
         sqlx::query_as(
             "SELECT tenant_id, account_id, day, events, logins, comments, tickets, payments, failed_payments \
              FROM account_activity_daily ORDER BY tenant_id, account_id, day",
@@ -410,14 +413,32 @@ mod tests {
             payloads.extend([
                 (t, ev("e1", "user.logged_in", "a", day + 5_000, serde_json::json!({}))),
                 (t, ev("e2", "comment.created", "a", day + 1_000, serde_json::json!({}))),
-                (t, ev("e3", "ticket.created", "b", day + 90_000_000, serde_json::json!({}))),
-                (t, ev("e4", "payment.succeeded", "b", day + 7_000, serde_json::json!({"amount_cents": 1250}))),
-                (t, ev("e5", "payment.succeeded", "a", day + 8_000, serde_json::json!({}))),
+                (
+                    t,
+                    ev("e3", "ticket.created", "b", day + 90_000_000, serde_json::json!({})),
+                ),
+                (
+                    t,
+                    ev(
+                        "e4",
+                        "payment.succeeded",
+                        "b",
+                        day + 7_000,
+                        serde_json::json!({"amount_cents": 1250}),
+                    ),
+                ),
+                (
+                    t,
+                    ev("e5", "payment.succeeded", "a", day + 8_000, serde_json::json!({})),
+                ),
                 (t, ev("e6", "payment.failed", "c", day + 9_000, serde_json::json!({}))),
                 (t, ev("e7", "account.updated", "c", day + 9_500, serde_json::json!({}))),
                 (t, ev("e1", "user.logged_in", "a", day + 5_000, serde_json::json!({}))),
                 (t, r#"{"id": 1}"#.to_owned()),
-                (t, ev("e8", "user.logged_in", "a", day + 86_400_000 + 3, serde_json::json!({}))),
+                (
+                    t,
+                    ev("e8", "user.logged_in", "a", day + 86_400_000 + 3, serde_json::json!({})),
+                ),
             ]);
         }
         let job: Arc<dyn DynJob> = Arc::new(activity::Activity);

@@ -384,7 +384,9 @@ async fn a_quick_job_is_recorded_with_one_write_and_never_re_run(deployment: Dep
     assert_eq!(started.len(), 2);
     assert!(started.iter().all(|s| s.attempt == 1 && s.max_attempts == 3));
     let rows = store.jobs_by_ids(&ids).await.unwrap();
-    assert!(rows.iter().all(|j| j.state == JobState::Pending && j.attempts == 0 && j.started_at.is_none()));
+    assert!(rows
+        .iter()
+        .all(|j| j.state == JobState::Pending && j.attempts == 0 && j.started_at.is_none()));
 
     // The outcome records the start with it.
     let t0 = now_ms() - 5;
@@ -416,7 +418,10 @@ async fn a_quick_job_is_recorded_with_one_write_and_never_re_run(deployment: Dep
         error: error.into(),
         retry_at: now_ms(),
     };
-    store.finish(&[finished(&flaky, 1, now_ms(), fail("first"))]).await.unwrap();
+    store
+        .finish(&[finished(&flaky, 1, now_ms(), fail("first"))])
+        .await
+        .unwrap();
     store.mark_running(&[(flaky.clone(), 1)], "w1", now_ms()).await.unwrap();
     let row = store.job(None, &flaky).await.unwrap().unwrap();
     assert_eq!((row.state, row.attempts), (JobState::Retrying, 1));

@@ -128,7 +128,12 @@ impl SqliteQueue {
             );
             let mut q = sqlx::query(&sql);
             for m in chunk {
-                q = q.bind(&m.kind).bind(&m.id).bind(&m.tenant_id).bind(&m.payload).bind(run_at);
+                q = q
+                    .bind(&m.kind)
+                    .bind(&m.id)
+                    .bind(&m.tenant_id)
+                    .bind(&m.payload)
+                    .bind(run_at);
             }
             q.execute(&mut *tx).await?;
         }

@@ -479,7 +479,10 @@ impl Store {
         for f in &sorted {
             match f.finish.state() {
                 JobState::Retrying => retries.push(*f),
-                state => groups.entry((state, f.attempt, f.worker.as_str())).or_default().push(*f),
+                state => groups
+                    .entry((state, f.attempt, f.worker.as_str()))
+                    .or_default()
+                    .push(*f),
             }
         }
         let mut tx = self.pool.begin().await?;
