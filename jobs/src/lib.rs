@@ -98,6 +98,23 @@ pub trait Job: Send + Sync + 'static {
     /// Runs one attempt. Must be idempotent: an attempt may be repeated
     /// after a crash.
     async fn run(&self, ctx: &JobContext, payload: Self::Payload) -> Result<JobOutput, JobError>;
+
+    /// Whether the worker hands this kind's fetched jobs to
+    /// [`Job::run_batch`] together (one attempt each, one task, one
+    /// timeout), so a kind whose attempts are small store writes can make
+    /// them one transaction per batch.
+    const BATCHED: bool = false;
+
+    /// Runs one attempt of each job; one result per job, in order. Must
+    /// be as idempotent as `run`, job by job. By default, `run` one after
+    /// the other.
+    async fn run_batch(&self, jobs: Vec<(&JobContext, Self::Payload)>) -> Vec<Result<JobOutput, JobError>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for (ctx, payload) in jobs {
+            out.push(Job::run(self, ctx, payload).await);
+        }
+        out
+    }
 }
 
 /// A [`Job`] of any kind, as the worker runs it: on the payload's JSON
@@ -111,6 +128,13 @@ pub trait DynJob: Send + Sync + 'static {
 
     /// Parses `payload` and runs one attempt on it.
     async fn run(&self, ctx: &JobContext, payload: &str) -> Result<JobOutput, JobError>;
+
+    /// Whether fetched jobs of this kind run together ([`Job::BATCHED`]).
+    fn batched(&self) -> bool;
+
+    /// Parses each payload and runs one attempt of each job together
+    /// ([`Job::run_batch`]); one result per job, in order.
+    async fn run_batch(&self, jobs: &[(JobContext, String)]) -> Vec<Result<JobOutput, JobError>>;
 }
 
 #[async_trait]
@@ -123,6 +147,42 @@ impl<J: Job> DynJob for J {
         let payload: J::Payload = serde_json::from_str(payload)
             .map_err(|e| JobError::Permanent(format!("{}: invalid payload: {e}", J::KIND)))?;
         Job::run(self, ctx, payload).await
+    }
+
+    fn batched(&self) -> bool {
+        J::BATCHED
+    }
+
+    async fn run_batch(&self, jobs: &[(JobContext, String)]) -> Vec<Result<JobOutput, JobError>> {
+        // A payload that does not parse fails alone; the others run
+        // together, their results put back in their places.
+        let mut out: Vec<Option<Result<JobOutput, JobError>>> = Vec::with_capacity(jobs.len());
+        let mut parsed = Vec::with_capacity(jobs.len());
+        let mut places = Vec::with_capacity(jobs.len());
+        for (i, (ctx, payload)) in jobs.iter().enumerate() {
+            match serde_json::from_str::<J::Payload>(payload) {
+                Ok(p) => {
+                    out.push(None);
+                    parsed.push((ctx, p));
+                    places.push(i);
+                }
+                Err(e) => out.push(Some(Err(JobError::Permanent(format!(
+                    "{}: invalid payload: {e}",
+                    J::KIND
+                ))))),
+            }
+        }
+        let ran = Job::run_batch(self, parsed).await;
+        let mut ran = ran.into_iter();
+        for i in places {
+            out[i] = Some(
+                ran.next()
+                    .unwrap_or_else(|| Err(JobError::Retryable(format!("{}: no result from the batch", J::KIND)))),
+            );
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(JobError::Retryable(format!("{}: no result from the batch", J::KIND)))))
+            .collect()
     }
 }
 
@@ -298,6 +358,128 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(only.kinds(), ["probe"]);
+    }
+
+    async fn context(dir: &tempfile::TempDir, name: &str, tenant: &str) -> JobContext {
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join(name).display()), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let queue = kairos_core::queue::connect(&kairos_core::config::QueueConfig {
+            url: format!("sqlite://{}", dir.path().join(format!("q-{name}")).display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        JobContext {
+            job_id: "j".into(),
+            tenant_id: tenant.into(),
+            attempt: 1,
+            max_attempts: 3,
+            store,
+            queue,
+        }
+    }
+
+    /// A row of `account_activity_daily`: tenant, account, day, counters.
+    type DailyRow = (String, String, String, i64, i64, i64, i64, i64, i64);
+
+    async fn daily(store: &Store) -> Vec<DailyRow> {
+        sqlx::query_as(
+            "SELECT tenant_id, account_id, day, events, logins, comments, tickets, payments, failed_payments \
+             FROM account_activity_daily ORDER BY tenant_id, account_id, day",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    }
+
+    /// The activity kind's batch (one transaction, sums per account)
+    /// leaves exactly what running its jobs one by one leaves: duplicates
+    /// in the batch and events applied before count once, payments with an
+    /// amount (checked one by one) and profile events are handled, and an
+    /// invalid payload fails alone.
+    #[tokio::test]
+    async fn an_activity_batch_adds_up_like_its_jobs_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 1_764_547_200_000_i64; // 2025-12-01T00:00Z
+        let ev = |id: &str, ty: &str, acct: &str, at: i64, data: serde_json::Value| {
+            serde_json::json!({"id": id, "type": ty, "account_id": acct, "occurred_at_ms": at, "data": data})
+                .to_string()
+        };
+        let tenants = ["t1", "t2"];
+        let mut payloads: Vec<(usize, String)> = Vec::new();
+        for (t, _) in tenants.iter().enumerate() {
+            payloads.extend([
+                (t, ev("e1", "user.logged_in", "a", day + 5_000, serde_json::json!({}))),
+                (t, ev("e2", "comment.created", "a", day + 1_000, serde_json::json!({}))),
+                (
+                    t,
+                    ev("e3", "ticket.created", "b", day + 90_000_000, serde_json::json!({})),
+                ),
+                (
+                    t,
+                    ev(
+                        "e4",
+                        "payment.succeeded",
+                        "b",
+                        day + 7_000,
+                        serde_json::json!({"amount_cents": 1250}),
+                    ),
+                ),
+                (
+                    t,
+                    ev("e5", "payment.succeeded", "a", day + 8_000, serde_json::json!({})),
+                ),
+                (t, ev("e6", "payment.failed", "c", day + 9_000, serde_json::json!({}))),
+                (t, ev("e7", "account.updated", "c", day + 9_500, serde_json::json!({}))),
+                (t, ev("e1", "user.logged_in", "a", day + 5_000, serde_json::json!({}))),
+                (t, r#"{"id": 1}"#.to_owned()),
+                (
+                    t,
+                    ev("e8", "user.logged_in", "a", day + 86_400_000 + 3, serde_json::json!({})),
+                ),
+            ]);
+        }
+        let job: Arc<dyn DynJob> = Arc::new(activity::Activity);
+        // One by one, on one store; `e2` applied beforehand on both.
+        let one = [context(&dir, "one.db", "t1").await, context(&dir, "one.db", "t2").await];
+        let all = [context(&dir, "all.db", "t1").await, context(&dir, "all.db", "t2").await];
+        let e2 = ev("e2", "comment.created", "a", day + 1_000, serde_json::json!({}));
+        for ctx in one.iter().chain(&all) {
+            job.run(ctx, &e2).await.unwrap();
+        }
+        let mut singles = Vec::new();
+        for (t, p) in &payloads {
+            singles.push(job.run(&one[*t], p).await.map(|o| o.result_ref));
+        }
+        // Together, on the other.
+        let batch: Vec<(JobContext, String)> = payloads.iter().map(|(t, p)| (all[*t].clone(), p.clone())).collect();
+        let together: Vec<_> = job
+            .run_batch(&batch)
+            .await
+            .into_iter()
+            .map(|r| r.map(|o| o.result_ref))
+            .collect();
+        assert_eq!(singles.len(), together.len());
+        for (i, (a, b)) in singles.iter().zip(&together).enumerate() {
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "job {i}"),
+                (Err(JobError::Permanent(a)), Err(JobError::Permanent(b))) => assert_eq!(a, b, "job {i}"),
+                other => panic!("job {i}: {other:?}"),
+            }
+        }
+        for t in tenants {
+            let a = activity::read_all(&one[0].store, t).await.unwrap();
+            let b = activity::read_all(&all[0].store, t).await.unwrap();
+            assert!(!a.is_empty());
+            assert_eq!(a, b, "tenant {t}");
+        }
+        assert_eq!(daily(&one[0].store).await, daily(&all[0].store).await);
+        // Delivered again (an ack lost): nothing changes.
+        let before = activity::read_all(&all[0].store, "t1").await.unwrap();
+        assert_eq!(job.run_batch(&batch).await.len(), batch.len());
+        assert_eq!(activity::read_all(&all[0].store, "t1").await.unwrap(), before);
     }
 
     #[tokio::test]

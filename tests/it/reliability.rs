@@ -368,7 +368,11 @@ async fn chaos_sigkilled_workers_lose_nothing() {
     const KILL_EVERY: Duration = Duration::from_secs(3);
     println!("chaos: {n} events (KAIROS_CHAOS_EVENTS), a worker SIGKILLed every {KILL_EVERY:?}");
     let env = Env::new(Deployment::Distributed).await;
-    let extra = "[jobs.activity]\nconcurrency = 16\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
+    // The rate limit is not what this test is about: producers faster than
+    // the default 2,000 events/s (workers writing less leave ingest more of
+    // the store) must see only 202 or 503.
+    let extra = "[api]\nrate_per_second = 1000000\nrate_burst = 1000000\n\
+                 [jobs.activity]\nconcurrency = 16\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n";
     let config_path = env.config_file(extra);
     let mut app = spawn_app_on(env, extra, NO_WORKER).await;
     let (base, store) = (app.base.clone(), app.store.clone());
@@ -466,14 +470,16 @@ async fn chaos_sigkilled_workers_lose_nothing() {
         redelivery.len()
     );
     assert!(kills >= MIN_KILLS);
-    assert!(!redelivery.is_empty(), "no killed worker held a job");
+    // A quick job's start is written with its outcome (a job is marked
+    // `running` only after 500 ms), so the orphans seen here are only the
+    // killed workers' attempts that had run that long, often none;
+    // `processes::*_sigkilled_worker_jobs_are_redelivered` bounds the
+    // re-delivery of a slow job. (Every job succeeded: none was lost.)
     // Bound with the shipped config: lease 10 s + reclaim 5 s (+ the wait
     // behind the paced backlog and process start-up on 2 loaded cores).
-    assert!(
-        *redelivery.last().unwrap() < 20_000,
-        "an orphan took {} ms",
-        redelivery.last().unwrap()
-    );
+    if let Some(slowest) = redelivery.last() {
+        assert!(*slowest < 20_000, "an orphan took {slowest} ms");
+    }
     for w in &workers {
         w.signal("TERM");
     }

@@ -1,8 +1,10 @@
 //! The product path's defects of issue #17: a client that goes away
 //! mid-request, jobs left `pending` with no scheduler running, the
 //! dispatcher pushing jobs already on the queue, lock order under
-//! thousands of concurrent batches — and group commit at ingest (one bad
-//! request fails alone; replays across concurrent requests).
+//! thousands of concurrent batches — group commit at ingest (one bad
+//! request fails alone; replays across concurrent requests), and the
+//! worker's writes per job (a quick job's start written with its outcome,
+//! a long one seen running).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -349,4 +351,142 @@ async fn contend(store: &Store, tag: &str) {
             panic!("{tag}: {what} failed: {e}");
         }
     }
+}
+
+fn finished(id: &str, attempt: u32, started_at: i64, finish: Finish) -> Finished {
+    Finished {
+        id: id.to_owned(),
+        attempt,
+        worker: "w1".into(),
+        started_at,
+        finish,
+    }
+}
+
+/// A quick attempt costs one write: the worker only reads that the job is
+/// not finished (`startable`), and the outcome write records the start
+/// with it. That write is conditional: a finished job is never started or
+/// changed again (a duplicate's outcome, a late `running` mark), and the
+/// stored row keeps counting attempts for retries and dead letters.
+async fn a_quick_job_is_recorded_with_one_write_and_never_re_run(deployment: Deployment) {
+    let env = Env::new(deployment).await;
+    let rt = Runtime::open(env.config("")).await.unwrap();
+    let store = rt.store.clone();
+    let jobs = probe_jobs("t", 2, "quick");
+    let mut tx = store.pool().begin().await.unwrap();
+    insert_jobs(&mut tx, &jobs, now_ms()).await.unwrap();
+    tx.commit().await.unwrap();
+    let (quick, flaky) = (jobs[0].id.clone(), jobs[1].id.clone());
+    let ids = vec![quick.clone(), flaky.clone()];
+
+    // Checking costs no write: the rows stay as they were.
+    let started = store.startable(&ids).await.unwrap();
+    assert_eq!(started.len(), 2);
+    assert!(started.iter().all(|s| s.attempt == 1 && s.max_attempts == 3));
+    let rows = store.jobs_by_ids(&ids).await.unwrap();
+    assert!(rows
+        .iter()
+        .all(|j| j.state == JobState::Pending && j.attempts == 0 && j.started_at.is_none()));
+
+    // The outcome records the start with it.
+    let t0 = now_ms() - 5;
+    let ok = Finish::Succeeded {
+        result_ref: Some("r/1".into()),
+    };
+    store.finish(&[finished(&quick, 1, t0, ok.clone())]).await.unwrap();
+    let row = store.job(None, &quick).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.attempts, row.started_at, row.worker.as_deref()),
+        (JobState::Succeeded, 1, Some(t0), Some("w1"))
+    );
+    assert!(row.queued_at.is_some() && row.finished_at.is_some());
+    assert_eq!(store.attempts(&quick).await.unwrap().len(), 1);
+
+    // Never re-run, never changed again.
+    assert!(store.startable(std::slice::from_ref(&quick)).await.unwrap().is_empty());
+    store.mark_running(&[(quick.clone(), 2)], "w2", now_ms()).await.unwrap();
+    store
+        .finish(&[finished(&quick, 2, now_ms(), Finish::Dead { error: "dup".into() })])
+        .await
+        .unwrap();
+    let again = store.job(None, &quick).await.unwrap().unwrap();
+    assert_eq!(again, row, "a finished job's row changed");
+
+    // A failing job: the stored row counts its attempts; a late mark of an
+    // attempt whose outcome is recorded changes nothing.
+    let fail = |error: &str| Finish::Retrying {
+        error: error.into(),
+        retry_at: now_ms(),
+    };
+    store
+        .finish(&[finished(&flaky, 1, now_ms(), fail("first"))])
+        .await
+        .unwrap();
+    store.mark_running(&[(flaky.clone(), 1)], "w1", now_ms()).await.unwrap();
+    let row = store.job(None, &flaky).await.unwrap().unwrap();
+    assert_eq!((row.state, row.attempts), (JobState::Retrying, 1));
+    let next = store.startable(std::slice::from_ref(&flaky)).await.unwrap();
+    assert_eq!(next[0].attempt, 2);
+    // A long second attempt is marked running, then recorded dead.
+    store.mark_running(&[(flaky.clone(), 2)], "w1", now_ms()).await.unwrap();
+    let row = store.job(None, &flaky).await.unwrap().unwrap();
+    assert_eq!((row.state, row.attempts), (JobState::Running, 2));
+    store
+        .finish(&[finished(&flaky, 2, now_ms(), Finish::Dead { error: "gone".into() })])
+        .await
+        .unwrap();
+    let row = store.job(None, &flaky).await.unwrap().unwrap();
+    assert_eq!((row.state, row.attempts), (JobState::Dead, 2));
+    assert_eq!(store.attempts(&flaky).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_quick_job_is_recorded_with_one_write_and_never_re_run() {
+    a_quick_job_is_recorded_with_one_write_and_never_re_run(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_a_quick_job_is_recorded_with_one_write_and_never_re_run() {
+    a_quick_job_is_recorded_with_one_write_and_never_re_run(Deployment::Distributed).await;
+}
+
+/// Through the real worker: a long job is seen `running` (its start is
+/// written once it has run for a moment), a quick one goes from `queued`
+/// to `succeeded`; both end with one attempt recorded.
+async fn a_long_job_is_seen_running(deployment: Deployment) {
+    let mut app = spawn_app(deployment, PROBE_RULE).await;
+    let (status, resp) = app
+        .post_events(&json!({ "events": [
+            event("slow-1", "diagnostic.slow", "a", json!({"probe": {"sleep_ms": 2500}})),
+            event("quick-1", "diagnostic.quick", "a", json!({})),
+        ]}))
+        .await;
+    assert_eq!(status, 202, "{resp}");
+    let ids = job_ids(&resp);
+    let slow = ids[0].clone();
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            let j = app.store.job(None, &slow).await.unwrap().unwrap();
+            j.state == JobState::Running && j.attempts == 1 && j.worker.is_some() && j.started_at.is_some()
+        })
+        .await,
+        "the slow job was never seen running"
+    );
+    let jobs = app.wait_settled(&ids, Duration::from_secs(30)).await;
+    for j in &jobs {
+        assert_eq!((j.state, j.attempts), (JobState::Succeeded, 1), "{j:?}");
+        assert!(j.started_at.is_some() && j.started_at <= j.finished_at, "{j:?}");
+        assert_eq!(app.store.attempts(&j.id).await.unwrap().len(), 1);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_long_job_is_seen_running() {
+    a_long_job_is_seen_running(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_a_long_job_is_seen_running() {
+    a_long_job_is_seen_running(Deployment::Distributed).await;
 }

@@ -115,6 +115,8 @@ async fn settle(shared: &Shared, batch: Vec<Outcome>, shutdown: &CancellationTok
     // jobs meanwhile (they are re-delivered if this process dies).
     // On shutdown, give up after a few tries rather than never exiting: the
     // jobs stay leased and are re-delivered (and re-run idempotently).
+    // Their outcome write records their start: no `running` write now.
+    shared.unmarked.settled(records.iter().map(|r| r.id.as_str()));
     let mut wait = Duration::from_millis(100);
     let mut tries = 0;
     while let Err(e) = shared.store.finish(&records).await {

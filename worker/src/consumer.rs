@@ -1,5 +1,6 @@
-//! One kind's fetch loop: take as many jobs as there are free slots, record
-//! their start, run each in its own task.
+//! One kind's fetch loop: take as many jobs as there are free slots, check
+//! that none has finished already, run each in its own task (a batched
+//! kind's together).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -129,7 +130,7 @@ pub(crate) async fn run(
         }
         shared.leases.hold(&kind, deliveries.iter().map(|d| &d.tag));
         let ids: Vec<String> = deliveries.iter().map(|d| d.message.id.clone()).collect();
-        let started = match shared.store.start(&ids, &shared.id).await {
+        let started = match shared.store.startable(&ids).await {
             Ok(s) => s,
             Err(e) => {
                 // Stop renewing first: if the release fails too, the leases
@@ -150,10 +151,14 @@ pub(crate) async fn run(
                     .ready_at
                     .map(|ready| Duration::from_millis(u64::try_from(now - ready).unwrap_or(0)));
                 metrics.started(wait);
+                // Written with the outcome, or as `running` if it lasts.
+                shared.unmarked.started(&s.id, s.attempt, now);
                 (s.id, (s.attempt, s.max_attempts))
             })
             .collect();
         let mut stale = Vec::new();
+        // A batched kind's jobs run together: one task, one attempt each.
+        let mut together = Vec::new();
         for delivery in deliveries {
             let Some((attempt, max_attempts)) = attempts.remove(&delivery.message.id) else {
                 stale.push(delivery.tag);
@@ -163,6 +168,7 @@ pub(crate) async fn run(
                 // Cannot happen (fetch returns at most permits.len()), but a
                 // backend bug must not run jobs beyond the concurrency limit.
                 shared.leases.drop_tags(&kind, [&delivery.tag]);
+                shared.unmarked.settled([delivery.message.id.as_str()]);
                 shared.queue.release(std::slice::from_ref(&delivery)).await?;
                 continue;
             };
@@ -174,12 +180,30 @@ pub(crate) async fn run(
                 store: shared.store.clone(),
                 queue: shared.queue.clone(),
             };
+            if job.batched() {
+                together.push((ctx, delivery, permit));
+                continue;
+            }
             spawn_attempt(
                 job.clone(),
                 ctx,
                 delivery,
                 policy.clone(),
                 permit,
+                Handoff {
+                    in_flight: in_flight.clone(),
+                    leases: shared.leases.clone(),
+                    done: done.clone(),
+                    running: shared.running.clone(),
+                    metrics: metrics.clone(),
+                },
+            );
+        }
+        if !together.is_empty() {
+            spawn_batch(
+                job.clone(),
+                together,
+                policy.clone(),
                 Handoff {
                     in_flight: in_flight.clone(),
                     leases: shared.leases.clone(),
@@ -282,6 +306,93 @@ fn spawn_attempt(
     tracker.insert(d, handle.abort_handle());
     if handle.is_finished() {
         tracker.remove(&tag);
+    }
+}
+
+/// Runs a batched kind's fetched jobs together ([`kairos_jobs::Job::run_batch`]):
+/// one task under the kind's timeout, one outcome per job for the
+/// completer. A panic or the timeout fails every attempt of the batch.
+fn spawn_batch(
+    job: Arc<dyn kairos_jobs::DynJob>,
+    items: Vec<(JobContext, Delivery, OwnedSemaphorePermit)>,
+    policy: JobPolicy,
+    Handoff {
+        in_flight,
+        leases,
+        done,
+        running,
+        metrics,
+    }: Handoff,
+) {
+    let tracker = in_flight.clone();
+    let mut jobs = Vec::with_capacity(items.len());
+    let mut deliveries = Vec::with_capacity(items.len());
+    let mut permits = Vec::with_capacity(items.len());
+    for (ctx, delivery, permit) in items {
+        running.start();
+        jobs.push((ctx, delivery.message.payload.clone()));
+        deliveries.push(delivery);
+        permits.push(permit);
+    }
+    let tracked = deliveries.clone();
+    let handle = tokio::spawn(async move {
+        let _running: Vec<RunningGuard> = (0..jobs.len()).map(|_| RunningGuard(running.clone())).collect();
+        let started = Instant::now();
+        let started_at = kairos_core::time::now_ms();
+        let attempts: Vec<(u32, u32)> = jobs.iter().map(|(c, _)| (c.attempt, c.max_attempts)).collect();
+        let results = execute_batch(job, jobs, &policy).await;
+        let elapsed = started.elapsed();
+        for ((delivery, result), (attempt, max_attempts)) in deliveries.into_iter().zip(results).zip(attempts) {
+            metrics.ran(elapsed);
+            in_flight.remove(&delivery.tag);
+            let outcome = Outcome {
+                delivery,
+                attempt,
+                max_attempts,
+                started_at,
+                elapsed,
+                result,
+                policy: policy.clone(),
+            };
+            if let Err(lost) = done.send(outcome).await {
+                let d = &lost.0.delivery;
+                leases.drop_tags(&d.message.kind, [&d.tag]);
+                tracing::error!("completer gone; outcome dropped (the job's lease will expire and it will be re-run)");
+            }
+        }
+        drop(permits);
+    });
+    for d in tracked {
+        let tag = d.tag.clone();
+        tracker.insert(d, handle.abort_handle());
+        if handle.is_finished() {
+            tracker.remove(&tag);
+        }
+    }
+}
+
+/// [`execute`] for a batch: its own task (a panic fails the batch's
+/// attempts, not the consumer), the kind's timeout over the whole batch.
+async fn execute_batch(
+    job: Arc<dyn kairos_jobs::DynJob>,
+    jobs: Vec<(JobContext, String)>,
+    policy: &JobPolicy,
+) -> Vec<Result<JobOutput, JobError>> {
+    let n = jobs.len();
+    let task = tokio::spawn(async move { job.run_batch(&jobs).await });
+    let abort = task.abort_handle();
+    let failed = |msg: String| -> Vec<Result<JobOutput, JobError>> {
+        (0..n).map(|_| Err(JobError::Retryable(msg.clone()))).collect()
+    };
+    match tokio::time::timeout(policy.timeout, task).await {
+        Ok(Ok(results)) if results.len() == n => results,
+        Ok(Ok(results)) => failed(format!("batch returned {} results for {n} jobs", results.len())),
+        Ok(Err(e)) if e.is_panic() => failed(format!("panicked: {}", panic_message(e))),
+        Ok(Err(e)) => failed(format!("attempt aborted: {e}")),
+        Err(_) => {
+            abort.abort();
+            failed(format!("timed out after {}", humantime_like(policy.timeout)))
+        }
     }
 }
 

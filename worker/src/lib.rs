@@ -13,6 +13,9 @@
 //! - one [`leases`] task that renews the leases of every delivery held
 //!   (heartbeat) and moves dead workers' expired deliveries back onto the
 //!   queue;
+//! - one [`marks`] task that records `running` for the attempts still
+//!   running half a second after they started (a quick attempt's start is
+//!   written with its outcome, in one write);
 //! - one [`presence`] task that registers the process in the store's
 //!   `workers` table, heartbeats there, and reads the paused kinds every
 //!   `worker.pause_poll`: a consumer of a paused kind stops fetching; the
@@ -22,6 +25,7 @@ mod backoff;
 mod completer;
 mod consumer;
 mod leases;
+mod marks;
 mod presence;
 mod supervisor;
 
@@ -74,6 +78,8 @@ pub(crate) struct Shared {
     pub paused: presence::Paused,
     /// Attempts running in this process.
     pub running: presence::Running,
+    /// Attempts started whose `running` is not written yet.
+    pub unmarked: marks::Unmarked,
     /// Each kind's job metrics, resolved once.
     pub metrics: Arc<std::collections::BTreeMap<String, kairos_core::metrics::KindMetrics>>,
 }
@@ -119,6 +125,7 @@ impl Worker {
                 leases: leases::Leases::default(),
                 paused,
                 running: presence::Running::default(),
+                unmarked: marks::Unmarked::default(),
                 metrics: Arc::new(metrics),
             },
             paused_tx,
@@ -155,6 +162,7 @@ impl Worker {
             kinds.clone(),
             stop_leases.clone(),
         ));
+        let marks = tokio::spawn(marks::run(shared.clone(), stop_leases.clone()));
         // Before any consumer fetches: a kind paused before this worker
         // started is never fetched by it.
         match shared.store.pauses().await {
@@ -193,6 +201,9 @@ impl Worker {
         stop_leases.cancel();
         if let Err(e) = maintenance.await {
             tracing::error!(error = %e, "lease task failed");
+        }
+        if let Err(e) = marks.await {
+            tracing::error!(error = %e, "running-marks task failed");
         }
         if let Err(e) = presence.await {
             tracing::error!(error = %e, "presence task failed");

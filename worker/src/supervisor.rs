@@ -68,6 +68,8 @@ async fn drain(shared: &Shared, kind: &str, slots: &Arc<Semaphore>, concurrency:
         "grace period over; handing unfinished jobs back to the queue"
     );
     let ids: Vec<String> = left.iter().map(|d| d.message.id.clone()).collect();
+    // Handed back unfinished: no `running` to write for them any more.
+    shared.unmarked.settled(ids.iter().map(String::as_str));
     if let Err(e) = shared.store.release(&ids).await {
         tracing::error!(kind, error = %e, "could not mark released jobs; their leases will expire instead");
     }

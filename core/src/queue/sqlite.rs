@@ -119,15 +119,23 @@ impl SqliteQueue {
 
     async fn insert(&self, messages: &[Message], run_at: i64) -> Result<(), QueueError> {
         let mut tx = self.pool.begin().await?;
-        for m in messages {
-            sqlx::query("INSERT INTO kairos_queue (kind, id, tenant_id, payload, run_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&m.kind)
-                .bind(&m.id)
-                .bind(&m.tenant_id)
-                .bind(&m.payload)
-                .bind(run_at)
-                .execute(&mut *tx)
-                .await?;
+        // One multi-row insert per chunk, not one statement per message:
+        // the push holds the file's one write lock for less.
+        for chunk in messages.chunks(crate::store::IN_LIST_MAX) {
+            let sql = format!(
+                "INSERT INTO kairos_queue (kind, id, tenant_id, payload, run_at) VALUES {}",
+                crate::store::value_rows(chunk.len(), 5, "")
+            );
+            let mut q = sqlx::query(&sql);
+            for m in chunk {
+                q = q
+                    .bind(&m.kind)
+                    .bind(&m.id)
+                    .bind(&m.tenant_id)
+                    .bind(&m.payload)
+                    .bind(run_at);
+            }
+            q.execute(&mut *tx).await?;
         }
         let mut tenants: Vec<(&str, &str)> = messages
             .iter()

@@ -383,19 +383,116 @@ impl Store {
         Ok(started)
     }
 
+    /// The jobs of `ids` a worker may run now — those not finished — with
+    /// the attempt each would be (stored attempts + 1). A read, not a write:
+    /// the worker records the start with the outcome ([`Self::finish`]) when
+    /// the attempt ends quickly, and with [`Self::mark_running`] when it is
+    /// still running after a short delay, so a quick job costs one write. A
+    /// job already finished (a duplicate delivery after its ack was lost) is
+    /// left out: the caller acknowledges it without running it.
+    pub async fn startable(&self, ids: &[String]) -> Result<Vec<Started>, StoreError> {
+        let mut started = Vec::with_capacity(ids.len());
+        for (sql, chunk) in chunked_in(
+            "SELECT id, attempts, max_attempts, queued_at, run_after FROM job_runs \
+             WHERE state NOT IN ('succeeded', 'dead') AND id IN ({ids})",
+            0,
+            ids,
+        ) {
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let now = now_ms();
+            for row in q.fetch_all(&self.pool).await? {
+                let attempts: i64 = row.try_get("attempts")?;
+                let max: i64 = row.try_get("max_attempts")?;
+                let queued_at: Option<i64> = row.try_get("queued_at")?;
+                let run_after: Option<i64> = row.try_get("run_after")?;
+                // Fetched before its producer marked it queued: it was
+                // queued all the same, by now at the latest.
+                let queued_at = queued_at.unwrap_or(now);
+                started.push(Started {
+                    id: row.try_get("id")?,
+                    attempt: u32::try_from(attempts.saturating_add(1)).unwrap_or(u32::MAX),
+                    max_attempts: u32::try_from(max).unwrap_or(u32::MAX),
+                    ready_at: Some(queued_at.max(run_after.unwrap_or(queued_at))),
+                });
+            }
+        }
+        Ok(started)
+    }
+
+    /// Records that `worker` is running these attempts (`(id, attempt)`,
+    /// started at `started_at`): for attempts still running a short while
+    /// after they started, so ops see long jobs as running. Conditional: a
+    /// job already finished, or whose row already counts this attempt (its
+    /// outcome was recorded first), is left alone. Rows locked in id order.
+    pub async fn mark_running(
+        &self,
+        attempts: &[(String, u32)],
+        worker: &str,
+        started_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut by_attempt: std::collections::BTreeMap<u32, Vec<&String>> = std::collections::BTreeMap::new();
+        for (id, attempt) in attempts {
+            by_attempt.entry(*attempt).or_default().push(id);
+        }
+        for (attempt, mut ids) in by_attempt {
+            ids.sort();
+            for (sql, chunk) in chunked_in(
+                &format!(
+                    "UPDATE job_runs SET state = 'running', attempts = $1, started_at = $2, worker = $3, \
+                     queued_at = COALESCE(queued_at, $2) \
+                     WHERE state NOT IN ('succeeded', 'dead') AND attempts < $1 AND id IN ({})",
+                    self.in_lock_order()
+                ),
+                3,
+                &ids,
+            ) {
+                let mut q = sqlx::query(&sql).bind(i64::from(attempt)).bind(started_at).bind(worker);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&self.pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records the end of a batch of attempts in one transaction: each job
-    /// run's new state, and each attempt in the job's history. Rows are
-    /// updated in id order, so two transactions touching the same jobs
-    /// lock them in the same order and cannot deadlock.
+    /// run's new state — with the attempt's start (attempt number, worker,
+    /// start time), which [`Self::startable`] left unwritten — and each
+    /// attempt in the job's history. Conditional: a job already finished,
+    /// or whose row counts a later attempt, is left alone (a finished job
+    /// never changes state again). Rows are locked in id order, so two
+    /// transactions touching the same jobs cannot deadlock.
     pub async fn finish(&self, batch: &[Finished]) -> Result<(), StoreError> {
         let now = now_ms();
         let mut sorted: Vec<&Finished> = batch.iter().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        // One statement per (state, attempt, worker) group and chunk, not
+        // one per job: the per-row values come from a CASE over the ids.
+        // Retries are few and carry more values: one statement each.
+        let mut groups: std::collections::BTreeMap<(JobState, u32, &str), Vec<&Finished>> =
+            std::collections::BTreeMap::new();
+        let mut retries = Vec::new();
+        for f in &sorted {
+            match f.finish.state() {
+                JobState::Retrying => retries.push(*f),
+                state => groups
+                    .entry((state, f.attempt, f.worker.as_str()))
+                    .or_default()
+                    .push(*f),
+            }
+        }
         let mut tx = self.pool.begin().await?;
-        // Postgres: lock the whole batch in id order first, so the
-        // per-state statements below (each its own subset) cannot lock in
-        // an order that deadlocks with a claim or a start of the same jobs.
-        if self.engine == super::Engine::Postgres {
+        // Postgres: with one group and no retry, the group's statement
+        // locks its rows in id order itself (chunks follow the sorted ids);
+        // otherwise lock the whole batch in id order first, so the
+        // statements below (each its own subset) cannot lock in an order
+        // that deadlocks with a claim or a start of the same jobs.
+        let one_statement = retries.is_empty() && groups.len() == 1;
+        if self.engine == super::Engine::Postgres && !one_statement {
             let ids: Vec<&str> = sorted.iter().map(|f| f.id.as_str()).collect();
             for (sql, chunk) in chunked_in(
                 "SELECT id FROM job_runs WHERE id IN ({ids}) ORDER BY id FOR UPDATE",
@@ -409,51 +506,61 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
         }
-        // One statement per outcome state and chunk (not one per job): the
-        // per-row values come from a CASE over the ids.
-        // Retries are few and each carries two values (error, retry time):
-        // one statement each.
-        for f in sorted.iter().filter(|f| f.finish.state() == JobState::Retrying) {
+        const GUARD: &str = "state NOT IN ('succeeded', 'dead') AND attempts <= $3";
+        for f in &retries {
             if let Finish::Retrying { error, retry_at } = &f.finish {
-                sqlx::query(
-                    "UPDATE job_runs SET state = 'retrying', last_error = $1, run_after = $2 \
-                     WHERE id = $3 AND state = 'running'",
-                )
+                sqlx::query(&format!(
+                    "UPDATE job_runs SET state = 'retrying', last_error = $1, run_after = $2, attempts = $3, \
+                     started_at = $4, worker = $5, queued_at = COALESCE(queued_at, $4) \
+                     WHERE id = $6 AND {GUARD}"
+                ))
                 .bind(error)
                 .bind(*retry_at)
+                .bind(i64::from(f.attempt))
+                .bind(f.started_at)
+                .bind(&f.worker)
                 .bind(&f.id)
                 .execute(&mut *tx)
                 .await?;
             }
         }
-        for state in [JobState::Succeeded, JobState::Dead] {
-            let rows: Vec<&Finished> = sorted.iter().copied().filter(|f| f.finish.state() == state).collect();
-            for chunk in rows.chunks(IN_LIST_MAX / 2) {
-                let n = chunk.len();
-                // $1 = now; then (id, value) pairs for the CASE; then the ids.
-                let case: Vec<String> = (0..n)
-                    .map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i))
-                    .collect();
-                let in_ids = super::placeholders(1 + 2 * n, n);
-                let case = format!("CASE id {} END", case.join(" "));
-                let sql = match state {
-                    JobState::Succeeded => format!(
-                        "UPDATE job_runs SET state = 'succeeded', finished_at = $1, result_ref = {case} WHERE id IN ({in_ids})"
-                    ),
-                    _ => format!(
-                        "UPDATE job_runs SET state = 'dead', finished_at = $1, last_error = {case} WHERE id IN ({in_ids})"
-                    ),
+        for ((state, attempt, worker), rows) in &groups {
+            for chunk in rows.chunks(IN_LIST_MAX / 3) {
+                // $1 = now, $2 = worker, $3 = attempt; then per row (id,
+                // value, started_at), the ids reused by the IN list.
+                let id_at = |i: usize| 4 + 3 * i;
+                let case = |col: usize| -> String {
+                    let arms: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("WHEN ${} THEN ${}", id_at(i), id_at(i) + col))
+                        .collect();
+                    format!("CASE id {} END", arms.join(" "))
                 };
-                let mut q = sqlx::query(&sql).bind(now);
+                let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", id_at(i))).collect();
+                let ids = ids.join(", ");
+                let in_ids = if one_statement {
+                    self.in_lock_order().replace("{ids}", &ids)
+                } else {
+                    ids
+                };
+                let column = match state {
+                    JobState::Succeeded => "result_ref",
+                    _ => "last_error",
+                };
+                let sql = format!(
+                    "UPDATE job_runs SET state = '{state}', finished_at = $1, worker = $2, attempts = $3, \
+                     {column} = {}, started_at = {}, queued_at = COALESCE(queued_at, $1) \
+                     WHERE id IN ({in_ids}) AND {GUARD}",
+                    case(1),
+                    case(2),
+                    state = state.as_str(),
+                );
+                let mut q = sqlx::query(&sql).bind(now).bind(*worker).bind(i64::from(*attempt));
                 for f in chunk {
                     let value = match &f.finish {
                         Finish::Succeeded { result_ref } => result_ref.as_deref(),
                         Finish::Retrying { error, .. } | Finish::Dead { error } => Some(error.as_str()),
                     };
-                    q = q.bind(&f.id).bind(value);
-                }
-                for f in chunk {
-                    q = q.bind(&f.id);
+                    q = q.bind(&f.id).bind(value).bind(f.started_at);
                 }
                 q.execute(&mut *tx).await?;
             }

@@ -255,8 +255,15 @@ body = "Please check your card."
         .fetch_one(store.pool())
         .await
         .unwrap();
+    // A job's start is written once it has run for half a second (a quick
+    // one's with its outcome).
+    let running = || async {
+        let job = store.job(None, &job_id).await.unwrap().unwrap();
+        job.state == kairos_core::store::JobState::Running
+    };
+    let seen = wait_for(WAIT, running).await;
     let job = store.job(None, &job_id).await.unwrap().unwrap();
-    assert_eq!(job.state, kairos_core::store::JobState::Running, "{job:?}");
+    assert!(seen, "{job:?}");
     let holder = job.worker.clone().unwrap_or_default();
     let victim = workers
         .iter()
