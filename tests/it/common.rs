@@ -457,3 +457,19 @@ pub fn synthetic_model(accounts: &[SyntheticAccount], version: &str) -> ChurnMod
     };
     models::train(&data, &config).expect("train").model
 }
+
+/// Waits until the API at `base` answers `/healthz` (30 s at most).
+pub async fn wait_healthy(base: &str) {
+    let http = reqwest::Client::new();
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        })
+        .await,
+        "API at {base} did not come up"
+    );
+}

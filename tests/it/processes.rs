@@ -10,21 +10,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-async fn wait_healthy(base: &str) {
-    let http = reqwest::Client::new();
-    assert!(
-        wait_for(Duration::from_secs(30), || async {
-            http.get(format!("{base}/healthz"))
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-        })
-        .await,
-        "API at {base} did not come up"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_processes_complete_every_job_exactly_once() {
     let env = Env::new(Deployment::Distributed).await;

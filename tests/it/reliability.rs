@@ -753,14 +753,7 @@ async fn postgres_stopped_mid_load_loses_nothing() {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            let (http, base) = (http.clone(), base.clone());
-            async move { http.get(format!("{base}/healthz")).send().await.is_ok() }
-        })
-        .await,
-        "api did not come up"
-    );
+    wait_healthy(&base).await;
 
     // The load: four clients, each sending batches of 20 events one after
     // another until told to stop.
@@ -1071,18 +1064,8 @@ async fn api_killed_between_commit_and_push_loses_nothing(deployment: Deployment
     let role = |args: &[&str]| spawn_proc_with(&config_path, args, &[("KAIROS_LOG", "error".into()), listen_on(port)]);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let healthy = || async {
-        assert!(
-            wait_for(Duration::from_secs(30), || {
-                let (http, base) = (http.clone(), base.clone());
-                async move { http.get(format!("{base}/healthz")).send().await.is_ok() }
-            })
-            .await,
-            "api did not come up"
-        );
-    };
     let mut api = role(&["api"]);
-    healthy().await;
+    wait_healthy(&base).await;
 
     let hold = QueueHold::take(&env.queue_url).await;
     let mut expected = BTreeMap::new();
