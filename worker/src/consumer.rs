@@ -295,17 +295,22 @@ fn spawn_attempt(
             result,
             policy,
         };
-        if let Err(lost) = done.send(outcome).await {
-            // No one will settle it: stop renewing so the lease expires.
-            let d = &lost.0.delivery;
-            leases.drop_tags(&d.message.kind, [&d.tag]);
-            tracing::error!("completer gone; outcome dropped (the job's lease will expire and it will be re-run)");
-        }
+        hand_over(&done, &leases, outcome).await;
         drop(permit);
     });
     tracker.insert(d, handle.abort_handle());
     if handle.is_finished() {
         tracker.remove(&tag);
+    }
+}
+
+/// Gives an attempt's outcome to the completer. If the completer is gone
+/// no one will settle it: stop renewing its lease so the job comes back.
+async fn hand_over(done: &mpsc::Sender<Outcome>, leases: &Leases, outcome: Outcome) {
+    if let Err(lost) = done.send(outcome).await {
+        let d = &lost.0.delivery;
+        leases.drop_tags(&d.message.kind, [&d.tag]);
+        tracing::error!("completer gone; outcome dropped (the job's lease will expire and it will be re-run)");
     }
 }
 
@@ -354,11 +359,7 @@ fn spawn_batch(
                 result,
                 policy: policy.clone(),
             };
-            if let Err(lost) = done.send(outcome).await {
-                let d = &lost.0.delivery;
-                leases.drop_tags(&d.message.kind, [&d.tag]);
-                tracing::error!("completer gone; outcome dropped (the job's lease will expire and it will be re-run)");
-            }
+            hand_over(&done, &leases, outcome).await;
         }
         drop(permits);
     });
