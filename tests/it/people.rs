@@ -241,8 +241,8 @@ async fn tenants_are_isolated(deployment: Deployment) {
     }
     let (_, list) = call(&app, M::GET, "/v1/accounts", &b, None).await;
     assert_eq!(list["items"], json!([]));
-    let (_, list) = call(&app, M::GET, "/v1/accounts/acct-1/people", &b, None).await;
-    assert_eq!(list["items"], json!([]));
+    let (status, _) = call(&app, M::GET, "/v1/accounts/acct-1/people", &b, None).await;
+    assert_eq!(status, 404, "tenant B lists A's account's people");
     // B's own acct-1 is a different profile; A's is untouched.
     let (status, _) = call(&app, M::PUT, "/v1/accounts/acct-1", &b, Some(&json!({"plan": "free"}))).await;
     assert_eq!(status, 201);

@@ -1097,6 +1097,7 @@ pub async fn delete_person(
         (status = 400, description = "An invalid id, filter or cursor (named in `field`)", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "No such account: no profile and no people (an erased or never-created account)", body = ErrorBody),
         (status = 503, description = "Store unavailable; nothing changed", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
@@ -1130,6 +1131,23 @@ pub async fn list_people(
         .await
         .map_err(store_err)?;
     let account = state.store.account(&tenant.id, &id).await?;
+    // Like its sibling sub-resources: an account with neither a profile nor
+    // people (erased, or never created) is not found, whatever the filter.
+    if account.is_none() && page.items.is_empty() {
+        let any = PersonFilter {
+            role: None,
+            limit: 1,
+            cursor: None,
+        };
+        let people = state
+            .store
+            .list_people(&tenant.id, &id, &any)
+            .await
+            .map_err(store_err)?;
+        if people.items.is_empty() {
+            return Err(ApiError::NotFound(format!("no account {id}: no profile and no people")));
+        }
+    }
     Ok(Json(PersonPage {
         items: page
             .items
