@@ -13,7 +13,12 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_processes_complete_every_job_exactly_once() {
     let env = Env::new(Deployment::Distributed).await;
-    let config = env.config_file("[jobs.activity]\nconcurrency = 16\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n");
+    // The rate limit is not what this test is about: its producers are
+    // faster than the default 2,000 events/s.
+    let config = env.config_file(
+        "[api]\nrate_per_second = 1000000\nrate_burst = 1000000\n\
+         [jobs.activity]\nconcurrency = 16\n[[rules]]\non = \"*\"\nrun = [\"activity\"]\n",
+    );
     let (ok, _, err) = run_cli(&config, &["migrate"]).await;
     assert!(ok, "{err}");
     let key = cli_create_tenant(&config, "acme").await;
