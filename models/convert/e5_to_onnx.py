@@ -155,7 +155,40 @@ def pack_low_first(nib):
 
 
 # ------------------------------------------------------------------------------------------------- ONNX graph --
-def build_onnx(model, linear_kind="nbits", name="multilingual-e5-small-q4"):
+def read_adapter(path, model):
+    """A LoRA adapter written by `models/finetune/e5_lora.py`: per linear layer kind, A [layers, rank, in] and
+    B [layers, out, rank] (fp16), and the scale alpha / rank."""
+    try:
+        with np.load(path) as z:
+            adapter = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{path}: not an adapter file ({e})")
+    H, FF, NL = model["H"], model["FF"], model["NL"]
+    rank = int(adapter.get("rank", 0))
+    for name, (nout, nin) in {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H),
+                              "fo": (H, FF)}.items():
+        a, b = adapter.get(f"{name}_a"), adapter.get(f"{name}_b")
+        if a is None or b is None or a.shape != (NL, rank, nin) or b.shape != (NL, nout, rank):
+            raise FormatError(f"{path}: {name}_a / {name}_b missing or not [{NL}, {rank}, {nin}] / [{NL}, {nout}, "
+                              f"{rank}]")
+    return adapter
+
+
+def merge_adapter(w, adapter, wname):
+    """W + scale · B A, for the layer `wname` ("l3.q.w"). Summed rank by rank with element-wise float64 operations,
+    never a BLAS product: element-wise IEEE arithmetic gives the same bits on every CPU, so the merged model (and
+    its pinned sha256) does not depend on the machine that converts it."""
+    layer, name, _ = wname.split(".")
+    l = int(layer[1:])
+    a = adapter[f"{name}_a"][l].astype(np.float64)
+    b = adapter[f"{name}_b"][l].astype(np.float64)
+    delta = np.zeros(w.shape, np.float64)
+    for r in range(a.shape[0]):
+        delta += b[:, r : r + 1] * a[r : r + 1, :]
+    return (w.astype(np.float64) + float(adapter["scale"]) * delta).astype(np.float32)
+
+
+def build_onnx(model, linear_kind="nbits", name="multilingual-e5-small-q4", adapter=None):
     """The encoder graph. `linear_kind` "nbits" keeps the 4-bit weights (`MatMulNBits`); "int8" re-quantizes them
     per output channel to int8 and quantizes activations per token in the graph (QuantizeLinear per axis +
     `MatMulIntegerToFloat`): ~2.5× faster on batches, cosine ~0.999 to the 4-bit model, still batch-independent."""
@@ -194,6 +227,8 @@ def build_onnx(model, linear_kind="nbits", name="multilingual-e5-small-q4"):
     def linear_int8(x, prefix, wname, bname, nout, nin, out):
         nib, scales = q4(model, wname, nout, nin)
         w = ((nib.astype(np.float32) - 8).reshape(nout, nin // QK, QK) * scales[:, :, None]).reshape(nout, nin)
+        if adapter is not None:
+            w = merge_adapter(w, adapter, wname)
         ws = np.abs(w).max(axis=1) / 127.0
         ws[ws == 0] = 1.0
         wq = np.clip(np.rint(w / ws[:, None]), -127, 127).astype(np.int8).T.copy()
@@ -510,11 +545,18 @@ def main():
     ap.add_argument("--prefix", default="query: ", help="text prefix baked into the tokenizer ('' for none)")
     ap.add_argument("--linear", choices=["nbits", "int8"], default="nbits",
                     help="linear layers: 4-bit MatMulNBits (exact weights, default) or per-token int8 (faster)")
+    ap.add_argument("--adapter", help="a LoRA adapter (models/finetune/e5_lora.py) merged into the linear layers "
+                    "before quantization (needs --linear int8)")
     args = ap.parse_args()
+    if args.adapter and args.linear != "int8":
+        print("e5_to_onnx: ERROR: --adapter needs --linear int8 (4-bit weights cannot take a merged adapter "
+              "without re-quantizing them)", file=sys.stderr)
+        return 2
     t0 = time.time()
     try:
         model = read_e5(args.bin)
-        onnx_model = build_onnx(model, args.linear)
+        adapter = read_adapter(args.adapter, model) if args.adapter else None
+        onnx_model = build_onnx(model, args.linear, adapter=adapter)
         tok = build_tokenizer(model, args.prefix)
     except (FormatError, OSError, struct.error) as e:
         print(f"e5_to_onnx: ERROR: {e}", file=sys.stderr)

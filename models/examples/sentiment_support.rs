@@ -7,7 +7,7 @@
 //! scripts/fetch-models && scripts/fetch-e5
 //! nice cargo run --release -p kairos-models --example sentiment_support -- \
 //!     [--model-dir DIR] [--data FILE]... [--heldout FILE]... [--variants] [--support-weights 1,3]
-//!     [--alphas A,B] [--cache FILE] [--out FILE] [--version V]
+//!     [--alphas A,B] [--cache FILE] [--out FILE] [--version V] [--dump-split DIR] [--calibrate-on-held-out]
 //! ```
 //!
 //! Defaults: the int8 e5 encoder, the UCI English and TASS Spanish files from `.cache/models/data/` and
@@ -20,6 +20,11 @@
 //! (`TrainConfig::dataset_weights`; one grid of variants per weight; without `--variants` the first weight with
 //! the default settings: no balancing, temperature + bias fitted on the support texts). `--cache FILE` keeps every
 //! embedding by text and encoder, so a re-run embeds only new texts.
+//!
+//! For an encoder adapted on the training rows (`models/finetune/e5_lora.py`): `--dump-split DIR` writes the head's
+//! own split (`train.jsonl`, `dev.jsonl`) for the adapter's training and exits; `--calibrate-on-held-out` fits the
+//! maps on the development rows instead of out-of-fold training logits (which such an encoder has seen), choosing
+//! the method (none / temperature / temperature + bias) by 5-fold cross-fitting on those rows.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a failed run
 
 use std::collections::BTreeMap;
@@ -88,6 +93,114 @@ impl Cache {
             std::fs::write(path, serde_json::to_string(self).unwrap()).unwrap();
         }
     }
+}
+
+/// The calibration method for maps fitted on the development rows, chosen on those rows without fitting and judging
+/// on the same texts: per language, 5-fold cross-fitting (a map fitted on four fifths of the language's development
+/// rows scores the fifth) of the uncalibrated head's logits, mean log-loss over languages; none / temperature /
+/// temperature + bias. Printed, then the winner is returned.
+fn choose_calibration(
+    examples: &text::EmbeddedExamples,
+    encoder: &text::EncoderFingerprint,
+    config: &TrainConfig,
+    dev: &[Scored],
+) -> Option<CalibrationMethod> {
+    let uncalibrated = TrainConfig {
+        calibration: None,
+        ..config.clone()
+    };
+    let head = text::fit_head(examples, encoder.clone(), &uncalibrated, &mut |_| {}).unwrap();
+    let labels = head.labels();
+    let methods = [
+        ("none", None),
+        ("temperature", Some(CalibrationMethod::Temperature)),
+        ("temperature+bias", Some(CalibrationMethod::TemperatureBias)),
+    ];
+    let languages: std::collections::BTreeSet<&str> = dev.iter().map(|t| t.language.as_str()).collect();
+    let folds = 5;
+    let mut best: Option<(f64, Option<CalibrationMethod>)> = None;
+    println!("calibration method, 5-fold cross-fitted on the development rows (log-loss per language, mean):");
+    for (name, method) in methods {
+        let mut per_language = Vec::new();
+        for language in &languages {
+            let rows: Vec<&Scored> = dev.iter().filter(|t| t.language == *language).collect();
+            let logits: Vec<Vec<f64>> = rows.iter().map(|t| head.logits(&t.embedding).unwrap()).collect();
+            let truth: Vec<usize> = rows
+                .iter()
+                .map(|t| labels.iter().position(|l| *l == t.truth).unwrap())
+                .collect();
+            let mut loss = 0.0;
+            for fold in 0..folds {
+                let fit: Vec<usize> = (0..rows.len()).filter(|i| i % folds != fold).collect();
+                let calibrator = match method {
+                    Some(m) => text::fit_calibrator(
+                        &fit.iter().map(|&i| logits[i].clone()).collect::<Vec<_>>(),
+                        &fit.iter().map(|&i| truth[i]).collect::<Vec<_>>(),
+                        m,
+                    ),
+                    None => text::Calibrator::identity(labels.len()),
+                };
+                for i in (0..rows.len()).filter(|i| i % folds == fold) {
+                    loss -= calibrator.apply(&logits[i])[truth[i]].max(1e-12).ln();
+                }
+            }
+            per_language.push(loss / rows.len() as f64);
+        }
+        let mean = per_language.iter().sum::<f64>() / per_language.len().max(1) as f64;
+        println!("  {name:<18} {per_language:.3?} mean {mean:.4}");
+        if best.is_none_or(|(b, _)| mean < b) {
+            best = Some((mean, method));
+        }
+    }
+    best.and_then(|(_, m)| m)
+}
+
+/// Writes the head's own split as `DIR/train.jsonl` (every training row, support texts with `weight`) and
+/// `DIR/dev.jsonl` (the development rows: support texts of the held-out 20 %), for `models/finetune/e5_lora.py`:
+/// the encoder is then adapted on exactly the rows the head trains on, and never sees a development row.
+fn dump(
+    dir: &Path,
+    texts: &[String],
+    examples: &text::EmbeddedExamples,
+    dataset_of: &[usize],
+    test_rows: &[usize],
+    support_weight: usize,
+) {
+    use std::io::Write as _;
+    assert_eq!(
+        texts.len(),
+        examples.labels.len(),
+        "every merged text was embedded once"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let test: std::collections::HashSet<usize> = test_rows.iter().copied().collect();
+    let mut train = std::io::BufWriter::new(std::fs::File::create(dir.join("train.jsonl")).unwrap());
+    let mut dev = std::io::BufWriter::new(std::fs::File::create(dir.join("dev.jsonl")).unwrap());
+    let (mut n_train, mut n_dev) = (0, 0);
+    for (i, text) in texts.iter().enumerate() {
+        let dataset = &examples.datasets[dataset_of[i]].name;
+        let support = dataset.starts_with("support-");
+        let row = serde_json::json!({
+            "text": text,
+            "label": examples.labels[i].as_str(),
+            "lang": examples.languages[i],
+            "dataset": dataset,
+            "weight": if support { support_weight } else { 1 },
+        });
+        if !test.contains(&i) {
+            writeln!(train, "{row}").unwrap();
+            n_train += 1;
+        } else if support {
+            writeln!(dev, "{row}").unwrap();
+            n_dev += 1;
+        }
+    }
+    train.flush().unwrap();
+    dev.flush().unwrap();
+    println!(
+        "wrote {n_train} training and {n_dev} development rows to {}",
+        dir.display()
+    );
 }
 
 /// One text to score: embedding, truth, language (given by the file).
@@ -267,6 +380,8 @@ fn main() {
     let mut cache_path: Option<PathBuf> = None;
     // How many times a support training text counts against a registry text (one candidate each).
     let mut support_weights: Vec<usize> = vec![1];
+    let mut dump_split: Option<PathBuf> = None;
+    let mut calibrate_on_held_out = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -280,6 +395,8 @@ fn main() {
             "--alphas" => alphas = Some(value().split(',').map(|a| a.trim().parse().unwrap()).collect()),
             "--cache" => cache_path = Some(PathBuf::from(value())),
             "--support-weights" => support_weights = value().split(',').map(|w| w.trim().parse().unwrap()).collect(),
+            "--dump-split" => dump_split = Some(PathBuf::from(value())),
+            "--calibrate-on-held-out" => calibrate_on_held_out = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -317,8 +434,12 @@ fn main() {
         .collect();
     let started = std::time::Instant::now();
     let mut cache = Cache::load(cache_path.as_deref(), &encoder);
-    let examples =
-        text::embed_datasets_with(&datasets, &mut |_| {}, &mut |texts, _| cache.embed(&encoder, texts)).unwrap();
+    let mut merged_texts: Vec<String> = Vec::new();
+    let examples = text::embed_datasets_with(&datasets, &mut |_| {}, &mut |texts, _| {
+        merged_texts = texts.iter().map(|t| (*t).to_string()).collect();
+        cache.embed(&encoder, texts)
+    })
+    .unwrap();
     cache.save(cache_path.as_deref());
     eprintln!(
         "{} training texts ready in {:.1?}",
@@ -368,6 +489,7 @@ fn main() {
         version: version.clone(),
         alphas: alphas.unwrap_or_else(|| TrainConfig::default().alphas),
         calibrate_on: support.clone(),
+        calibrate_on_held_out,
         ..TrainConfig::default()
     };
     let (_, test_rows) = text::stratified_split(&strata, base.test_fraction, base.seed);
@@ -385,6 +507,18 @@ fn main() {
             detected: Some(examples.languages[i].clone()),
         })
         .collect();
+
+    if let Some(dir) = &dump_split {
+        dump(
+            dir,
+            &merged_texts,
+            &examples,
+            &dataset_of,
+            &test_rows,
+            support_weights[0],
+        );
+        return;
+    }
 
     let weighted = |weight: usize| -> BTreeMap<String, usize> {
         if weight == 1 {
@@ -424,13 +558,14 @@ fn main() {
             }
         }
     } else {
-        candidates.push((
-            "shipped".into(),
-            TrainConfig {
-                dataset_weights: weighted(support_weights[0]),
-                ..base.clone()
-            },
-        ));
+        let mut config = TrainConfig {
+            dataset_weights: weighted(support_weights[0]),
+            ..base.clone()
+        };
+        if calibrate_on_held_out {
+            config.calibration = choose_calibration(&examples, encoder.fingerprint(), &config, &dev);
+        }
+        candidates.push(("shipped".into(), config));
     }
     let mut best: Option<(f64, String, SentimentHead)> = None;
     for (label, config) in candidates {

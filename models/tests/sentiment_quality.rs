@@ -15,7 +15,7 @@ use kairos_models::text::{
 };
 
 /// The head `config/default.toml` ships.
-const HEAD: &str = "models/heads/sentiment-e5-int8-support-2.json";
+const HEAD: &str = "models/heads/sentiment-e5-int8-lora-1.json";
 /// `sentiment.alert_threshold` in `config/default.toml`.
 const ALERT_THRESHOLD: f64 = 0.75;
 
@@ -25,7 +25,7 @@ fn root() -> PathBuf {
 
 fn encoder() -> Encoder {
     let lib = root().join(".cache/ort/onnxruntime-1.31.1/libonnxruntime.so.1.31.1");
-    let dir = root().join(".cache/models/multilingual-e5-small-int8");
+    let dir = root().join(".cache/models/multilingual-e5-small-int8-sentiment");
     assert!(
         lib.is_file() && dir.join("model.onnx").is_file(),
         "missing {} or {}: run scripts/fetch-models and scripts/fetch-e5",
@@ -136,20 +136,20 @@ fn measure(encoder: &Encoder, head: &SentimentHead, file: &str) -> Measured {
 /// Floors per language: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set a
 /// little under the figures measured and recorded in models/MODELS.md (216 texts: one text is ~0.008 of a language).
 const FLOORS: [(&str, [f64; 6]); 2] = [
-    // measured: 0.907, 0.907, 0.972, 0.917, 0.871, 0.750
+    // measured: 0.954, 0.954, 0.972, 0.972, 0.939, 0.861
     (
         "models/data/support-heldout-en.jsonl",
-        [0.89, 0.89, 0.94, 0.90, 0.85, 0.72],
+        [0.94, 0.94, 0.94, 0.95, 0.91, 0.83],
     ),
-    // measured: 0.907, 0.907, 0.889, 0.944, 0.935, 0.806
+    // measured: 0.926, 0.926, 0.917, 0.944, 0.935, 0.806
     (
         "models/data/support-heldout-es.jsonl",
-        [0.89, 0.89, 0.86, 0.92, 0.91, 0.78],
+        [0.91, 0.91, 0.89, 0.92, 0.91, 0.78],
     ),
 ];
 
 #[test]
-#[ignore = "needs the int8 e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
+#[ignore = "needs the adapted e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
 fn the_shipped_head_meets_its_floors_on_held_out_support_texts_in_both_languages() {
     let encoder = encoder();
     let head = head(&encoder);
@@ -176,37 +176,35 @@ fn the_shipped_head_meets_its_floors_on_held_out_support_texts_in_both_languages
     }
 }
 
+/// Ceiling on the expected calibration error (10 bins) of what the product serves, per language: the top label and
+/// P(negative), which alert thresholds compare with. Measured (models/MODELS.md): en 0.034 / 0.048, es 0.048 / 0.028.
+const ECE_CEILING: f64 = 0.065;
+
 #[test]
-#[ignore = "needs the int8 e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
-fn calibration_lowers_the_expected_calibration_error_in_each_language() {
+#[ignore = "needs the adapted e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
+fn probabilities_are_calibrated_in_each_language() {
     let encoder = encoder();
     let head = head(&encoder);
-    assert!(head.calibration().is_some(), "the shipped head has no calibration");
+    // The shipped head carries no map: on the development rows, 5-fold cross-fitted maps (temperature, temperature +
+    // bias) raised the log-loss in both languages, so the trainer chose none (models/MODELS.md). What users rely on
+    // is that a probability means the same in Spanish and English, which this checks directly.
     for (file, _) in FLOORS {
         let m = measure(&encoder, &head, file);
-        // What alerting thresholds: P(negative) as the probability of a complaint, and the top label. Known gap
-        // (models/MODELS.md): with sentiment-e5-int8-support-2 English calibration does not lower ECE on these
-        // texts (top label 0.041 → 0.046, P(negative) 0.060 → 0.074; Spanish 0.105 → 0.046 and 0.060 → 0.045), so
-        // English is held to "no more than 0.02 worse" (about two texts of 108) until a map fitted on more
-        // English support texts lowers it.
-        let tolerance = if file.ends_with("-en.jsonl") { 0.02 } else { 0.0 };
         assert!(
-            m.negative_ece_calibrated < m.negative_ece_raw + tolerance,
-            "{file}: P(negative) ECE {} → {}",
-            m.negative_ece_raw,
-            m.negative_ece_calibrated
+            m.ece_calibrated <= ECE_CEILING,
+            "{file}: top-label ECE {}",
+            m.ece_calibrated
         );
         assert!(
-            m.ece_calibrated < m.ece_raw + tolerance,
-            "{file}: top-label ECE {} → {}",
-            m.ece_raw,
-            m.ece_calibrated
+            m.negative_ece_calibrated <= ECE_CEILING,
+            "{file}: P(negative) ECE {}",
+            m.negative_ece_calibrated
         );
     }
 }
 
 #[test]
-#[ignore = "needs the int8 e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
+#[ignore = "needs the adapted e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
 fn not_bad_and_no_problem_are_not_complaints() {
     let encoder = encoder();
     let head = head(&encoder);

@@ -606,3 +606,25 @@ fn models_can_be_shared_across_threads() {
     assert_send_sync::<text::SentimentAnalyzer>();
     assert_send_sync::<SentimentHead>();
 }
+
+#[test]
+fn calibration_can_be_fitted_on_the_held_out_split() {
+    let examples = synthetic(100, true);
+    let oof = fit_head(&examples, fingerprint(8), &quick_config(), &mut |_| {}).unwrap();
+    let config = TrainConfig {
+        calibrate_on_held_out: true,
+        calibration_min_examples: 10,
+        ..quick_config()
+    };
+    let held_out = fit_head(&examples, fingerprint(8), &config, &mut |_| {}).unwrap();
+    let (a, b) = (oof.calibration().unwrap(), held_out.calibration().unwrap());
+    // Fitted on the held-out rows (20 % of 300), each scored by the final head, and it says so.
+    assert_eq!(b.pooled.examples, held_out.training().test_examples);
+    assert_eq!(a.pooled.examples, oof.training().train_examples);
+    assert!(b.fitted_on.contains("held-out split"), "{}", b.fitted_on);
+    assert!(a.fitted_on.contains("out-of-fold"), "{}", a.fitted_on);
+    // The head's weights are the same: only where the maps come from differs.
+    let row = examples.embeddings.get(7).unwrap();
+    assert_eq!(oof.probabilities(row).unwrap(), held_out.probabilities(row).unwrap());
+    assert_ne!(a.pooled.scale, b.pooled.scale);
+}

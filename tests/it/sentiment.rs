@@ -444,3 +444,62 @@ async fn a_long_text_is_scored_in_chunks_and_its_angry_ending_raises_the_alert()
         .unwrap_or_else(|e| panic!("no alert for the angry ending (stored label {label}): {e}"));
     assert!(reason.contains("most negative part"), "{reason}");
 }
+
+/// An upgrade that ships a new encoder with its head: the global head still
+/// active from before (trained on the previous encoder) cannot score with the
+/// new one, so the worker activates the configured head at start instead of
+/// failing every job; the old head stays registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_head_of_another_encoder_gives_way_to_the_configured_one() {
+    let env = Env::new(Deployment::Embedded).await;
+    let rt = kairos::Runtime::open(env.config(&sentiment_config(""))).await.unwrap();
+    let store = rt.store.clone();
+    // The head shipped before the adapted encoder (plain int8 e5).
+    let old = kairos_models::text::SentimentHead::load(&repo("models/heads/sentiment-e5-int8-support-2.json")).unwrap();
+    let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
+    assert!(
+        old.check_encoder(shipped.encoder()).is_err(),
+        "the test needs a head of another encoder"
+    );
+    kairos_jobs::sentiment::registry::register(&store, &old, None, "test")
+        .await
+        .unwrap();
+    kairos_jobs::sentiment::registry::activate(&store, old.version(), None)
+        .await
+        .unwrap();
+
+    let key = store.create_tenant("t-upgrade", None).await.unwrap();
+    let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
+    let active = kairos_jobs::sentiment::registry::active_version(&store, "")
+        .await
+        .unwrap();
+    assert_eq!(active.as_deref(), Some(shipped_version().as_str()));
+    let base = format!("http://{}", running.addr.unwrap());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&key.secret)
+        .json(&event("e1", "comment.created", "a1", json!({"text": NEGATIVE_EN})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let ids = job_ids(&resp.json().await.unwrap());
+    let jobs = wait_settled(&store, &ids, Duration::from_secs(60)).await;
+    assert_eq!(jobs[0].state, kairos_core::store::JobState::Succeeded, "{:?}", jobs[0]);
+    let score = kairos_jobs::sentiment::scores::for_event(&store, &key.tenant.id, "e1")
+        .await
+        .unwrap()
+        .expect("scored");
+    assert_eq!(score.model_version, shipped_version());
+    let versions: Vec<String> = kairos_jobs::sentiment::registry::list(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    assert!(
+        versions.contains(&old.version().to_owned()),
+        "the old head stays registered: {versions:?}"
+    );
+    running.shutdown().await;
+}

@@ -67,9 +67,25 @@ pub async fn active_version(store: &Store, tenant_id: &str) -> Result<Option<Str
 /// text without a training step. Returns the version now active globally.
 /// Idempotent and safe to race: a second process finds the version
 /// registered already.
+///
+/// Also when the active global head was trained on another encoder: an
+/// upgrade that ships a new encoder (`[sentiment] encoder`) with its head
+/// would otherwise leave every job failing on "does not fit this encoder".
+/// The old head stays registered (re-activate it with the old encoder).
+/// Tenants' own heads are not touched: they say so on each job until
+/// retrained (`kairos train sentiment`).
 pub async fn ensure_default(store: &Store, head: &SentimentHead, source: &str) -> Result<String, HeadStoreError> {
     if let Some(v) = active_version(store, "").await? {
-        return Ok(v);
+        let active = load(store, &v).await?;
+        if active.check_encoder(head.encoder()).is_ok() {
+            return Ok(v);
+        }
+        tracing::warn!(
+            active = %v,
+            default = %head.version(),
+            "the active global sentiment head was trained on another encoder than [sentiment] encoder; \
+             activating the configured default head"
+        );
     }
     let known = list(store).await?.iter().any(|m| m.version == head.version());
     if !known {

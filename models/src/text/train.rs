@@ -45,6 +45,12 @@ pub struct TrainConfig {
     pub version: String,
     /// Per-language calibration fitted on out-of-fold logits of the training split (`None`: off).
     pub calibration: Option<CalibrationMethod>,
+    /// Fit the calibration on the final head's logits of the **held-out split** (its rows of `calibrate_on`) instead
+    /// of out-of-fold logits of the training split. For an encoder adapted on the training rows
+    /// (`models/finetune/`): it has seen those rows with their labels, so even out-of-fold logits of them are more
+    /// confident than a new text's, and maps fitted on them make held-out probabilities worse (models/MODELS.md).
+    /// The head's held-out report then includes the rows the maps were fitted on (it says so).
+    pub calibrate_on_held_out: bool,
     /// Folds of the cross-validation that makes the out-of-fold logits (≥ 2).
     pub calibration_folds: usize,
     /// Fit the calibration only on examples of these data sets (by name; empty: all). Calibrating on the texts most
@@ -71,6 +77,7 @@ impl Default for TrainConfig {
             balance_classes: false,
             version: "1".into(),
             calibration: Some(CalibrationMethod::TemperatureBias),
+            calibrate_on_held_out: false,
             calibration_folds: 5,
             calibrate_on: Vec::new(),
             calibration_min_examples: 50,
@@ -521,7 +528,8 @@ fn logits_of(embeddings: &Embeddings, i: usize, weights: &[Vec<f64>], intercepts
 }
 
 /// Fits the per-language calibration on out-of-fold logits of the training split (each training example scored by
-/// a head fitted on the other folds, with the chosen strength), and reports ECE before/after on the held-out split.
+/// a head fitted on the other folds, with the chosen strength) or, with `calibrate_on_held_out`, on the final head's
+/// logits of the held-out split, and reports ECE before/after on the held-out split.
 #[allow(clippy::too_many_arguments)]
 fn calibrate(
     examples: &EmbeddedExamples,
@@ -541,8 +549,11 @@ fn calibrate(
     for (d, summary) in examples.datasets.iter().enumerate() {
         dataset_of.extend(std::iter::repeat_n(d, summary.examples));
     }
+    // The rows the maps are fitted on, and each row's logits: out-of-fold over the training split, or the final
+    // head's on the held-out split.
+    let source = if config.calibrate_on_held_out { test } else { train };
     let wanted: Vec<usize> = if config.calibrate_on.is_empty() {
-        train.to_vec()
+        source.to_vec()
     } else {
         if dataset_of.len() != targets.len() {
             return Err(TextError::Training(format!(
@@ -558,30 +569,36 @@ fn calibrate(
                 )));
             }
         }
-        train
+        source
             .iter()
             .copied()
             .filter(|&i| config.calibrate_on.contains(&examples.datasets[dataset_of[i]].name))
             .collect()
     };
-    let folds = stratified_folds(train, strata, config.calibration_folds, config.seed ^ 0xCA11_B8A7);
-    let mut oof: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-    for fold in 0..config.calibration_folds {
-        let fit_rows: Vec<usize> = train
-            .iter()
-            .zip(&folds)
-            .filter(|(_, &f)| f != fold)
-            .map(|(&i, _)| i)
-            .collect();
-        let (w, b) = fit_logistic(examples, targets, &fit_rows, label_set.len(), alpha, config)?;
-        for (&i, &f) in train.iter().zip(&folds) {
-            if f == fold {
-                oof.insert(i, logits_of(&examples.embeddings, i, &w, &b));
+    let mut logits_by_row: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    if config.calibrate_on_held_out {
+        for &i in &wanted {
+            logits_by_row.insert(i, logits_of(&examples.embeddings, i, weights, intercepts));
+        }
+    } else {
+        let folds = stratified_folds(train, strata, config.calibration_folds, config.seed ^ 0xCA11_B8A7);
+        for fold in 0..config.calibration_folds {
+            let fit_rows: Vec<usize> = train
+                .iter()
+                .zip(&folds)
+                .filter(|(_, &f)| f != fold)
+                .map(|(&i, _)| i)
+                .collect();
+            let (w, b) = fit_logistic(examples, targets, &fit_rows, label_set.len(), alpha, config)?;
+            for (&i, &f) in train.iter().zip(&folds) {
+                if f == fold {
+                    logits_by_row.insert(i, logits_of(&examples.embeddings, i, &w, &b));
+                }
             }
         }
     }
     let fit_on = |rows: &[usize]| -> Calibrator {
-        let logits: Vec<Vec<f64>> = rows.iter().filter_map(|i| oof.get(i).cloned()).collect();
+        let logits: Vec<Vec<f64>> = rows.iter().filter_map(|i| logits_by_row.get(i).cloned()).collect();
         let truth: Vec<usize> = rows.iter().map(|&i| targets[i]).collect();
         fit_calibrator(&logits, &truth, method)
     };
@@ -604,8 +621,15 @@ fn calibrate(
     let mut calibration = Calibration {
         method,
         fitted_on: format!(
-            "out-of-fold logits of the training split ({} folds, alpha {alpha}){}; {} examples",
-            config.calibration_folds,
+            "{}{}; {} examples",
+            if config.calibrate_on_held_out {
+                "the head's logits of the held-out split (the report below includes these rows)".to_string()
+            } else {
+                format!(
+                    "out-of-fold logits of the training split ({} folds, alpha {alpha})",
+                    config.calibration_folds
+                )
+            },
             if config.calibrate_on.is_empty() {
                 String::new()
             } else {
