@@ -338,22 +338,7 @@ async fn a_trained_head_registered_with_activate_is_used_by_the_next_job() {
     let store = rt.store.clone();
     let key = store.create_tenant("t-train", None).await.unwrap();
     let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
-    let base = format!("http://{}", running.addr.unwrap());
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/v1/events"))
-        .bearer_auth(&key.secret)
-        .json(&event("e1", "comment.created", "a1", json!({"text": NEGATIVE_EN})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let ids = job_ids(&resp.json().await.unwrap());
-    let jobs = wait_settled(&store, &ids, Duration::from_secs(60)).await;
-    assert_eq!(jobs[0].state, kairos_core::store::JobState::Succeeded, "{:?}", jobs[0]);
-    let score = kairos_jobs::sentiment::scores::for_event(&store, &key.tenant.id, "e1")
-        .await
-        .unwrap()
-        .expect("scored");
+    let score = score_one_comment(&running, &store, &key).await;
     assert_eq!(score.model_version, version);
     running.shutdown().await;
 }
@@ -445,6 +430,31 @@ async fn a_long_text_is_scored_in_chunks_and_its_angry_ending_raises_the_alert()
     assert!(reason.contains("most negative part"), "{reason}");
 }
 
+/// Posts one English complaint as `comment.created` event "e1" and returns
+/// its stored score once the job succeeded.
+async fn score_one_comment(
+    running: &kairos::Running,
+    store: &kairos_core::Store,
+    key: &kairos_core::store::ApiKey,
+) -> kairos_jobs::sentiment::scores::ScoreRow {
+    let base = format!("http://{}", running.addr.unwrap());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&key.secret)
+        .json(&event("e1", "comment.created", "a1", json!({"text": NEGATIVE_EN})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let ids = job_ids(&resp.json().await.unwrap());
+    let jobs = wait_settled(store, &ids, Duration::from_secs(60)).await;
+    assert_eq!(jobs[0].state, kairos_core::store::JobState::Succeeded, "{:?}", jobs[0]);
+    kairos_jobs::sentiment::scores::for_event(store, &key.tenant.id, "e1")
+        .await
+        .unwrap()
+        .expect("scored")
+}
+
 /// An upgrade that ships a new encoder with its head: the global head still
 /// active from before (trained on the previous encoder) cannot score with the
 /// new one, so the worker activates the configured head at start instead of
@@ -474,22 +484,7 @@ async fn an_active_head_of_another_encoder_gives_way_to_the_configured_one() {
         .await
         .unwrap();
     assert_eq!(active.as_deref(), Some(shipped_version().as_str()));
-    let base = format!("http://{}", running.addr.unwrap());
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/v1/events"))
-        .bearer_auth(&key.secret)
-        .json(&event("e1", "comment.created", "a1", json!({"text": NEGATIVE_EN})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let ids = job_ids(&resp.json().await.unwrap());
-    let jobs = wait_settled(&store, &ids, Duration::from_secs(60)).await;
-    assert_eq!(jobs[0].state, kairos_core::store::JobState::Succeeded, "{:?}", jobs[0]);
-    let score = kairos_jobs::sentiment::scores::for_event(&store, &key.tenant.id, "e1")
-        .await
-        .unwrap()
-        .expect("scored");
+    let score = score_one_comment(&running, &store, &key).await;
     assert_eq!(score.model_version, shipped_version());
     let versions: Vec<String> = kairos_jobs::sentiment::registry::list(&store)
         .await

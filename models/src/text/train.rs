@@ -311,18 +311,8 @@ pub fn fit_head(
     for &alpha in &config.alphas {
         let mut total = 0.0;
         for fold in 0..config.folds {
-            let fit_rows: Vec<usize> = train
-                .iter()
-                .zip(&folds)
-                .filter(|(_, &f)| f != fold)
-                .map(|(&i, _)| i)
-                .collect();
-            let val_rows: Vec<usize> = train
-                .iter()
-                .zip(&folds)
-                .filter(|(_, &f)| f == fold)
-                .map(|(&i, _)| i)
-                .collect();
+            let fit_rows = fold_rows(&train, &folds, |f| f != fold);
+            let val_rows = fold_rows(&train, &folds, |f| f == fold);
             let (weights, intercepts) = fit_logistic(examples, &targets, &fit_rows, label_set.len(), alpha, config)?;
             let predicted = predict_rows(&examples.embeddings, &val_rows, &weights, &intercepts);
             let truth: Vec<usize> = val_rows.iter().map(|&i| targets[i]).collect();
@@ -583,12 +573,7 @@ fn calibrate(
     } else {
         let folds = stratified_folds(train, strata, config.calibration_folds, config.seed ^ 0xCA11_B8A7);
         for fold in 0..config.calibration_folds {
-            let fit_rows: Vec<usize> = train
-                .iter()
-                .zip(&folds)
-                .filter(|(_, &f)| f != fold)
-                .map(|(&i, _)| i)
-                .collect();
+            let fit_rows = fold_rows(train, &folds, |f| f != fold);
             let (w, b) = fit_logistic(examples, targets, &fit_rows, label_set.len(), alpha, config)?;
             for (&i, &f) in train.iter().zip(&folds) {
                 if f == fold {
@@ -720,6 +705,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// The rows of `rows` whose fold (`folds`, aligned with `rows`) passes `keep`.
+fn fold_rows(rows: &[usize], folds: &[usize], keep: impl Fn(usize) -> bool) -> Vec<usize> {
+    rows.iter()
+        .zip(folds)
+        .filter(|(_, &f)| keep(f))
+        .map(|(&i, _)| i)
+        .collect()
 }
 
 /// Fold number (0..folds) of each of `rows`, dealt round-robin within each stratum after a seeded shuffle.
