@@ -215,14 +215,18 @@ impl Config {
             dashboard: self.dashboard.clone(),
             nudge_tracking: self.nudges.tracking.clone(),
             monitor: self.monitor.clone(),
-            alert_nudge_rules: self
-                .nudges
-                .rules
-                .iter()
-                .filter(|r| r.trigger.sentiment_alert)
-                .map(|r| r.name.clone())
-                .collect(),
+            alert_nudge_rules: self.alert_nudge_rules(),
         }
+    }
+
+    /// Names of the nudge rules sentiment alerts trigger.
+    pub fn alert_nudge_rules(&self) -> Vec<String> {
+        self.nudges
+            .rules
+            .iter()
+            .filter(|r| r.trigger.sentiment_alert)
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     /// The worker role's part.

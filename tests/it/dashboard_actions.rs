@@ -306,10 +306,14 @@ async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Option<&
 }
 
 async fn raise(app: &TestApp, id: &str, account: &str) {
-    let mut tx = app.store.pool().begin().await.unwrap();
+    raise_in(&app.store, &app.tenant_id, id, account).await;
+}
+
+async fn raise_in(store: &kairos_core::Store, tenant_id: &str, id: &str, account: &str) {
+    let mut tx = store.pool().begin().await.unwrap();
     kairos_core::store::raise_alert(
         &mut tx,
-        &app.tenant_id,
+        tenant_id,
         &NewAlert {
             id: id.into(),
             account_id: account.into(),
@@ -531,4 +535,58 @@ pub fn stored_report(tenant_id: &str, account: &str) -> kairos_jobs::report::sto
         job_id: "job-1".into(),
         created_at: now,
     }
+}
+
+/// The dashboard offers "intervene → nudge" by the nudge rules in the config
+/// file now, not at start: an admin who adds a sentiment-alert rule gets the
+/// offer (and the action) without restarting the API.
+#[tokio::test]
+async fn the_intervene_nudge_offer_follows_config_edits() {
+    let env = Env::new(Deployment::Embedded).await;
+    let path = env.dir.path().join("live.toml");
+    let write = |rule: &str| {
+        let text = env
+            .config_toml(&crate::sentiment::sentiment_config_with(
+                "follow_up = [\"nudge\"]",
+                DASH,
+            ))
+            .replace("[scheduler]\n", "[scheduler]\nreload_interval = \"100ms\"\n")
+            + rule;
+        std::fs::write(&path, text).unwrap();
+    };
+    write("");
+    let rt = kairos::Runtime::open(kairos::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let store = rt.store.clone();
+    let key = store.create_tenant("tenant-a", None).await.unwrap();
+    let running = kairos::start(rt, NO_WORKER).await.unwrap();
+    let base = format!("http://{}", running.addr.unwrap());
+    create_user(&store, "ops", PASSWORD, Role::Operator, None)
+        .await
+        .unwrap();
+    raise_in(&store, &key.tenant.id, "alert-1", "acct-1").await;
+    let web = Web::login(&base, "ops", PASSWORD).await;
+    let page = format!("/dashboard/alerts?tenant={}", key.tenant.id);
+    let path_ = "/dashboard/alerts/alert-1/intervene";
+    let nudge = [("tenant", key.tenant.id.as_str()), ("action", "nudge")];
+    let (_, html) = web.get(&page).await;
+    assert!(!html.contains("upset"), "no rule yet: {html}");
+    assert_eq!(
+        web.post(path_, Some(&web.csrf), &nudge).await.0,
+        409,
+        "no rule: nothing to nudge with"
+    );
+
+    write(UPSET_RULE);
+    let offered = wait_for(WAIT, || {
+        let (web, page) = (&web, &page);
+        async move { web.get(page).await.1.contains("upset") }
+    })
+    .await;
+    assert!(offered, "the dashboard never offered the rule added to the file");
+    let (s, location) = web.post(path_, Some(&web.csrf), &nudge).await;
+    assert_eq!(s, 303, "{location}");
+    assert!(location.contains("done=nudged"), "{location}");
+    running.shutdown().await;
 }

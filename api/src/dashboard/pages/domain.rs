@@ -194,7 +194,7 @@ pub async fn alerts(
         tenant,
         min_urgency: q.min_urgency.map(|u| u.to_string()).unwrap_or_default(),
         rows,
-        nudge_rules: state.app.config.alert_nudge_rules.join(", "),
+        nudge_rules: state.app.alert_nudge_rules.current().join(", "),
     })
 }
 
@@ -238,7 +238,7 @@ pub async fn intervene(
     let actor = user.actor();
     match form.action.as_str() {
         "nudge" => {
-            let rules = &state.app.config.alert_nudge_rules;
+            let rules = state.app.alert_nudge_rules.current();
             if rules.is_empty() {
                 return Err(DashError::Conflict(
                     "no nudge rule is triggered by sentiment alerts ([[nudges.rules]] with trigger.sentiment_alert)"
@@ -266,7 +266,7 @@ pub async fn intervene(
                     details: serde_json::json!({
                         "account_id": alert.account_id,
                         "job_id": job.id,
-                        "rules": rules,
+                        "rules": rules.as_slice(),
                     }),
                 },
             )
