@@ -193,16 +193,14 @@ where
     Some(rx)
 }
 
-/// The event rules the API matches at ingest: `[[rules]]` and the ones
-/// nudge event triggers derive.
-fn event_rules(config: Config) -> kairos_core::rules::Rules {
-    kairos_core::rules::Rules::new(config.all_rules())
-}
-
-/// The nudge rules sentiment alerts trigger: whether the dashboard offers
-/// "intervene → nudge".
-fn alert_nudge_rules(config: Config) -> Vec<String> {
-    config.alert_nudge_rules()
+/// What the API follows from the file: the event rules it matches at
+/// ingest (`[[rules]]` and the ones nudge event triggers derive) and the
+/// nudge rules sentiment alerts trigger (the dashboard's "intervene").
+fn event_rules(config: Config) -> kairos_api::live_rules::InForce {
+    kairos_api::live_rules::InForce {
+        rules: kairos_core::rules::Rules::new(config.all_rules()),
+        alert_nudge_rules: config.alert_nudge_rules(),
+    }
 }
 
 /// `[nudges]`: what the worker's nudge kind follows.
@@ -329,17 +327,6 @@ pub async fn start(rt: Runtime, roles: Roles) -> anyhow::Result<Running> {
         let in_force = state.rules.current();
         if let Some(rx) = follow_config_part(&rt, "event rules", event_rules, in_force, &mut tasks, &shutdown) {
             state = state.with_rule_updates(rx);
-        }
-        let in_force = state.alert_nudge_rules.current();
-        if let Some(rx) = follow_config_part(
-            &rt,
-            "sentiment-alert nudge rules",
-            alert_nudge_rules,
-            in_force,
-            &mut tasks,
-            &shutdown,
-        ) {
-            state = state.with_alert_nudge_rule_updates(rx);
         }
         if rt.config.sentiment.enabled {
             let on_demand = Arc::new(kairos_jobs::sentiment::OnDemand::new(

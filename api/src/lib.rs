@@ -71,11 +71,9 @@ pub struct AppState {
     pub store: Store,
     /// The queue jobs are pushed to.
     pub queue: Arc<dyn Queue>,
-    /// Event rules in force (hot-reloaded with the config file).
+    /// Event rules and the nudge rules sentiment alerts trigger, in force
+    /// (hot-reloaded with the config file).
     pub rules: live_rules::LiveRules,
-    /// Names of the nudge rules sentiment alerts trigger, in force (starts
-    /// as `Settings::alert_nudge_rules`, hot-reloaded with the config file).
-    pub alert_nudge_rules: live_rules::Live<Vec<String>>,
     /// The API's config (limits, job policies, schedules).
     pub config: Arc<Settings>,
     /// Per-tenant rate limits.
@@ -110,8 +108,10 @@ impl AppState {
         Self {
             tracker,
             admin_token_hash,
-            rules: live_rules::LiveRules::fixed(Rules::new(config.rules.clone())),
-            alert_nudge_rules: live_rules::Live::fixed(config.alert_nudge_rules.clone()),
+            rules: live_rules::LiveRules::fixed(live_rules::InForce {
+                rules: Rules::new(config.rules.clone()),
+                alert_nudge_rules: config.alert_nudge_rules.clone(),
+            }),
             limiter: Arc::new(RateLimiter::new(config.api.rate_per_second, config.api.rate_burst)),
             store,
             queue,
@@ -129,17 +129,10 @@ impl AppState {
     }
 
     /// Matches events against the rules published on `rx` (the config
-    /// watcher's), instead of the ones the config had at start.
-    pub fn with_rule_updates(mut self, rx: tokio::sync::watch::Receiver<Arc<Rules>>) -> Self {
+    /// watcher's), and offers the dashboard's "intervene → nudge" by them,
+    /// instead of what the config had at start.
+    pub fn with_rule_updates(mut self, rx: tokio::sync::watch::Receiver<Arc<live_rules::InForce>>) -> Self {
         self.rules = live_rules::LiveRules::follow(rx);
-        self
-    }
-
-    /// Offers the dashboard's "intervene → nudge" by the names published on
-    /// `rx` (the config watcher's), instead of the ones the config had at
-    /// start.
-    pub fn with_alert_nudge_rule_updates(mut self, rx: tokio::sync::watch::Receiver<Arc<Vec<String>>>) -> Self {
-        self.alert_nudge_rules = live_rules::Live::follow(rx);
         self
     }
 

@@ -12,31 +12,38 @@ use std::sync::Arc;
 use kairos_core::rules::Rules;
 use tokio::sync::watch;
 
-/// A handle on a part of the config now in force; cheap to clone (clones
-/// share it).
-#[derive(Debug, Clone)]
-pub struct Live<T> {
-    rx: watch::Receiver<Arc<T>>,
+/// What the API follows from the config file: one snapshot, from one
+/// watcher, so the two never come from different versions of the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InForce {
+    /// The event rules (`[[rules]]` and those nudge triggers derive).
+    pub rules: Rules,
+    /// Names of the nudge rules sentiment alerts trigger: what the
+    /// dashboard's "intervene → nudge" would plan (none: not offered).
+    pub alert_nudge_rules: Vec<String>,
 }
 
-/// The event rules in force.
-pub type LiveRules = Live<Rules>;
+/// A handle on what is in force now; cheap to clone (clones share it).
+#[derive(Debug, Clone)]
+pub struct LiveRules {
+    rx: watch::Receiver<Arc<InForce>>,
+}
 
-impl<T> Live<T> {
-    /// A value that never changes (no file to follow: tests, composed configs).
-    pub fn fixed(value: T) -> Self {
+impl LiveRules {
+    /// Rules that never change (no file to follow: tests, composed configs).
+    pub fn fixed(in_force: InForce) -> Self {
         // The sender goes away at once; a receiver keeps the last value.
-        let (_, rx) = watch::channel(Arc::new(value));
+        let (_, rx) = watch::channel(Arc::new(in_force));
         Self { rx }
     }
 
-    /// The value a config watcher publishes on `rx`.
-    pub fn follow(rx: watch::Receiver<Arc<T>>) -> Self {
+    /// Rules that follow what a config watcher publishes on `rx`.
+    pub fn follow(rx: watch::Receiver<Arc<InForce>>) -> Self {
         Self { rx }
     }
 
-    /// The value now (a snapshot, for one request).
-    pub fn current(&self) -> Arc<T> {
+    /// What is in force now (a snapshot, for one request).
+    pub fn current(&self) -> Arc<InForce> {
         self.rx.borrow().clone()
     }
 }

@@ -200,11 +200,11 @@ pub async fn ingest(
     let task_state = state.clone();
     let tenant_id = tenant.id.clone();
     let outcomes = tokio::spawn(async move {
-        let rules = task_state.rules.current();
+        let in_force = task_state.rules.current();
         let producer = Producer {
             store: &task_state.store,
             queue: &task_state.queue,
-            rules: &rules,
+            rules: &in_force.rules,
             policies: &task_state.config.jobs,
         };
         accept_events(producer, &tenant_id, events).await

@@ -61,11 +61,11 @@ async fn record(state: &AppState, claims: &Claims, event_type: &str) -> Result<(
     let tenant_id = claims.tenant_id.clone();
     // Detached, like ingest: a mail client that goes away must not cut the work in half.
     tokio::spawn(async move {
-        let rules = task_state.rules.current();
+        let in_force = task_state.rules.current();
         let producer = Producer {
             store: &task_state.store,
             queue: &task_state.queue,
-            rules: &rules,
+            rules: &in_force.rules,
             policies: &task_state.config.jobs,
         };
         accept_events(producer, &tenant_id, vec![event]).await

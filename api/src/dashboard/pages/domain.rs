@@ -194,7 +194,7 @@ pub async fn alerts(
         tenant,
         min_urgency: q.min_urgency.map(|u| u.to_string()).unwrap_or_default(),
         rows,
-        nudge_rules: state.app.alert_nudge_rules.current().join(", "),
+        nudge_rules: state.app.rules.current().alert_nudge_rules.join(", "),
     })
 }
 
@@ -238,7 +238,8 @@ pub async fn intervene(
     let actor = user.actor();
     match form.action.as_str() {
         "nudge" => {
-            let rules = state.app.alert_nudge_rules.current();
+            let in_force = state.app.rules.current();
+            let rules = &in_force.alert_nudge_rules;
             if rules.is_empty() {
                 return Err(DashError::Conflict(
                     "no nudge rule is triggered by sentiment alerts ([[nudges.rules]] with trigger.sentiment_alert)"

@@ -32,6 +32,7 @@ pub async fn page(State(state): State<DashState>, user: CurrentUser) -> Result<R
         .app
         .rules
         .current()
+        .rules
         .configs()
         .iter()
         .map(|r| RuleRow {
