@@ -142,6 +142,15 @@ def q4(model, name, rows, cols):
     return nib.reshape(rows, cols), blocks["d"].astype(np.float32).reshape(rows, cols // QK)
 
 
+def dequantize(model, name, rows, cols, keep=None):
+    """A Q4_0 tensor as float32 [rows, cols] (w = (q - 8) · d), or only its rows `keep` (an index array)."""
+    nib, scales = q4(model, name, rows, cols)
+    if keep is not None:
+        nib, scales = nib[keep], scales[keep]
+    n = nib.shape[0]
+    return ((nib.astype(np.float32) - 8).reshape(n, cols // QK, QK) * scales[:, :, None]).reshape(n, cols)
+
+
 def f32(model, name, *shape):
     arr = model["tensors"][name]
     if arr.size != int(np.prod(shape)):
@@ -225,8 +234,7 @@ def build_onnx(model, linear_kind="nbits", name="multilingual-e5-small-q4", adap
         return quantized[x]
 
     def linear_int8(x, prefix, wname, bname, nout, nin, out):
-        nib, scales = q4(model, wname, nout, nin)
-        w = ((nib.astype(np.float32) - 8).reshape(nout, nin // QK, QK) * scales[:, :, None]).reshape(nout, nin)
+        w = dequantize(model, wname, nout, nin)
         if adapter is not None:
             w = merge_adapter(w, adapter, wname)
         ws = np.abs(w).max(axis=1) / 127.0

@@ -43,12 +43,6 @@ LINEARS = ("q", "k", "v", "ao", "fi", "fo")
 LABELS = ("negative", "neutral", "positive")
 
 
-def dequantize(model, name, rows, cols):
-    nib, scales = e5.q4(model, name, rows, cols)
-    qk = e5.QK
-    return ((nib.astype(np.float32) - 8).reshape(rows, cols // qk, qk) * scales[:, :, None]).reshape(rows, cols)
-
-
 def shapes(model):
     H, FF = model["H"], model["FF"]
     return {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H), "fo": (H, FF)}
@@ -59,19 +53,15 @@ def base_weights(model, vocab_ids):
     data uses: 250k rows would be 384 MB for nothing)."""
     H, NL, MAXP = model["H"], model["NL"], model["MAXP"]
     rows = model["tensors"]["emb.word"].shape[0] * e5.QK // H
-    nib, scales = e5.q4(model, "emb.word", rows, H)
-    nib, scales = nib[vocab_ids], scales[vocab_ids]
-    word = ((nib.astype(np.float32) - 8).reshape(len(vocab_ids), H // e5.QK, e5.QK) * scales[:, :, None]).reshape(
-        len(vocab_ids), H)
     p = {
-        "word": word,
+        "word": e5.dequantize(model, "emb.word", rows, H, keep=vocab_ids),
         "pos_type": e5.f32(model, "emb.pos", MAXP, H) + e5.f32(model, "emb.type", model["TVS"], H)[0],
         "emb_ln_w": e5.f32(model, "emb.ln.w", H),
         "emb_ln_b": e5.f32(model, "emb.ln.b", H),
     }
     layers = {}
     for name, (nout, nin) in shapes(model).items():
-        layers[f"{name}_w"] = np.stack([dequantize(model, f"l{l}.{name}.w", nout, nin) for l in range(NL)])
+        layers[f"{name}_w"] = np.stack([e5.dequantize(model, f"l{l}.{name}.w", nout, nin) for l in range(NL)])
         layers[f"{name}_b"] = np.stack([e5.f32(model, f"l{l}.{name}.b", nout) for l in range(NL)])
     for ln in ("aln", "oln"):
         layers[f"{ln}_w"] = np.stack([e5.f32(model, f"l{l}.{ln}.w", H) for l in range(NL)])
