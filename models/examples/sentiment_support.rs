@@ -8,11 +8,13 @@
 //! nice cargo run --release -p kairos-models --example sentiment_support -- \
 //!     [--model-dir DIR] [--data FILE]... [--heldout FILE]... [--variants] [--support-weights 1,3]
 //!     [--alphas A,B] [--cache FILE] [--out FILE] [--version V] [--dump-split DIR] [--calibrate-on-held-out]
+//!     [--dev FILE]... [--head FILE] [--no-heldout] [--errors]
 //! ```
 //!
 //! Defaults: the int8 e5 encoder, the UCI English and TASS Spanish files from `.cache/models/data/` and
-//! `models/data/support-train-{en,es}.jsonl` for training, `models/data/support-heldout-{en,es}.jsonl` for the
-//! report. `--variants` also fits the other settings (class balancing on/off × calibration none / temperature /
+//! `models/data/support-train{,-3,-4}-{en,es}.jsonl` for training, `models/data/support-heldout-{en,es}.jsonl` and
+//! `models/data/support-heldout-2-{en,es}.jsonl` for the report (each file reported on its own). `--variants` also
+//! fits the other settings (class balancing on/off × calibration none / temperature /
 //! temperature + bias) from the same embeddings and prints, for each, its figures on the **development rows**: the
 //! support texts inside the head's own 20 % held-out split (part of training data, not the held-out files). The
 //! shipped setting is the best of those by development log-loss (mean over languages); the held-out files are then
@@ -25,6 +27,13 @@
 //! own split (`train.jsonl`, `dev.jsonl`) for the adapter's training and exits; `--calibrate-on-held-out` fits the
 //! maps on the development rows instead of out-of-fold training logits (which such an encoder has seen), choosing
 //! the method (none / temperature / temperature + bias) by 5-fold cross-fitting on those rows.
+//!
+//! `--dev FILE` (repeatable; `models/data/support-dev-{en,es}.jsonl`): a development set written apart from every
+//! training text. It replaces the development rows above, so candidates trained on different data are judged on the
+//! same texts, and the maps are fitted on it after training (method by 5-fold cross-fitting, then fitted on all of
+//! it, per language). `--head FILE` judges a head already trained instead of training one. `--no-heldout` leaves
+//! the held-out files unread: runs that choose between candidates print development figures only. `--errors` lists
+//! the texts each set gets wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a failed run
 
 use std::collections::BTreeMap;
@@ -95,64 +104,40 @@ impl Cache {
     }
 }
 
-/// The calibration method for maps fitted on the development rows, chosen on those rows without fitting and judging
-/// on the same texts: per language, 5-fold cross-fitting (a map fitted on four fifths of the language's development
-/// rows scores the fifth) of the uncalibrated head's logits, mean log-loss over languages; none / temperature /
-/// temperature + bias. Printed, then the winner is returned.
-fn choose_calibration(
-    examples: &text::EmbeddedExamples,
-    encoder: &text::EncoderFingerprint,
-    config: &TrainConfig,
-    dev: &[Scored],
-) -> Option<CalibrationMethod> {
-    let uncalibrated = TrainConfig {
-        calibration: None,
-        ..config.clone()
-    };
-    let head = text::fit_head(examples, encoder.clone(), &uncalibrated, &mut |_| {}).unwrap();
+/// Labelled raw logits of `dev` for calibration (`head` must be uncalibrated: its raw logits are what the maps see).
+fn calibration_examples(head: &SentimentHead, dev: &[Scored]) -> Vec<text::CalibrationExample> {
     let labels = head.labels();
-    let methods = [
-        ("none", None),
-        ("temperature", Some(CalibrationMethod::Temperature)),
-        ("temperature+bias", Some(CalibrationMethod::TemperatureBias)),
-    ];
-    let languages: std::collections::BTreeSet<&str> = dev.iter().map(|t| t.language.as_str()).collect();
-    let folds = 5;
-    let mut best: Option<(f64, Option<CalibrationMethod>)> = None;
+    dev.iter()
+        .map(|t| text::CalibrationExample {
+            logits: head.logits(&t.embedding).unwrap(),
+            truth: labels.iter().position(|l| *l == t.truth).unwrap(),
+            language: t.language.clone(),
+        })
+        .collect()
+}
+
+fn print_method_scores(scores: &[text::MethodScore]) {
     println!("calibration method, 5-fold cross-fitted on the development rows (log-loss per language, mean):");
-    for (name, method) in methods {
-        let mut per_language = Vec::new();
-        for language in &languages {
-            let rows: Vec<&Scored> = dev.iter().filter(|t| t.language == *language).collect();
-            let logits: Vec<Vec<f64>> = rows.iter().map(|t| head.logits(&t.embedding).unwrap()).collect();
-            let truth: Vec<usize> = rows
-                .iter()
-                .map(|t| labels.iter().position(|l| *l == t.truth).unwrap())
-                .collect();
-            let mut loss = 0.0;
-            for fold in 0..folds {
-                let fit: Vec<usize> = (0..rows.len()).filter(|i| i % folds != fold).collect();
-                let calibrator = match method {
-                    Some(m) => text::fit_calibrator(
-                        &fit.iter().map(|&i| logits[i].clone()).collect::<Vec<_>>(),
-                        &fit.iter().map(|&i| truth[i]).collect::<Vec<_>>(),
-                        m,
-                    ),
-                    None => text::Calibrator::identity(labels.len()),
-                };
-                for i in (0..rows.len()).filter(|i| i % folds == fold) {
-                    loss -= calibrator.apply(&logits[i])[truth[i]].max(1e-12).ln();
-                }
-            }
-            per_language.push(loss / rows.len() as f64);
-        }
-        let mean = per_language.iter().sum::<f64>() / per_language.len().max(1) as f64;
-        println!("  {name:<18} {per_language:.3?} mean {mean:.4}");
-        if best.is_none_or(|(b, _)| mean < b) {
-            best = Some((mean, method));
-        }
+    for s in scores {
+        let name = match s.method {
+            None => "none",
+            Some(CalibrationMethod::Temperature) => "temperature",
+            Some(CalibrationMethod::TemperatureBias) => "temperature+bias",
+        };
+        let per: Vec<f64> = s.per_language.values().copied().collect();
+        println!("  {name:<18} {per:.3?} mean {:.4}", s.mean);
     }
-    best.and_then(|(_, m)| m)
+}
+
+/// The calibration method for maps fitted on the development rows, chosen on those rows without fitting and judging
+/// on the same texts (`text::cross_fit_calibration`). Printed, then the winner is returned.
+fn choose_calibration(head: &SentimentHead, dev: &[Scored]) -> Option<CalibrationMethod> {
+    let scores = text::cross_fit_calibration(&calibration_examples(head, dev), 5);
+    print_method_scores(&scores);
+    scores
+        .iter()
+        .min_by(|a, b| a.mean.total_cmp(&b.mean))
+        .and_then(|s| s.method)
 }
 
 /// Writes the head's own split as `DIR/train.jsonl` (every training row, support texts with `weight`) and
@@ -205,6 +190,8 @@ fn dump(
 
 /// One text to score: embedding, truth, language (given by the file).
 struct Scored {
+    /// The text (for `--errors`); empty for rows of the training data.
+    text: String,
     embedding: Vec<f32>,
     truth: Sentiment,
     /// The language its file declares (what figures are grouped by).
@@ -382,6 +369,10 @@ fn main() {
     let mut support_weights: Vec<usize> = vec![1];
     let mut dump_split: Option<PathBuf> = None;
     let mut calibrate_on_held_out = false;
+    let mut dev_files: Vec<PathBuf> = Vec::new();
+    let mut head_path: Option<PathBuf> = None;
+    let mut report_held_out = true;
+    let mut show_errors = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -397,6 +388,10 @@ fn main() {
             "--support-weights" => support_weights = value().split(',').map(|w| w.trim().parse().unwrap()).collect(),
             "--dump-split" => dump_split = Some(PathBuf::from(value())),
             "--calibrate-on-held-out" => calibrate_on_held_out = true,
+            "--dev" => dev_files.push(PathBuf::from(value())),
+            "--head" => head_path = Some(PathBuf::from(value())),
+            "--no-heldout" => report_held_out = false,
+            "--errors" => show_errors = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -406,6 +401,10 @@ fn main() {
             ".cache/models/data/tass-tweets-es.jsonl",
             "models/data/support-train-en.jsonl",
             "models/data/support-train-es.jsonl",
+            "models/data/support-train-3-en.jsonl",
+            "models/data/support-train-3-es.jsonl",
+            "models/data/support-train-4-en.jsonl",
+            "models/data/support-train-4-es.jsonl",
         ]
         .iter()
         .map(|p| root().join(p))
@@ -415,11 +414,20 @@ fn main() {
         heldout = [
             "models/data/support-heldout-en.jsonl",
             "models/data/support-heldout-es.jsonl",
+            "models/data/support-heldout-2-en.jsonl",
+            "models/data/support-heldout-2-es.jsonl",
         ]
         .iter()
         .map(|p| root().join(p))
+        .filter(|p| p.is_file())
         .collect();
     }
+    let reporting = Reporting {
+        dev_files: &dev_files,
+        heldout: &heldout,
+        held_out: report_held_out,
+        errors: show_errors,
+    };
     let mut config = EncoderConfig::from_dir(&model_dir);
     if std::env::var_os(text::ORT_DYLIB_ENV).is_none() {
         config = config.runtime_library(root().join(".cache/ort/onnxruntime-1.31.1/libonnxruntime.so.1.31.1"));
@@ -434,6 +442,22 @@ fn main() {
         .collect();
     let started = std::time::Instant::now();
     let mut cache = Cache::load(cache_path.as_deref(), &encoder);
+    let external_dev = load_scored(&dev_files, &mut cache, &encoder);
+    cache.save(cache_path.as_deref());
+    if let Some(path) = &head_path {
+        // Evaluation of a head already trained (e.g. the shipped one against a new candidate) on the same
+        // development set, without training anything.
+        let head = SentimentHead::load(path).unwrap();
+        head.check_encoder(encoder.fingerprint()).unwrap();
+        assert!(
+            !external_dev.is_empty(),
+            "--head needs --dev FILE (the set it is judged on)"
+        );
+        println!("{}: {}", path.display(), head.version());
+        finish(head, &external_dev, &reporting, &mut cache, &encoder, out.as_deref());
+        cache.save(cache_path.as_deref());
+        return;
+    }
     let mut merged_texts: Vec<String> = Vec::new();
     let examples = text::embed_datasets_with(&datasets, &mut |_| {}, &mut |texts, _| {
         merged_texts = texts.iter().map(|t| (*t).to_string()).collect();
@@ -447,24 +471,9 @@ fn main() {
         started.elapsed()
     );
 
-    let mut held = Vec::new();
-    for path in &heldout {
-        let d = LabeledDataset::from_path(path).unwrap();
-        let texts: Vec<&str> = d.examples.iter().map(|e| e.text.as_str()).collect();
-        let embeddings = cache.embed(&encoder, &texts).unwrap();
-        for (i, e) in d.examples.iter().enumerate() {
-            held.push(Scored {
-                embedding: embeddings.get(i).unwrap().to_vec(),
-                truth: e.label,
-                language: e.lang.clone().unwrap(),
-                detected: detect_language(&e.text).map(|l| l.code().to_string()),
-            });
-        }
-    }
-    cache.save(cache_path.as_deref());
     // Language detection on the held-out texts (what the product calibrates with).
     let mut detected_ok = BTreeMap::<String, (usize, usize)>::new();
-    for path in &heldout {
+    for path in heldout.iter().filter(|_| report_held_out) {
         for e in LabeledDataset::from_path(path).unwrap().examples {
             let lang = e.lang.clone().unwrap();
             let entry = detected_ok.entry(lang.clone()).or_default();
@@ -497,10 +506,11 @@ fn main() {
     for (d, s) in examples.datasets.iter().enumerate() {
         dataset_of.extend(std::iter::repeat_n(d, s.examples));
     }
-    let dev: Vec<Scored> = test_rows
+    let internal_dev: Vec<Scored> = test_rows
         .iter()
         .filter(|&&i| examples.datasets[dataset_of[i]].name.starts_with("support-"))
         .map(|&i| Scored {
+            text: String::new(),
             embedding: examples.embeddings.get(i).unwrap().to_vec(),
             truth: examples.labels[i],
             language: examples.languages[i].clone(),
@@ -508,6 +518,13 @@ fn main() {
         })
         .collect();
 
+    // With `--dev`, the development set is that file set (written apart from the training texts), and the maps are
+    // fitted on it after training; otherwise the support rows of the head's own held-out split.
+    let dev: &[Scored] = if external_dev.is_empty() {
+        &internal_dev
+    } else {
+        &external_dev
+    };
     if let Some(dir) = &dump_split {
         dump(
             dir,
@@ -562,8 +579,16 @@ fn main() {
             dataset_weights: weighted(support_weights[0]),
             ..base.clone()
         };
-        if calibrate_on_held_out {
-            config.calibration = choose_calibration(&examples, encoder.fingerprint(), &config, &dev);
+        if !external_dev.is_empty() {
+            // Fitted after training, on the development set (below).
+            config.calibration = None;
+        } else if calibrate_on_held_out {
+            let uncalibrated = TrainConfig {
+                calibration: None,
+                ..config.clone()
+            };
+            let head = text::fit_head(&examples, encoder.fingerprint().clone(), &uncalibrated, &mut |_| {}).unwrap();
+            config.calibration = choose_calibration(&head, dev);
         }
         candidates.push(("shipped".into(), config));
     }
@@ -572,7 +597,7 @@ fn main() {
         let fit_started = std::time::Instant::now();
         let head = text::fit_head(&examples, encoder.fingerprint().clone(), &config, &mut |_| {}).unwrap();
         eprintln!("{label}: fitted in {:.1?}", fit_started.elapsed());
-        let dev_figures = per_language(&head, &dev, Some(true));
+        let dev_figures = per_language(&head, dev, Some(true));
         // Chosen by the mean log-loss over languages (a proper score: it rewards right labels and honest
         // probabilities alike), negated so that larger is better.
         let score = -dev_figures.values().map(|f| f.log_loss).sum::<f64>() / dev_figures.len().max(1) as f64;
@@ -590,6 +615,88 @@ fn main() {
     let (score, label, head) = best.unwrap();
     println!("\nchosen by development log-loss ({:.3}): {label}", -score);
     println!("{}", text::metrics_report(&head));
+    finish(head, dev, &reporting, &mut cache, &encoder, out.as_deref());
+    cache.save(cache_path.as_deref());
+}
+
+/// Embeds labelled files (`{"text", "label", "lang"}` lines) for scoring.
+fn load_scored(paths: &[PathBuf], cache: &mut Cache, encoder: &Encoder) -> Vec<Scored> {
+    let mut scored = Vec::new();
+    for path in paths {
+        let d = LabeledDataset::from_path(path).unwrap();
+        let texts: Vec<&str> = d.examples.iter().map(|e| e.text.as_str()).collect();
+        let embeddings = cache.embed(encoder, &texts).unwrap();
+        for (i, e) in d.examples.iter().enumerate() {
+            scored.push(Scored {
+                text: e.text.clone(),
+                embedding: embeddings.get(i).unwrap().to_vec(),
+                truth: e.label,
+                language: e
+                    .lang
+                    .clone()
+                    .unwrap_or_else(|| panic!("{}: a text without \"lang\"", path.display())),
+                detected: detect_language(&e.text).map(|l| l.code().to_string()),
+            });
+        }
+    }
+    scored
+}
+
+/// What `finish` reports besides the development figures.
+#[derive(Clone, Copy)]
+struct Reporting<'a> {
+    /// The development set's files (empty: the development rows of the head's own split, maps already fitted).
+    dev_files: &'a [PathBuf],
+    heldout: &'a [PathBuf],
+    /// Read and report the held-out files (off with `--no-heldout`).
+    held_out: bool,
+    /// List the texts each set gets wrong (`--errors`).
+    errors: bool,
+}
+
+/// What every run ends with. With a development set written apart (`dev_files`), the head's maps are fitted there:
+/// the method chosen by 5-fold cross-fitting on it, then fitted on all of it, per declared language. Then the
+/// development figures, the calibration, the probes, the held-out report per file (unless `reporting.held_out` is
+/// off: runs that choose between candidates print development figures only), and the head is written to `out`.
+fn finish(
+    mut head: SentimentHead,
+    dev: &[Scored],
+    reporting: &Reporting,
+    cache: &mut Cache,
+    encoder: &Encoder,
+    out: Option<&Path>,
+) {
+    let Reporting {
+        dev_files,
+        heldout,
+        held_out: report_held_out,
+        errors: show_errors,
+    } = *reporting;
+    if !dev_files.is_empty() {
+        head = head.with_calibration(None).unwrap();
+        println!("uncalibrated head on the development set ({}):", describe(dev_files));
+        for (language, f) in &per_language(&head, dev, None) {
+            print_figures(language, f);
+        }
+        let fitted_on = format!(
+            "a development set written apart from the training texts ({}); {} examples",
+            describe(dev_files),
+            dev.len()
+        );
+        let (calibration, scores) = text::calibration_from_set(
+            &calibration_examples(&head, dev),
+            TrainConfig::default().calibration_min_examples,
+            fitted_on,
+        );
+        print_method_scores(&scores);
+        if calibration.is_some() {
+            head = head.with_calibration(calibration).unwrap();
+            println!("calibrated on all of it (in-sample figures; the cross-fitted ones above are the honest ones):");
+            for (language, f) in &per_language(&head, dev, Some(true)) {
+                print_figures(language, f);
+            }
+        }
+    }
     if let Some(c) = head.calibration() {
         println!("calibration: {:?}, fitted on {}", c.method, c.fitted_on);
         for (language, cal) in &c.per_language {
@@ -602,6 +709,8 @@ fn main() {
             "  pooled: scale {:.3} bias {:?} (n={})",
             c.pooled.scale, c.pooled.bias, c.pooled.examples
         );
+    } else {
+        println!("calibration: none (the head's softmax is served)");
     }
     // Negation and short texts (the cases of the quality and API tests; printed, never used for a choice).
     let probes = [
@@ -618,7 +727,7 @@ fn main() {
         "Really bad, nothing works.",
         "Está mal, no funciona nada.",
     ];
-    let embedded = cache.embed(&encoder, &probes).unwrap();
+    let embedded = cache.embed(encoder, &probes).unwrap();
     println!("\nprobes (calibrated for the detected language: P(negative) / P(neutral) / P(positive)):");
     for (i, text) in probes.iter().enumerate() {
         let language = detect_language(text).map(|l| l.code());
@@ -628,27 +737,63 @@ fn main() {
         let p: Vec<String> = p.iter().map(|v| format!("{v:.3}")).collect();
         println!("  {text:<32} {:?} {}", head.labels(), p.join(" / "));
     }
-    println!(
-        "\nHELD-OUT support texts ({}):",
-        heldout
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for (language, f) in &per_language(&head, &held, Some(true)) {
-        print_figures(language, f);
+    if show_errors {
+        println!("\ndevelopment texts labelled wrong (as served):");
+        print_errors(&head, dev);
     }
-    println!("the same, calibrated with the pooled map only (as for an undetermined language):");
-    for (language, f) in &per_language(&head, &held, Some(false)) {
-        print_figures(language, f);
-    }
-    println!("the same head uncalibrated (raw softmax; ECE columns: raw → raw):");
-    for (language, f) in &per_language(&head, &held, None) {
-        print_figures(language, f);
+    if report_held_out {
+        for path in heldout {
+            let held = load_scored(std::slice::from_ref(path), cache, encoder);
+            if show_errors {
+                println!("\n{}: texts labelled wrong (as served):", path.display());
+                print_errors(&head, &held);
+            }
+            println!("\nHELD-OUT {}:", path.display());
+            for (label, language_for_calibration) in [
+                ("calibrated for the detected language (as served)", Some(true)),
+                ("pooled map only (as for an undetermined language)", Some(false)),
+                ("uncalibrated (raw softmax; ECE columns: raw → raw)", None),
+            ] {
+                println!(" {label}:");
+                for (language, f) in &per_language(&head, &held, language_for_calibration) {
+                    print_figures(language, f);
+                }
+            }
+        }
+    } else {
+        println!("\n(held-out files not read: --no-heldout)");
     }
     if let Some(out) = out {
-        head.save(&out).unwrap();
+        head.save(out).unwrap();
         println!("wrote {}", out.display());
     }
+}
+
+/// Every text whose served label is not its truth, with the served probabilities (for reading what a head misses).
+fn print_errors(head: &SentimentHead, texts: &[Scored]) {
+    for t in texts.iter().filter(|t| !t.text.is_empty()) {
+        let p = head
+            .calibrated_probabilities(&t.embedding, t.detected.as_deref())
+            .unwrap();
+        let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        if head.labels()[best] != t.truth {
+            let p: Vec<String> = p.iter().map(|v| format!("{v:.2}")).collect();
+            println!(
+                "  {} {:?} → {:?} [{}] {}",
+                t.language,
+                t.truth,
+                head.labels()[best],
+                p.join(" "),
+                t.text
+            );
+        }
+    }
+}
+
+fn describe(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -4,8 +4,9 @@
     e5_lora.py --bin e5-small-q4.bin --tokenizer tokenizer.json --train TRAIN.jsonl --dev DEV.jsonl --out ADAPTER.npz
                [--rank 8] [--epochs 3] [--lr 5e-4] [--batch 32] [--seed 42] [--max-len 128]
 
-TRAIN and DEV are JSON lines `{"text", "label", "weight"}` (`sentiment_support --dump-split` writes them from the
-head's own split, so the encoder never sees a development row or a held-out text). The adapter is merged into the
+TRAIN and DEV are JSON lines `{"text", "label"[, "weight"]}`: TRAIN is the head's own training split
+(`sentiment_support --dump-split` writes it, so the encoder never sees a row the head is evaluated on), DEV the
+development set (`models/data/support-dev-{en,es}.jsonl` concatenated; lora-1 used the `dev.jsonl` the dump writes). The adapter is merged into the
 weights by `models/convert/e5_to_onnx.py --adapter`, which then quantizes as usual; nothing of the base model is
 stored here, only the low-rank matrices (1.2 MB at rank 8, fp16).
 
@@ -22,8 +23,7 @@ Why it is built this way (figures in models/MODELS.md):
 * **The training objective is the product's**: a 3-class linear classifier on the L2-normalised mean of the token
   states (what `Encoder` + `SentimentHead` compute), cross-entropy weighted per row (support texts count more). The
   classifier is thrown away: the shipped head is fitted afterwards, on the merged encoder, by the usual trainer.
-* **The epoch is chosen on DEV** (support texts inside the head's own held-out split) by log-loss; held-out files
-  are never read here.
+* **The epoch is chosen on DEV** by log-loss; held-out files are never read here.
 
 JAX runs on CPU only here (the jaxlib wheel from PyPI); one epoch over ~4,000 short texts takes a few minutes.
 """

@@ -1,21 +1,22 @@
-//! The shipped sentiment head on our held-out support texts (`models/data/support-heldout-{en,es}.jsonl`, written by
-//! the Kairos team, never used for training or for any choice): floors under the figures recorded in
-//! `models/MODELS.md`, per language — 3-class accuracy, macro-F1, neutral recall, binary accuracy on
-//! positive/negative, calibration that lowers ECE, alert precision/recall at the shipped threshold — and negation.
+//! The shipped sentiment head on our held-out support texts (`models/data/support-heldout{,-2}-{en,es}.jsonl`, written
+//! for Kairos, never used for training or for any choice of the shipped head): floors under the figures recorded in
+//! `models/MODELS.md`, per file — 3-class accuracy, macro-F1, neutral recall, binary accuracy on positive/negative,
+//! alert precision/recall at the shipped threshold — a ceiling on the calibration error, the calibration choice
+//! re-made on the development set, and negation.
 //!
-//! Ignored by default (they need the int8 e5 encoder from `scripts/fetch-e5`); `scripts/test` runs them with
+//! Ignored by default (they need the adapted e5 encoder from `scripts/fetch-e5`); `scripts/test` runs them with
 //! `--run-ignored all`, or: `cargo nextest run -p kairos-models --test sentiment_quality --run-ignored only`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a failed test
 
 use std::path::{Path, PathBuf};
 
 use kairos_models::text::{
-    detect_language, evaluate, expected_calibration_error, negative_calibration_error, Encoder, EncoderConfig,
-    LabeledDataset, Sentiment, SentimentHead,
+    cross_fit_calibration, detect_language, evaluate, expected_calibration_error, negative_calibration_error,
+    CalibrationExample, Encoder, EncoderConfig, LabeledDataset, Sentiment, SentimentHead,
 };
 
 /// The head `config/default.toml` ships.
-const HEAD: &str = "models/heads/sentiment-e5-int8-lora-1.json";
+const HEAD: &str = "models/heads/sentiment-e5-int8-lora-2.json";
 /// `sentiment.alert_threshold` in `config/default.toml`.
 const ALERT_THRESHOLD: f64 = 0.75;
 
@@ -25,7 +26,7 @@ fn root() -> PathBuf {
 
 fn encoder() -> Encoder {
     let lib = root().join(".cache/ort/onnxruntime-1.31.1/libonnxruntime.so.1.31.1");
-    let dir = root().join(".cache/models/multilingual-e5-small-int8-sentiment");
+    let dir = root().join(".cache/models/multilingual-e5-small-int8-sentiment-2");
     assert!(
         lib.is_file() && dir.join("model.onnx").is_file(),
         "missing {} or {}: run scripts/fetch-models and scripts/fetch-e5",
@@ -133,18 +134,29 @@ fn measure(encoder: &Encoder, head: &SentimentHead, file: &str) -> Measured {
     measured
 }
 
-/// Floors per language: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set a
-/// little under the figures measured and recorded in models/MODELS.md (216 texts: one text is ~0.008 of a language).
-const FLOORS: [(&str, [f64; 6]); 2] = [
-    // measured: 0.954, 0.954, 0.972, 0.972, 0.939, 0.861
+/// Floors per held-out file: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set
+/// a little under the figures measured and recorded in models/MODELS.md (108–114 texts a file: one text is ~0.009 of
+/// 3-class accuracy, ~0.013 of binary accuracy).
+const FLOORS: [(&str, [f64; 6]); 4] = [
+    // measured: 0.963, 0.963, 0.972, 0.958, 0.943, 0.917
     (
         "models/data/support-heldout-en.jsonl",
-        [0.94, 0.94, 0.94, 0.95, 0.91, 0.83],
+        [0.95, 0.95, 0.94, 0.94, 0.91, 0.88],
     ),
-    // measured: 0.926, 0.926, 0.917, 0.944, 0.935, 0.806
+    // measured: 0.954, 0.954, 0.972, 0.958, 0.941, 0.889
     (
         "models/data/support-heldout-es.jsonl",
-        [0.91, 0.91, 0.89, 0.92, 0.91, 0.78],
+        [0.94, 0.94, 0.94, 0.94, 0.91, 0.86],
+    ),
+    // measured: 0.965, 0.965, 0.947, 0.973, 0.973, 0.947
+    (
+        "models/data/support-heldout-2-en.jsonl",
+        [0.95, 0.95, 0.92, 0.95, 0.94, 0.92],
+    ),
+    // measured: 0.930, 0.931, 0.946, 0.922, 0.919, 0.872
+    (
+        "models/data/support-heldout-2-es.jsonl",
+        [0.91, 0.91, 0.92, 0.90, 0.89, 0.84],
     ),
 ];
 
@@ -176,8 +188,9 @@ fn the_shipped_head_meets_its_floors_on_held_out_support_texts_in_both_languages
     }
 }
 
-/// Ceiling on the expected calibration error (10 bins) of what the product serves, per language: the top label and
-/// P(negative), which alert thresholds compare with. Measured (models/MODELS.md): en 0.034 / 0.048, es 0.048 / 0.028.
+/// Ceiling on the expected calibration error (10 bins) of what the product serves, per held-out file: the top label
+/// and P(negative), which alert thresholds compare with. Measured (models/MODELS.md): en 0.016 / 0.027 and 0.020 /
+/// 0.030, es 0.030 / 0.024 and 0.035 / 0.058.
 const ECE_CEILING: f64 = 0.065;
 
 #[test]
@@ -185,9 +198,10 @@ const ECE_CEILING: f64 = 0.065;
 fn probabilities_are_calibrated_in_each_language() {
     let encoder = encoder();
     let head = head(&encoder);
-    // The shipped head carries no map: on the development rows, 5-fold cross-fitted maps (temperature, temperature +
-    // bias) raised the log-loss in both languages, so the trainer chose none (models/MODELS.md). What users rely on
-    // is that a probability means the same in Spanish and English, which this checks directly.
+    // The shipped head carries no map: on the development set, 5-fold cross-fitted maps (temperature, temperature +
+    // bias) raised the log-loss in both languages, so none was fitted (models/MODELS.md; the test below keeps that
+    // choice honest). What users rely on is that a probability means the same in Spanish and English, which this
+    // checks directly.
     for (file, _) in FLOORS {
         let m = measure(&encoder, &head, file);
         assert!(
@@ -201,6 +215,45 @@ fn probabilities_are_calibrated_in_each_language() {
             m.negative_ece_calibrated
         );
     }
+}
+
+/// The development set the shipped head's calibration was chosen and fitted on (models/data/README.md).
+const DEV: [&str; 2] = ["models/data/support-dev-en.jsonl", "models/data/support-dev-es.jsonl"];
+
+#[test]
+#[ignore = "needs the adapted e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
+fn the_shipped_calibration_is_the_one_cross_fitting_on_the_development_set_chooses() {
+    // Whether a head serves maps or its softmax is decided per language by 5-fold cross-fitted log-loss on texts
+    // written apart from training (a map fitted on the texts it is judged on always looks better). This checks
+    // that the shipped head carries what that rule chooses, so a retrained head cannot ship with maps that make
+    // its probabilities worse, or without maps that would make them better.
+    let encoder = encoder();
+    let head = head(&encoder);
+    let raw = head.clone().with_calibration(None).unwrap();
+    let labels = raw.labels().to_vec();
+    let mut rows = Vec::new();
+    for file in DEV {
+        let data = LabeledDataset::from_path(&root().join(file)).unwrap();
+        let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+        let embeddings = encoder.embed_batched(&texts, 8, &mut |_, _| {}).unwrap();
+        for (i, e) in data.examples.iter().enumerate() {
+            rows.push(CalibrationExample {
+                logits: raw.logits(embeddings.get(i).unwrap()).unwrap(),
+                truth: labels.iter().position(|l| *l == e.label).unwrap(),
+                language: e.lang.clone().unwrap(),
+            });
+        }
+    }
+    let scores = cross_fit_calibration(&rows, 5);
+    for s in &scores {
+        println!("{:?}: {:?} mean {:.4}", s.method, s.per_language, s.mean);
+    }
+    let best = scores.iter().min_by(|a, b| a.mean.total_cmp(&b.mean)).unwrap();
+    assert_eq!(
+        head.calibration().map(|c| c.method),
+        best.method,
+        "the shipped head's calibration is not the one cross-fitting chooses: {scores:?}"
+    );
 }
 
 #[test]

@@ -344,6 +344,73 @@ async fn a_trained_head_registered_with_activate_is_used_by_the_next_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_calibrated_on_texts_kept_apart_uses_the_method_that_cross_fits_best() {
+    let env = Env::new(Deployment::Embedded).await;
+    let config = env.config_file(&sentiment_config(""));
+    let data = repo("tests/fixtures/sentiment-small.jsonl");
+    let calibration = repo("tests/fixtures/sentiment-calibration-small.jsonl");
+    let out_file = env.dir.path().join("calibrated-head.json");
+    let (ok, out, err) = run_cli(
+        &config,
+        &[
+            "train",
+            "sentiment",
+            "--data",
+            data.to_str().unwrap(),
+            "--calibration-data",
+            calibration.to_str().unwrap(),
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "train failed: {out}\n{err}");
+    // The three methods' cross-fitted log-loss is printed; the artifact carries the best one (or no map).
+    let means: Vec<(String, f64)> = err
+        .lines()
+        .filter(|l| l.contains("; mean "))
+        .map(|l| {
+            let method = l.split_whitespace().next().unwrap().to_string();
+            let mean: f64 = l.rsplit("; mean ").next().unwrap().trim().parse().unwrap();
+            (method, mean)
+        })
+        .collect();
+    assert_eq!(means.len(), 3, "none, temperature, temperature + bias: {err}");
+    let best = means.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0.clone();
+    let head = kairos_models::text::SentimentHead::load(&out_file).unwrap();
+    match head.calibration() {
+        None => assert_eq!(best, "none", "{err}"),
+        Some(c) => {
+            assert_eq!(format!("{:?}", c.method), best, "{err}");
+            assert!(
+                c.fitted_on.contains("sentiment-calibration-small") && c.fitted_on.contains("24 examples"),
+                "{}",
+                c.fitted_on
+            );
+        }
+    }
+    let (ok, list, _) = run_cli(&config, &["models", "list"]).await;
+    assert!(ok && list.contains(head.version()), "registered: {list}");
+
+    // A calibration set that shares texts with the training data is refused, and nothing is registered.
+    let (ok, out, err) = run_cli(
+        &config,
+        &[
+            "train",
+            "sentiment",
+            "--data",
+            data.to_str().unwrap(),
+            "--calibration-data",
+            data.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok, "must refuse: {out}");
+    assert!(err.contains("48 calibration texts are also training texts"), "{err}");
+    assert!(!out.contains("registered sentiment head"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_model_or_head_path_stops_the_worker_at_start_naming_the_path() {
     let env = Env::new(Deployment::Embedded).await;
     let missing = "/nonexistent/kairos-models/encoder";

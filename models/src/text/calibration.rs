@@ -116,6 +116,148 @@ impl Calibration {
     }
 }
 
+/// One labelled text of a calibration set, as the head scores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationExample {
+    /// The head's raw logits of the text.
+    pub logits: Vec<f64>,
+    /// Index of its true class in the head's labels.
+    pub truth: usize,
+    /// Its language code (`und` never gets a map of its own).
+    pub language: String,
+}
+
+/// Fits a head's calibration on labelled logits: one map on every example pooled, and one per language with at
+/// least `min_examples` examples. The one place maps are fitted, whether on out-of-fold logits of the training split
+/// (training) or on a calibration set written apart from training (an encoder adapted on the training rows has seen
+/// them, so only texts it never saw say how confident it should be). `held_out` starts empty.
+pub fn fit_calibration(
+    examples: &[CalibrationExample],
+    method: CalibrationMethod,
+    min_examples: usize,
+    fitted_on: String,
+) -> Calibration {
+    let fit = |rows: &[&CalibrationExample]| -> Calibrator {
+        let logits: Vec<Vec<f64>> = rows.iter().map(|e| e.logits.clone()).collect();
+        let truth: Vec<usize> = rows.iter().map(|e| e.truth).collect();
+        fit_calibrator(&logits, &truth, method)
+    };
+    let all: Vec<&CalibrationExample> = examples.iter().collect();
+    let pooled = fit(&all);
+    let mut by_language: BTreeMap<&str, Vec<&CalibrationExample>> = BTreeMap::new();
+    for e in examples {
+        by_language.entry(e.language.as_str()).or_default().push(e);
+    }
+    let per_language = by_language
+        .into_iter()
+        .filter(|(language, rows)| *language != super::train::UNDETERMINED_LANGUAGE && rows.len() >= min_examples)
+        .map(|(language, rows)| (language.to_string(), fit(&rows)))
+        .collect();
+    Calibration {
+        method,
+        fitted_on,
+        per_language,
+        pooled,
+        held_out: BTreeMap::new(),
+    }
+}
+
+/// How well one calibration method did by cross-fitting (see [`cross_fit_calibration`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodScore {
+    /// The method; `None` is no map (the head's softmax).
+    pub method: Option<CalibrationMethod>,
+    /// Language → mean log-loss of its examples, each scored by a map fitted without it.
+    pub per_language: BTreeMap<String, f64>,
+    /// Mean over languages (each language counts once, however many examples it has).
+    pub mean: f64,
+}
+
+/// Cross-fitted log-loss of no map, temperature and temperature + bias on labelled logits: per language, the
+/// examples are dealt into `folds` folds in order (example `i` to fold `i % folds`), and each fold is scored by a map
+/// fitted on the others, so no example judges a map fitted on it. Chooses between methods on the same set the maps
+/// are then fitted on without fooling itself: a map always lowers the log-loss of the texts it was fitted on.
+pub fn cross_fit_calibration(examples: &[CalibrationExample], folds: usize) -> Vec<MethodScore> {
+    let folds = folds.max(2);
+    let mut by_language: BTreeMap<&str, Vec<&CalibrationExample>> = BTreeMap::new();
+    for e in examples {
+        by_language.entry(e.language.as_str()).or_default().push(e);
+    }
+    let classes = examples.first().map_or(0, |e| e.logits.len());
+    [
+        None,
+        Some(CalibrationMethod::Temperature),
+        Some(CalibrationMethod::TemperatureBias),
+    ]
+    .into_iter()
+    .map(|method| {
+        let per_language: BTreeMap<String, f64> = by_language
+            .iter()
+            .map(|(language, rows)| {
+                let mut loss = 0.0;
+                for fold in 0..folds {
+                    let calibrator = match method {
+                        Some(m) => {
+                            let fit: Vec<&&CalibrationExample> = rows
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| i % folds != fold)
+                                .map(|(_, e)| e)
+                                .collect();
+                            fit_calibrator(
+                                &fit.iter().map(|e| e.logits.clone()).collect::<Vec<_>>(),
+                                &fit.iter().map(|e| e.truth).collect::<Vec<_>>(),
+                                m,
+                            )
+                        }
+                        None => Calibrator::identity(classes),
+                    };
+                    for e in rows
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % folds == fold)
+                        .map(|(_, e)| e)
+                    {
+                        loss -= calibrator
+                            .apply(&e.logits)
+                            .get(e.truth)
+                            .copied()
+                            .unwrap_or(0.0)
+                            .max(1e-12)
+                            .ln();
+                    }
+                }
+                (language.to_string(), loss / rows.len().max(1) as f64)
+            })
+            .collect();
+        let mean = per_language.values().sum::<f64>() / per_language.len().max(1) as f64;
+        MethodScore {
+            method,
+            per_language,
+            mean,
+        }
+    })
+    .collect()
+}
+
+/// Calibration of a head on labelled texts written apart from its training data (its raw logits in `examples`):
+/// the method with the lowest cross-fitted mean log-loss ([`cross_fit_calibration`], 5 folds; no map when none
+/// beats the head's softmax), then fitted on all of `examples`. Returns the calibration (`None`: serve the softmax)
+/// and the scores it was chosen by.
+pub fn calibration_from_set(
+    examples: &[CalibrationExample],
+    min_examples: usize,
+    fitted_on: String,
+) -> (Option<Calibration>, Vec<MethodScore>) {
+    let scores = cross_fit_calibration(examples, 5);
+    let best = scores
+        .iter()
+        .min_by(|a, b| a.mean.total_cmp(&b.mean))
+        .and_then(|s| s.method);
+    let calibration = best.map(|method| fit_calibration(examples, method, min_examples, fitted_on));
+    (calibration, scores)
+}
+
 /// Numerically stable softmax.
 pub(crate) fn softmax(z: &[f64]) -> Vec<f64> {
     let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -248,29 +390,9 @@ mod tests {
     #[test]
     fn temperature_fitting_undoes_overconfidence_and_lowers_ece() {
         // Logits 3× too confident: the true map has scale 1/3.
-        let mut logits = Vec::new();
-        let mut truth = Vec::new();
-        let mut state = 12345u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        for _ in 0..3000 {
-            let z = vec![next() * 4.0 - 2.0, next() * 4.0 - 2.0, next() * 4.0 - 2.0];
-            let p = softmax(&z);
-            let u = next();
-            let y = if u < p[0] {
-                0
-            } else if u < p[0] + p[1] {
-                1
-            } else {
-                2
-            };
-            logits.push(z.iter().map(|v| v * 3.0).collect::<Vec<_>>());
-            truth.push(y);
-        }
+        let set = examples(&[("any", 3.0)], 3000, 12345);
+        let logits: Vec<Vec<f64>> = set.iter().map(|e| e.logits.clone()).collect();
+        let truth: Vec<usize> = set.iter().map(|e| e.truth).collect();
         let c = fit_calibrator(&logits, &truth, CalibrationMethod::Temperature);
         assert!((c.scale - 1.0 / 3.0).abs() < 0.05, "{c:?}");
         assert!(c.bias.iter().all(|b| *b == 0.0));
@@ -279,5 +401,73 @@ mod tests {
         assert!(expected_calibration_error(&calibrated, &truth) < expected_calibration_error(&raw, &truth) / 2.0);
         let with_bias = fit_calibrator(&logits, &truth, CalibrationMethod::TemperatureBias);
         assert!(with_bias.bias.iter().all(|b| b.abs() < 0.2), "{with_bias:?}");
+    }
+
+    /// `n` examples per language whose logits are `factor` times the honest ones (labels drawn from the honest
+    /// probabilities), seeded.
+    fn examples(languages: &[(&str, f64)], n: usize, seed: u64) -> Vec<CalibrationExample> {
+        let mut state = seed;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut out = Vec::new();
+        for (language, factor) in languages {
+            for _ in 0..n {
+                let z = vec![next() * 4.0 - 2.0, next() * 4.0 - 2.0, next() * 4.0 - 2.0];
+                let p = softmax(&z);
+                let u = next();
+                let truth = if u < p[0] {
+                    0
+                } else if u < p[0] + p[1] {
+                    1
+                } else {
+                    2
+                };
+                out.push(CalibrationExample {
+                    logits: z.iter().map(|v| v * factor).collect(),
+                    truth,
+                    language: language.to_string(),
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_set_calibration_maps_each_language_only_when_cross_fitting_says_it_helps() {
+        // Spanish 3× overconfident, English honest: cross-fitting must prefer a map, and the fitted Spanish map
+        // must undo the overconfidence while the English one stays near the identity.
+        let set = examples(&[("es", 3.0), ("en", 1.0)], 600, 7);
+        let (calibration, scores) = calibration_from_set(&set, 50, "test set".into());
+        assert_eq!(scores.len(), 3);
+        let none = scores.iter().find(|s| s.method.is_none()).unwrap();
+        let best = scores.iter().min_by(|a, b| a.mean.total_cmp(&b.mean)).unwrap();
+        assert!(best.mean < none.mean, "{scores:?}");
+        let c = calibration.expect("a map helps the overconfident language");
+        assert!((c.per_language["es"].scale - 1.0 / 3.0).abs() < 0.08, "{c:?}");
+        assert!((c.per_language["en"].scale - 1.0).abs() < 0.25, "{c:?}");
+        assert_eq!(c.per_language["es"].examples, 600);
+        assert_eq!(c.fitted_on, "test set");
+
+        // Honest logits everywhere: a map only fits noise, so cross-fitting keeps the softmax.
+        let honest = examples(&[("es", 1.0), ("en", 1.0)], 1000, 11);
+        let (calibration, scores) = calibration_from_set(&honest, 50, "honest".into());
+        assert!(calibration.is_none(), "{scores:?}");
+    }
+
+    #[test]
+    fn a_language_with_too_few_examples_gets_the_pooled_map() {
+        let mut set = examples(&[("es", 2.0)], 200, 3);
+        set.extend(examples(&[("en", 2.0)], 20, 5));
+        set.extend(examples(&[("und", 2.0)], 80, 9));
+        let c = fit_calibration(&set, CalibrationMethod::Temperature, 50, "x".into());
+        assert!(c.per_language.contains_key("es"));
+        assert!(!c.per_language.contains_key("en"), "20 < 50 examples");
+        assert!(!c.per_language.contains_key("und"), "und never gets a map of its own");
+        assert_eq!(c.pooled.examples, 300);
+        assert_eq!(c.for_language(Some("en")), &c.pooled);
     }
 }

@@ -394,6 +394,15 @@ impl SentimentHead {
         self.calibration.as_ref()
     }
 
+    /// The same head with `calibration` in place of its own (`None`: raw probabilities), validated: for maps fitted
+    /// after training on a calibration set written apart from the training data ([`super::fit_calibration`]).
+    pub fn with_calibration(mut self, calibration: Option<Calibration>) -> Result<Self, TextError> {
+        self.calibration = calibration;
+        self.validate()
+            .map_err(|message| TextError::Artifact { path: None, message })?;
+        Ok(self)
+    }
+
     /// Raw logits (W·x + b) of one embedding, in [`SentimentHead::labels`] order.
     pub fn logits(&self, embedding: &[f32]) -> Result<Vec<f64>, TextError> {
         if embedding.len() != self.encoder.dimension {

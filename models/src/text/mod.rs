@@ -92,8 +92,9 @@ mod unigram;
 
 pub use analyzer::{analyze_embeddings, analyze_embeddings_in, SentimentAnalyzer, SentimentResult};
 pub use calibration::{
-    expected_calibration_error, fit_calibrator, negative_calibration_error, Calibration, CalibrationMethod,
-    CalibrationReport, Calibrator, ECE_BINS,
+    calibration_from_set, cross_fit_calibration, expected_calibration_error, fit_calibration, fit_calibrator,
+    negative_calibration_error, Calibration, CalibrationExample, CalibrationMethod, CalibrationReport, Calibrator,
+    MethodScore, ECE_BINS,
 };
 pub use classifier::{labels_from_hf_config, softmax, ClassPrediction, ClassifierConfig, ClassifierModel};
 pub use data::{LabeledDataset, LabeledText};
@@ -110,7 +111,7 @@ pub use runtime::{init_runtime, runtime, Runtime, ORT_DYLIB_ENV};
 pub use session::InferenceOptions;
 pub use tokenize::{TextTokenizer, TokenBatch, MIN_MAX_LENGTH};
 pub use train::{
-    embed_datasets, embed_datasets_with, fit_head, metrics_report, stratified_split, train_sentiment_head, EmbedFn,
-    EmbeddedExamples, TrainConfig, TrainEvent, UNDETERMINED_LANGUAGE,
+    calibrate_on_datasets, embed_datasets, embed_datasets_with, fit_head, metrics_report, stratified_split,
+    train_sentiment_head, EmbedFn, EmbeddedExamples, TrainConfig, TrainEvent, UNDETERMINED_LANGUAGE,
 };
 pub use unigram::{E5cUnigram, Segmenter, TokenizerSettings, METASPACE, SETTINGS_FILE};

@@ -7,8 +7,8 @@ use linfa::prelude::*;
 use linfa_logistic::MultiLogisticRegression;
 
 use super::calibration::{
-    expected_calibration_error, fit_calibrator, negative_calibration_error, softmax, Calibration, CalibrationMethod,
-    CalibrationReport, Calibrator,
+    calibration_from_set, expected_calibration_error, fit_calibration, negative_calibration_error, softmax,
+    Calibration, CalibrationExample, CalibrationMethod, CalibrationReport, MethodScore,
 };
 use super::data::LabeledDataset;
 use super::encoder::{Encoder, EncoderFingerprint, DEFAULT_BATCH_SIZE};
@@ -231,6 +231,53 @@ pub fn train_sentiment_head(
 ) -> Result<SentimentHead, TextError> {
     let examples = embed_datasets(encoder, datasets, config, progress)?;
     fit_head(&examples, encoder.fingerprint().clone(), config, progress)
+}
+
+/// Recalibrates a trained head on labelled texts kept apart from its training data (`datasets`): embeds them, chooses
+/// the method by 5-fold cross-fitting on them (no map when none beats the head's softmax) and fits the per-language
+/// maps on all of them ([`calibration_from_set`]), in place of the head's own. For heads whose training rows cannot
+/// calibrate them honestly (an encoder adapted on those rows has seen them) and for calibrating to texts like the
+/// users'. Returns the head and the cross-fitted scores the method was chosen by.
+pub fn calibrate_on_datasets(
+    head: SentimentHead,
+    encoder: &Encoder,
+    datasets: &[LabeledDataset],
+    config: &TrainConfig,
+    progress: &mut dyn FnMut(TrainEvent),
+) -> Result<(SentimentHead, Vec<MethodScore>), TextError> {
+    head.check_encoder(encoder.fingerprint())?;
+    let examples = embed_datasets(encoder, datasets, config, progress)?;
+    let head = head.with_calibration(None)?;
+    let labels = head.labels().to_vec();
+    let mut rows = Vec::with_capacity(examples.labels.len());
+    for (i, (label, language)) in examples.labels.iter().zip(&examples.languages).enumerate() {
+        let truth = labels.iter().position(|l| l == label).ok_or_else(|| {
+            TextError::Training(format!(
+                "calibration texts are labelled {} but the head only knows {:?}",
+                label.as_str(),
+                labels.iter().map(|l| l.as_str()).collect::<Vec<_>>()
+            ))
+        })?;
+        let embedding = examples
+            .embeddings
+            .get(i)
+            .ok_or_else(|| TextError::Training("an embedding is missing".into()))?;
+        rows.push(CalibrationExample {
+            logits: head.logits(embedding)?,
+            truth,
+            language: language.clone(),
+        });
+    }
+    if rows.is_empty() {
+        return Err(TextError::Training("no calibration texts".into()));
+    }
+    let fitted_on = format!(
+        "labelled texts kept apart from training ({}); {} examples",
+        datasets.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", "),
+        rows.len()
+    );
+    let (calibration, scores) = calibration_from_set(&rows, config.calibration_min_examples, fitted_on);
+    Ok((head.with_calibration(calibration)?, scores))
 }
 
 /// Splits, cross-validates the L2 strength on the training split, fits, evaluates on the held-out split and returns
@@ -582,50 +629,34 @@ fn calibrate(
             }
         }
     }
-    let fit_on = |rows: &[usize]| -> Calibrator {
-        let logits: Vec<Vec<f64>> = rows.iter().filter_map(|i| logits_by_row.get(i).cloned()).collect();
-        let truth: Vec<usize> = rows.iter().map(|&i| targets[i]).collect();
-        fit_calibrator(&logits, &truth, method)
-    };
-    let pooled = fit_on(&wanted);
-    let mut per_language = BTreeMap::new();
-    let languages: BTreeSet<&str> = wanted.iter().map(|&i| examples.languages[i].as_str()).collect();
-    for language in languages {
-        if language == UNDETERMINED_LANGUAGE {
-            continue;
-        }
-        let rows: Vec<usize> = wanted
-            .iter()
-            .copied()
-            .filter(|&i| examples.languages[i] == language)
-            .collect();
-        if rows.len() >= config.calibration_min_examples {
-            per_language.insert(language.to_string(), fit_on(&rows));
-        }
-    }
-    let mut calibration = Calibration {
-        method,
-        fitted_on: format!(
-            "{}{}; {} examples",
-            if config.calibrate_on_held_out {
-                "the head's logits of the held-out split (the report below includes these rows)".to_string()
-            } else {
-                format!(
-                    "out-of-fold logits of the training split ({} folds, alpha {alpha})",
-                    config.calibration_folds
-                )
-            },
-            if config.calibrate_on.is_empty() {
-                String::new()
-            } else {
-                format!(", data sets {}", config.calibrate_on.join(", "))
-            },
-            wanted.len()
-        ),
-        per_language,
-        pooled,
-        held_out: BTreeMap::new(),
-    };
+    let labelled: Vec<CalibrationExample> = wanted
+        .iter()
+        .filter_map(|&i| {
+            logits_by_row.get(&i).map(|logits| CalibrationExample {
+                logits: logits.clone(),
+                truth: targets[i],
+                language: examples.languages[i].clone(),
+            })
+        })
+        .collect();
+    let fitted_on = format!(
+        "{}{}; {} examples",
+        if config.calibrate_on_held_out {
+            "the head's logits of the held-out split (the report below includes these rows)".to_string()
+        } else {
+            format!(
+                "out-of-fold logits of the training split ({} folds, alpha {alpha})",
+                config.calibration_folds
+            )
+        },
+        if config.calibrate_on.is_empty() {
+            String::new()
+        } else {
+            format!(", data sets {}", config.calibrate_on.join(", "))
+        },
+        wanted.len()
+    );
+    let mut calibration = fit_calibration(&labelled, method, config.calibration_min_examples, fitted_on);
     let negative = label_set.iter().position(|l| *l == Sentiment::Negative).unwrap_or(0);
     let languages: BTreeSet<&str> = test.iter().map(|&i| examples.languages[i].as_str()).collect();
     for language in languages {

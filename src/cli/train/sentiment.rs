@@ -2,7 +2,9 @@
 //! JSON Lines with `text,label[,lang]`) with the configured encoder, trains
 //! a sentiment head, prints held-out accuracy and F1 per class and per
 //! language, and registers the head as a new version (`--activate` makes
-//! workers use it within `sentiment.model_refresh`).
+//! workers use it within `sentiment.model_refresh`). `--calibration-data
+//! FILE...` fits the per-language calibration on labelled texts kept apart
+//! from training (how the shipped head is calibrated, models/MODELS.md).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +36,14 @@ pub struct TrainSentimentArgs {
     /// Also write the head artifact (JSON) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Labelled texts kept apart from `--data` (same formats) to fit the
+    /// per-language calibration on, instead of out-of-fold logits of the
+    /// training split: the method (none, temperature, temperature + bias) is
+    /// chosen by 5-fold cross-fitting on them, then fitted on all of them.
+    /// Texts like the ones the head will score (your tickets) make the best
+    /// calibration set; they are never trained on.
+    #[arg(long = "calibration-data", num_args = 1..)]
+    pub calibration_data: Vec<PathBuf>,
 }
 
 /// A fresh, unique head version name.
@@ -59,16 +69,36 @@ pub async fn run(config: Config, args: TrainSentimentArgs) -> anyhow::Result<()>
     };
     let s = config.sentiment.clone();
     let files = args.data.clone();
+    let calibration_files = args.calibration_data.clone();
     let (seed, test_fraction) = (args.seed, args.test_fraction);
     let head = tokio::task::spawn_blocking(move || -> anyhow::Result<text::SentimentHead> {
         if let Some(lib) = &s.runtime_library {
             text::init_runtime(Some(lib.as_path()))?;
         }
-        let mut datasets = Vec::new();
-        for f in &files {
-            let d = LabeledDataset::from_path(f).with_context(|| format!("reading {}", f.display()))?;
-            eprintln!("{}: {} labelled texts", f.display(), d.examples.len());
-            datasets.push(d);
+        let read = |files: &[PathBuf]| -> anyhow::Result<Vec<LabeledDataset>> {
+            let mut datasets = Vec::new();
+            for f in files {
+                let d = LabeledDataset::from_path(f).with_context(|| format!("reading {}", f.display()))?;
+                eprintln!("{}: {} labelled texts", f.display(), d.examples.len());
+                datasets.push(d);
+            }
+            Ok(datasets)
+        };
+        let datasets = read(&files)?;
+        let calibration_sets = read(&calibration_files)?;
+        let trained: std::collections::HashSet<&str> = datasets
+            .iter()
+            .flat_map(|d| d.examples.iter().map(|e| e.text.as_str()))
+            .collect();
+        let shared = calibration_sets
+            .iter()
+            .flat_map(|d| &d.examples)
+            .filter(|e| trained.contains(e.text.as_str()))
+            .count();
+        if shared > 0 {
+            anyhow::bail!(
+                "{shared} calibration texts are also training texts: the calibration set must be kept apart from --data"
+            );
         }
         // One single-threaded session per core, each embedding its own batches: faster on CPU than one session
         // spread over every core (Encoder::embed_batched; bench/e5/run).
@@ -78,12 +108,16 @@ pub async fn run(config: Config, args: TrainSentimentArgs) -> anyhow::Result<()>
                 .sessions(std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .intra_threads(1),
         )?;
-        let train_config = TrainConfig {
+        let mut train_config = TrainConfig {
             seed,
             test_fraction,
             version: new_version(),
             ..TrainConfig::default()
         };
+        if !calibration_sets.is_empty() {
+            // Fitted on the calibration set below instead.
+            train_config.calibration = None;
+        }
         let mut progress = |e: TrainEvent| match e {
             TrainEvent::Prepared {
                 examples,
@@ -111,12 +145,19 @@ pub async fn run(config: Config, args: TrainSentimentArgs) -> anyhow::Result<()>
             }
             _ => {}
         };
-        Ok(text::train_sentiment_head(
-            &encoder,
-            &datasets,
-            &train_config,
-            &mut progress,
-        )?)
+        let head = text::train_sentiment_head(&encoder, &datasets, &train_config, &mut progress)?;
+        if calibration_sets.is_empty() {
+            return Ok(head);
+        }
+        let (head, scores) =
+            text::calibrate_on_datasets(head, &encoder, &calibration_sets, &train_config, &mut progress)?;
+        eprintln!("calibration, 5-fold cross-fitted log-loss on the calibration texts (per language; mean):");
+        for s in &scores {
+            let method = s.method.map_or("none".to_string(), |m| format!("{m:?}"));
+            let per: Vec<String> = s.per_language.iter().map(|(l, v)| format!("{l} {v:.3}")).collect();
+            eprintln!("  {method:<16} {}; mean {:.4}", per.join(", "), s.mean);
+        }
+        Ok(head)
     })
     .await??;
     println!("{}", text::metrics_report(&head));
@@ -125,14 +166,22 @@ pub async fn run(config: Config, args: TrainSentimentArgs) -> anyhow::Result<()>
         println!("wrote {}", out.display());
     }
     let scope = tenant.as_ref().map(|t| t.id.as_str());
-    let source = format!(
-        "data {}",
-        args.data
+    let list = |files: &[PathBuf]| {
+        files
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    };
+    let source = if args.calibration_data.is_empty() {
+        format!("data {}", list(&args.data))
+    } else {
+        format!(
+            "data {}; calibrated on {}",
+            list(&args.data),
+            list(&args.calibration_data)
+        )
+    };
     registry::register(&store, &head, scope, &source).await?;
     if args.activate {
         registry::activate(&store, head.version(), scope).await?;
