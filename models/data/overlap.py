@@ -10,9 +10,9 @@ evaluation texts too (they measure generalisation, so no training or development
 
 Why: the support texts are written by the same team (and partly by the same language model), so independently
 written sets still repeat short stock phrases; a figure measured on a text the model trained on is not a held-out
-figure. Sets in priority order: training batches (a new batch's texts that repeat an evaluation text are dropped
-from the batch), then `support-heldout` (fixed since it was first measured), `support-heldout-2`, `support-dev`
-(each loses what repeats an earlier set or a training text). `--drop` rewrites the files without those rows;
+figure. Sets in priority order: the newest training batch loses what repeats an evaluation text (older batches
+stay as their heads were trained), then `support-heldout` (fixed since it was first measured), `support-heldout-2`,
+`support-dev`, `support-heldout-3` (each loses what repeats a training text or an earlier set). `--drop` rewrites the files without those rows;
 without it, the script lists them and exits 1 if there are any.
 """
 
@@ -23,11 +23,26 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parent
 ROOT = DATA.parent.parent
-TRAIN_FIXED = ["support-train-en.jsonl", "support-train-es.jsonl", "support-train-3-en.jsonl", "support-train-3-es.jsonl"]
-TRAIN_NEW = ["support-train-4-en.jsonl", "support-train-4-es.jsonl"]
-HELDOUT = ["support-heldout-en.jsonl", "support-heldout-es.jsonl"]
-HELDOUT_2 = ["support-heldout-2-en.jsonl", "support-heldout-2-es.jsonl"]
-DEV = ["support-dev-en.jsonl", "support-dev-es.jsonl"]
+# Training batches as they were when their head shipped (never rewritten), then the newest batch (cleaned here).
+TRAIN_FIXED = [
+    "support-train-en.jsonl",
+    "support-train-es.jsonl",
+    "support-train-3-en.jsonl",
+    "support-train-3-es.jsonl",
+    "support-train-4-en.jsonl",
+    "support-train-4-es.jsonl",
+]
+TRAIN_NEW = ["support-train-5-en.jsonl", "support-train-5-es.jsonl"]
+# Evaluation sets in the order they were written: each loses what repeats a training text or an earlier set, except
+# the first, fixed since it was first measured (written before this check; 4 pairs with the first training batch at
+# Jaccard 0.7-0.83 are known and listed in README.md).
+FIXED_EVALUATION = 1
+EVALUATION = [
+    ["support-heldout-en.jsonl", "support-heldout-es.jsonl"],
+    ["support-heldout-2-en.jsonl", "support-heldout-2-es.jsonl"],
+    ["support-dev-en.jsonl", "support-dev-es.jsonl"],
+    ["support-heldout-3-en.jsonl", "support-heldout-3-es.jsonl"],
+]
 TEST_SOURCES = ["models/tests/sentiment_quality.rs", "tests/it/sentiment_analyze.rs"]
 
 
@@ -44,8 +59,8 @@ def near(a, b):
     return len(a & b) / max(1, len(a | b)) >= 0.7
 
 
-def index(names):
-    return [(r["lang"], words(r["text"])) for n in names for r in load(n)]
+def index(rows):
+    return [(r["lang"], words(r["text"])) for r in rows]
 
 
 def test_strings():
@@ -55,30 +70,37 @@ def test_strings():
     return found
 
 
-def check(names, against, exact):
-    """(file, kept rows, dropped rows) for each file of `names`."""
+def split(rows, against, exact):
+    """(kept, dropped): `rows` that repeat a text of `against` (or equal a test string) are dropped."""
     others = index(against)
-    out = []
-    for name in names:
-        kept, dropped = [], []
-        for r in load(name):
-            w = words(r["text"])
-            if r["text"] in exact or any(lang == r["lang"] and near(w, o) for lang, o in others):
-                dropped.append(r)
-            else:
-                kept.append(r)
-        out.append((name, kept, dropped))
-    return out
+    kept, dropped = [], []
+    for r in rows:
+        w = words(r["text"])
+        if r["text"] in exact or any(lang == r["lang"] and near(w, o) for lang, o in others):
+            dropped.append(r)
+        else:
+            kept.append(r)
+    return kept, dropped
 
 
 def main():
     write = "--drop" in sys.argv[1:]
     exact = test_strings()
-    results = check(TRAIN_NEW, HELDOUT + HELDOUT_2 + DEV, exact)
-    results += check(HELDOUT_2, TRAIN_FIXED + TRAIN_NEW + HELDOUT, exact)
-    results += check(DEV, TRAIN_FIXED + TRAIN_NEW + HELDOUT + HELDOUT_2, exact)
+    present = lambda names: [n for n in names if (DATA / n).is_file()]  # noqa: E731
+    current = {n: load(n) for n in present(TRAIN_FIXED + TRAIN_NEW + [n for s in EVALUATION for n in s])}
+    rows_of = lambda names: [r for n in names if n in current for r in current[n]]  # noqa: E731
+    evaluation = [n for s in EVALUATION for n in s]
+    # Stage by stage, each against what the stages before it kept.
+    stages = [(n, TRAIN_FIXED + evaluation, exact) for n in present(TRAIN_NEW)]
+    earlier = []
+    for k, names in enumerate(EVALUATION):
+        if k >= FIXED_EVALUATION:
+            stages += [(n, TRAIN_FIXED + TRAIN_NEW + earlier, set()) for n in present(names)]
+        earlier += names
     found = 0
-    for name, kept, dropped in results:
+    for name, against, strings in stages:
+        kept, dropped = split(current[name], rows_of([a for a in against if a != name]), strings)
+        current[name] = kept
         found += len(dropped)
         for r in dropped:
             print(f"{name}: near-duplicate: {r['text']!r}")

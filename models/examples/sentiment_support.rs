@@ -8,12 +8,12 @@
 //! nice cargo run --release -p kairos-models --example sentiment_support -- \
 //!     [--model-dir DIR] [--data FILE]... [--heldout FILE]... [--variants] [--support-weights 1,3]
 //!     [--alphas A,B] [--cache FILE] [--out FILE] [--version V] [--dump-split DIR] [--calibrate-on-held-out]
-//!     [--dev FILE]... [--head FILE] [--no-heldout] [--errors]
+//!     [--dev FILE]... [--head FILE] [--no-heldout] [--errors] [--no-calibration]
 //! ```
 //!
 //! Defaults: the int8 e5 encoder, the UCI English and TASS Spanish files from `.cache/models/data/` and
-//! `models/data/support-train{,-3,-4}-{en,es}.jsonl` for training, `models/data/support-heldout-{en,es}.jsonl` and
-//! `models/data/support-heldout-2-{en,es}.jsonl` for the report (each file reported on its own). `--variants` also
+//! `models/data/support-train{,-3,-4,-5}-{en,es}.jsonl` for training, `models/data/support-heldout{,-2,-3}-{en,es}.jsonl`
+//! for the report (each file reported on its own). `--variants` also
 //! fits the other settings (class balancing on/off × calibration none / temperature /
 //! temperature + bias) from the same embeddings and prints, for each, its figures on the **development rows**: the
 //! support texts inside the head's own 20 % held-out split (part of training data, not the held-out files). The
@@ -33,7 +33,7 @@
 //! same texts, and the maps are fitted on it after training (method by 5-fold cross-fitting, then fitted on all of
 //! it, per language). `--head FILE` judges a head already trained instead of training one. `--no-heldout` leaves
 //! the held-out files unread: runs that choose between candidates print development figures only. `--errors` lists
-//! the texts each set gets wrong.
+//! the texts each set gets wrong. `--no-calibration` prints the cross-fitted choice but fits no map.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a failed run
 
 use std::collections::BTreeMap;
@@ -373,6 +373,7 @@ fn main() {
     let mut head_path: Option<PathBuf> = None;
     let mut report_held_out = true;
     let mut show_errors = false;
+    let mut calibrate = true;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -392,6 +393,7 @@ fn main() {
             "--head" => head_path = Some(PathBuf::from(value())),
             "--no-heldout" => report_held_out = false,
             "--errors" => show_errors = true,
+            "--no-calibration" => calibrate = false,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -405,6 +407,8 @@ fn main() {
             "models/data/support-train-3-es.jsonl",
             "models/data/support-train-4-en.jsonl",
             "models/data/support-train-4-es.jsonl",
+            "models/data/support-train-5-en.jsonl",
+            "models/data/support-train-5-es.jsonl",
         ]
         .iter()
         .map(|p| root().join(p))
@@ -416,6 +420,8 @@ fn main() {
             "models/data/support-heldout-es.jsonl",
             "models/data/support-heldout-2-en.jsonl",
             "models/data/support-heldout-2-es.jsonl",
+            "models/data/support-heldout-3-en.jsonl",
+            "models/data/support-heldout-3-es.jsonl",
         ]
         .iter()
         .map(|p| root().join(p))
@@ -427,6 +433,7 @@ fn main() {
         heldout: &heldout,
         held_out: report_held_out,
         errors: show_errors,
+        calibrate,
     };
     let mut config = EncoderConfig::from_dir(&model_dir);
     if std::env::var_os(text::ORT_DYLIB_ENV).is_none() {
@@ -652,6 +659,9 @@ struct Reporting<'a> {
     held_out: bool,
     /// List the texts each set gets wrong (`--errors`).
     errors: bool,
+    /// Fit the maps the development set chooses (off with `--no-calibration`: for a head whose training data was
+    /// written against that set's errors, so that it no longer stands for new texts; models/MODELS.md).
+    calibrate: bool,
 }
 
 /// What every run ends with. With a development set written apart (`dev_files`), the head's maps are fitted there:
@@ -671,6 +681,7 @@ fn finish(
         heldout,
         held_out: report_held_out,
         errors: show_errors,
+        ..
     } = *reporting;
     if !dev_files.is_empty() {
         head = head.with_calibration(None).unwrap();
@@ -689,7 +700,9 @@ fn finish(
             fitted_on,
         );
         print_method_scores(&scores);
-        if calibration.is_some() {
+        if !reporting.calibrate {
+            println!("no map fitted (--no-calibration): the head's softmax is served");
+        } else if calibration.is_some() {
             head = head.with_calibration(calibration).unwrap();
             println!("calibrated on all of it (in-sample figures; the cross-fitted ones above are the honest ones):");
             for (language, f) in &per_language(&head, dev, Some(true)) {

@@ -1,8 +1,8 @@
-//! The shipped sentiment head on our held-out support texts (`models/data/support-heldout{,-2}-{en,es}.jsonl`, written
-//! for Kairos, never used for training or for any choice of the shipped head): floors under the figures recorded in
+//! The shipped sentiment head on our held-out support texts (`models/data/support-heldout{,-2,-3}-{en,es}.jsonl`,
+//! written for Kairos, never trained on; set 3 also never read before the head was chosen): floors under the figures recorded in
 //! `models/MODELS.md`, per file — 3-class accuracy, macro-F1, neutral recall, binary accuracy on positive/negative,
-//! alert precision/recall at the shipped threshold — a ceiling on the calibration error, the calibration choice
-//! re-made on the development set, and negation.
+//! alert precision/recall at the shipped threshold — a ceiling on the calibration error, the evidence for serving the
+//! softmax, and negation.
 //!
 //! Ignored by default (they need the adapted e5 encoder from `scripts/fetch-e5`); `scripts/test` runs them with
 //! `--run-ignored all`, or: `cargo nextest run -p kairos-models --test sentiment_quality --run-ignored only`.
@@ -11,12 +11,12 @@
 use std::path::{Path, PathBuf};
 
 use kairos_models::text::{
-    cross_fit_calibration, detect_language, evaluate, expected_calibration_error, negative_calibration_error,
+    calibration_from_set, detect_language, evaluate, expected_calibration_error, negative_calibration_error,
     CalibrationExample, Encoder, EncoderConfig, LabeledDataset, Sentiment, SentimentHead,
 };
 
 /// The head `config/default.toml` ships.
-const HEAD: &str = "models/heads/sentiment-e5-int8-lora-2.json";
+const HEAD: &str = "models/heads/sentiment-e5-int8-lora-3.json";
 /// `sentiment.alert_threshold` in `config/default.toml`.
 const ALERT_THRESHOLD: f64 = 0.75;
 
@@ -26,7 +26,7 @@ fn root() -> PathBuf {
 
 fn encoder() -> Encoder {
     let lib = root().join(".cache/ort/onnxruntime-1.31.1/libonnxruntime.so.1.31.1");
-    let dir = root().join(".cache/models/multilingual-e5-small-int8-sentiment-2");
+    let dir = root().join(".cache/models/multilingual-e5-small-int8-sentiment-3");
     assert!(
         lib.is_file() && dir.join("model.onnx").is_file(),
         "missing {} or {}: run scripts/fetch-models and scripts/fetch-e5",
@@ -137,26 +137,38 @@ fn measure(encoder: &Encoder, head: &SentimentHead, file: &str) -> Measured {
 /// Floors per held-out file: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set
 /// a little under the figures measured and recorded in models/MODELS.md (108–114 texts a file: one text is ~0.009 of
 /// 3-class accuracy, ~0.013 of binary accuracy).
-const FLOORS: [(&str, [f64; 6]); 4] = [
-    // measured: 0.963, 0.963, 0.972, 0.958, 0.943, 0.917
+const FLOORS: [(&str, [f64; 6]); 6] = [
+    // Sets 1 and 2: read before batch 5 was written against their error kinds (models/data/README.md).
+    // measured: 0.954, 0.954, 1.000, 0.958, 0.944, 0.944
     (
         "models/data/support-heldout-en.jsonl",
-        [0.95, 0.95, 0.94, 0.94, 0.91, 0.88],
+        [0.94, 0.94, 0.97, 0.94, 0.91, 0.91],
     ),
-    // measured: 0.954, 0.954, 0.972, 0.958, 0.941, 0.889
+    // measured: 0.935, 0.934, 1.000, 0.944, 0.967, 0.806
     (
         "models/data/support-heldout-es.jsonl",
-        [0.94, 0.94, 0.94, 0.94, 0.91, 0.86],
+        [0.92, 0.92, 0.97, 0.93, 0.94, 0.78],
     ),
-    // measured: 0.965, 0.965, 0.947, 0.973, 0.973, 0.947
+    // measured: 0.973, 0.973, 0.947, 0.987, 1.000, 0.947
     (
         "models/data/support-heldout-2-en.jsonl",
-        [0.95, 0.95, 0.92, 0.95, 0.94, 0.92],
+        [0.96, 0.96, 0.92, 0.97, 0.97, 0.92],
     ),
-    // measured: 0.930, 0.931, 0.946, 0.922, 0.919, 0.872
+    // measured: 0.921, 0.922, 0.973, 0.896, 0.892, 0.846
     (
         "models/data/support-heldout-2-es.jsonl",
-        [0.91, 0.91, 0.92, 0.90, 0.89, 0.84],
+        [0.90, 0.90, 0.94, 0.88, 0.86, 0.82],
+    ),
+    // Set 3: written apart, read only for the chosen head.
+    // measured: 0.952, 0.952, 0.917, 0.971, 0.941, 0.941
+    (
+        "models/data/support-heldout-3-en.jsonl",
+        [0.94, 0.94, 0.89, 0.95, 0.91, 0.91],
+    ),
+    // measured: 0.948, 0.949, 0.972, 0.949, 0.946, 0.875
+    (
+        "models/data/support-heldout-3-es.jsonl",
+        [0.93, 0.93, 0.94, 0.93, 0.91, 0.85],
     ),
 ];
 
@@ -189,19 +201,17 @@ fn the_shipped_head_meets_its_floors_on_held_out_support_texts_in_both_languages
 }
 
 /// Ceiling on the expected calibration error (10 bins) of what the product serves, per held-out file: the top label
-/// and P(negative), which alert thresholds compare with. Measured (models/MODELS.md): en 0.016 / 0.027 and 0.020 /
-/// 0.030, es 0.030 / 0.024 and 0.035 / 0.058.
-const ECE_CEILING: f64 = 0.065;
+/// and P(negative), which alert thresholds compare with. Measured (models/MODELS.md), sets 1 / 2 / 3: en 0.021 / 0.049,
+/// 0.022 / 0.034, 0.019 / 0.036; es 0.025 / 0.042, 0.052 / 0.065, 0.035 / 0.055.
+const ECE_CEILING: f64 = 0.075;
 
 #[test]
 #[ignore = "needs the adapted e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
 fn probabilities_are_calibrated_in_each_language() {
     let encoder = encoder();
     let head = head(&encoder);
-    // The shipped head carries no map: on the development set, 5-fold cross-fitted maps (temperature, temperature +
-    // bias) raised the log-loss in both languages, so none was fitted (models/MODELS.md; the test below keeps that
-    // choice honest). What users rely on is that a probability means the same in Spanish and English, which this
-    // checks directly.
+    // The shipped head carries no map (models/MODELS.md; the test below keeps the evidence). What users rely on is
+    // that a probability means the same in Spanish and English, which this checks directly.
     for (file, _) in FLOORS {
         let m = measure(&encoder, &head, file);
         assert!(
@@ -217,43 +227,65 @@ fn probabilities_are_calibrated_in_each_language() {
     }
 }
 
-/// The development set the shipped head's calibration was chosen and fitted on (models/data/README.md).
+/// The development set (models/data/README.md).
 const DEV: [&str; 2] = ["models/data/support-dev-en.jsonl", "models/data/support-dev-es.jsonl"];
 
-#[test]
-#[ignore = "needs the adapted e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
-fn the_shipped_calibration_is_the_one_cross_fitting_on_the_development_set_chooses() {
-    // Whether a head serves maps or its softmax is decided per language by 5-fold cross-fitted log-loss on texts
-    // written apart from training (a map fitted on the texts it is judged on always looks better). This checks
-    // that the shipped head carries what that rule chooses, so a retrained head cannot ship with maps that make
-    // its probabilities worse, or without maps that would make them better.
-    let encoder = encoder();
-    let head = head(&encoder);
-    let raw = head.clone().with_calibration(None).unwrap();
-    let labels = raw.labels().to_vec();
+/// The one held-out set nothing was written against or chosen on (models/data/README.md).
+const FRESH: [&str; 2] = [
+    "models/data/support-heldout-3-en.jsonl",
+    "models/data/support-heldout-3-es.jsonl",
+];
+
+/// Raw logits of the labelled texts of `files`, as calibration examples.
+fn labelled_logits(encoder: &Encoder, head: &SentimentHead, files: &[&str]) -> Vec<CalibrationExample> {
+    let labels = head.labels().to_vec();
     let mut rows = Vec::new();
-    for file in DEV {
+    for file in files {
         let data = LabeledDataset::from_path(&root().join(file)).unwrap();
         let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
         let embeddings = encoder.embed_batched(&texts, 8, &mut |_, _| {}).unwrap();
         for (i, e) in data.examples.iter().enumerate() {
             rows.push(CalibrationExample {
-                logits: raw.logits(embeddings.get(i).unwrap()).unwrap(),
+                logits: head.logits(embeddings.get(i).unwrap()).unwrap(),
                 truth: labels.iter().position(|l| *l == e.label).unwrap(),
                 language: e.lang.clone().unwrap(),
             });
         }
     }
-    let scores = cross_fit_calibration(&rows, 5);
-    for s in &scores {
-        println!("{:?}: {:?} mean {:.4}", s.method, s.per_language, s.mean);
+    rows
+}
+
+#[test]
+#[ignore = "needs the adapted e5 encoder (scripts/fetch-models, scripts/fetch-e5)"]
+fn the_shipped_head_serves_its_softmax_because_development_set_maps_hurt_fresh_texts() {
+    // Cross-fitting on the development set chooses temperature + bias maps for this head, but batch 5 was written
+    // against that set's errors, so it no longer stands for new texts: on the fresh set the maps raise the log-loss
+    // in both languages (models/MODELS.md). This keeps the evidence for serving the softmax: if a retrained head's
+    // development maps help fresh texts, the choice must be made again.
+    let encoder = encoder();
+    let head = head(&encoder);
+    assert!(head.calibration().is_none(), "the shipped head serves its softmax");
+    let (maps, scores) = calibration_from_set(&labelled_logits(&encoder, &head, &DEV), 50, "development set".into());
+    println!("cross-fitted on the development set: {scores:?}");
+    let maps = maps.expect("the development set chooses maps for this head");
+    let fresh = labelled_logits(&encoder, &head, &FRESH);
+    for language in ["en", "es"] {
+        let rows: Vec<&CalibrationExample> = fresh.iter().filter(|r| r.language == language).collect();
+        let loss = |p: &dyn Fn(&[f64]) -> Vec<f64>| {
+            rows.iter().map(|r| -p(&r.logits)[r.truth].max(1e-12).ln()).sum::<f64>() / rows.len() as f64
+        };
+        let raw = loss(&|z| softmax_of(z));
+        let mapped = loss(&|z| maps.for_language(Some(language)).apply(z));
+        println!("{language}: fresh-set log-loss softmax {raw:.3}, development maps {mapped:.3}");
+        assert!(raw < mapped, "{language}: the maps would help ({raw} vs {mapped})");
     }
-    let best = scores.iter().min_by(|a, b| a.mean.total_cmp(&b.mean)).unwrap();
-    assert_eq!(
-        head.calibration().map(|c| c.method),
-        best.method,
-        "the shipped head's calibration is not the one cross-fitting chooses: {scores:?}"
-    );
+}
+
+fn softmax_of(z: &[f64]) -> Vec<f64> {
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|v| (v - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
 }
 
 #[test]
