@@ -3,8 +3,11 @@
 //! in one language and a question in the other. Each language gets its own affine map of the logits,
 //! `z' = scale · z + bias` (temperature scaling with a per-class offset; `bias` all zero for plain temperature),
 //! fitted by minimising the log-loss on **out-of-fold** logits of the training split (cross-validation: no text is
-//! scored by a head that saw it), and stored with the head. Texts in a language without its own map (`und`, or a
-//! language with too few training examples) use the map fitted on every language pooled.
+//! scored by a head that saw it) or on a **calibration set** kept apart from training ([`calibration_from_set`]:
+//! for an encoder adapted on the training rows, whose out-of-fold logits are over-confident), and stored with the
+//! head. Texts in a language without its own map (`und`, or a language with too few examples) use the map fitted on
+//! every language pooled. Whether a map is worth having at all is decided by cross-fitting
+//! ([`cross_fit_calibration`]): a map fitted on some texts always looks better on those same texts.
 //!
 //! Expected calibration error (ECE) is reported before and after on held-out data: [`expected_calibration_error`]
 //! (top label, 10 equal-width bins) and [`negative_calibration_error`] (P(negative) against "is negative", what
