@@ -130,14 +130,11 @@ fn print_method_scores(scores: &[text::MethodScore]) {
 }
 
 /// The calibration method for maps fitted on the development rows, chosen on those rows without fitting and judging
-/// on the same texts (`text::cross_fit_calibration`). Printed, then the winner is returned.
+/// on the same texts (`text::calibration_from_set`). Printed, then the winner is returned.
 fn choose_calibration(head: &SentimentHead, dev: &[Scored]) -> Option<CalibrationMethod> {
-    let scores = text::cross_fit_calibration(&calibration_examples(head, dev), 5);
+    let (calibration, scores) = text::calibration_from_set(&calibration_examples(head, dev), 0, String::new());
     print_method_scores(&scores);
-    scores
-        .iter()
-        .min_by(|a, b| a.mean.total_cmp(&b.mean))
-        .and_then(|s| s.method)
+    calibration.map(|c| c.method)
 }
 
 /// Writes the head's own split as `DIR/train.jsonl` (every training row, support texts with `weight`) and

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use kairos_models::text::{
     calibration_from_set, detect_language, evaluate, expected_calibration_error, negative_calibration_error,
-    CalibrationExample, Encoder, EncoderConfig, LabeledDataset, Sentiment, SentimentHead,
+    CalibrationExample, Calibrator, Encoder, EncoderConfig, LabeledDataset, Sentiment, SentimentHead,
 };
 
 /// The head `config/default.toml` ships.
@@ -274,18 +274,12 @@ fn the_shipped_head_serves_its_softmax_because_development_set_maps_hurt_fresh_t
         let loss = |p: &dyn Fn(&[f64]) -> Vec<f64>| {
             rows.iter().map(|r| -p(&r.logits)[r.truth].max(1e-12).ln()).sum::<f64>() / rows.len() as f64
         };
-        let raw = loss(&|z| softmax_of(z));
+        let softmax = Calibrator::identity(head.labels().len());
+        let raw = loss(&|z| softmax.apply(z));
         let mapped = loss(&|z| maps.for_language(Some(language)).apply(z));
         println!("{language}: fresh-set log-loss softmax {raw:.3}, development maps {mapped:.3}");
         assert!(raw < mapped, "{language}: the maps would help ({raw} vs {mapped})");
     }
-}
-
-fn softmax_of(z: &[f64]) -> Vec<f64> {
-    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = z.iter().map(|v| (v - max).exp()).collect();
-    let sum: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
 }
 
 #[test]

@@ -140,21 +140,12 @@ pub fn fit_calibration(
     min_examples: usize,
     fitted_on: String,
 ) -> Calibration {
-    let fit = |rows: &[&CalibrationExample]| -> Calibrator {
-        let logits: Vec<Vec<f64>> = rows.iter().map(|e| e.logits.clone()).collect();
-        let truth: Vec<usize> = rows.iter().map(|e| e.truth).collect();
-        fit_calibrator(&logits, &truth, method)
-    };
     let all: Vec<&CalibrationExample> = examples.iter().collect();
-    let pooled = fit(&all);
-    let mut by_language: BTreeMap<&str, Vec<&CalibrationExample>> = BTreeMap::new();
-    for e in examples {
-        by_language.entry(e.language.as_str()).or_default().push(e);
-    }
-    let per_language = by_language
+    let pooled = fit_examples(&all, method);
+    let per_language = by_language(examples)
         .into_iter()
         .filter(|(language, rows)| *language != super::train::UNDETERMINED_LANGUAGE && rows.len() >= min_examples)
-        .map(|(language, rows)| (language.to_string(), fit(&rows)))
+        .map(|(language, rows)| (language.to_string(), fit_examples(&rows, method)))
         .collect();
     Calibration {
         method,
@@ -163,6 +154,22 @@ pub fn fit_calibration(
         pooled,
         held_out: BTreeMap::new(),
     }
+}
+
+/// The examples of each language, in their order.
+fn by_language(examples: &[CalibrationExample]) -> BTreeMap<&str, Vec<&CalibrationExample>> {
+    let mut grouped: BTreeMap<&str, Vec<&CalibrationExample>> = BTreeMap::new();
+    for e in examples {
+        grouped.entry(e.language.as_str()).or_default().push(e);
+    }
+    grouped
+}
+
+/// [`fit_calibrator`] on some of a set's examples.
+fn fit_examples(rows: &[&CalibrationExample], method: CalibrationMethod) -> Calibrator {
+    let logits: Vec<Vec<f64>> = rows.iter().map(|e| e.logits.clone()).collect();
+    let truth: Vec<usize> = rows.iter().map(|e| e.truth).collect();
+    fit_calibrator(&logits, &truth, method)
 }
 
 /// How well one calibration method did by cross-fitting (see [`cross_fit_calibration`]).
@@ -182,10 +189,7 @@ pub struct MethodScore {
 /// are then fitted on without fooling itself: a map always lowers the log-loss of the texts it was fitted on.
 pub fn cross_fit_calibration(examples: &[CalibrationExample], folds: usize) -> Vec<MethodScore> {
     let folds = folds.max(2);
-    let mut by_language: BTreeMap<&str, Vec<&CalibrationExample>> = BTreeMap::new();
-    for e in examples {
-        by_language.entry(e.language.as_str()).or_default().push(e);
-    }
+    let by_language = by_language(examples);
     let classes = examples.first().map_or(0, |e| e.logits.len());
     [
         None,
@@ -201,17 +205,13 @@ pub fn cross_fit_calibration(examples: &[CalibrationExample], folds: usize) -> V
                 for fold in 0..folds {
                     let calibrator = match method {
                         Some(m) => {
-                            let fit: Vec<&&CalibrationExample> = rows
+                            let fit: Vec<&CalibrationExample> = rows
                                 .iter()
                                 .enumerate()
                                 .filter(|(i, _)| i % folds != fold)
-                                .map(|(_, e)| e)
+                                .map(|(_, e)| *e)
                                 .collect();
-                            fit_calibrator(
-                                &fit.iter().map(|e| e.logits.clone()).collect::<Vec<_>>(),
-                                &fit.iter().map(|e| e.truth).collect::<Vec<_>>(),
-                                m,
-                            )
+                            fit_examples(&fit, m)
                         }
                         None => Calibrator::identity(classes),
                     };
