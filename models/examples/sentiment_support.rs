@@ -8,12 +8,13 @@
 //! nice cargo run --release -p kairos-models --example sentiment_support -- \
 //!     [--model-dir DIR] [--data FILE]... [--heldout FILE]... [--variants] [--support-weights 1,3]
 //!     [--alphas A,B] [--cache FILE] [--out FILE] [--version V] [--dump-split DIR] [--calibrate-on-held-out]
-//!     [--dev FILE]... [--head FILE] [--no-heldout] [--errors] [--no-calibration]
+//!     [--dev FILE]... [--calibration-set FILE]... [--head FILE] [--no-heldout] [--errors] [--no-calibration]
 //! ```
 //!
 //! Defaults: the int8 e5 encoder, the UCI English and TASS Spanish files from `.cache/models/data/` and
-//! `models/data/support-train{,-3,-4,-5}-{en,es}.jsonl` for training, `models/data/support-heldout{,-2,-3}-{en,es}.jsonl`
-//! for the report (each file reported on its own). `--variants` also
+//! `models/data/support-train{,-3,-4,-5,-6,-7}-{en,es}.jsonl` and the former held-out sets
+//! `models/data/support-heldout{,-2,-3}-{en,es}.jsonl` for training, `models/data/support-heldout-{4,5}-{en,es}.jsonl`
+//! for the report (each file reported on its own; set 4 was a selection set for lora-5, set 5 its held-out set). `--variants` also
 //! fits the other settings (class balancing on/off × calibration none / temperature /
 //! temperature + bias) from the same embeddings and prints, for each, its figures on the **development rows**: the
 //! support texts inside the head's own 20 % held-out split (part of training data, not the held-out files). The
@@ -34,6 +35,9 @@
 //! it, per language). `--head FILE` judges a head already trained instead of training one. `--no-heldout` leaves
 //! the held-out files unread: runs that choose between candidates print development figures only. `--errors` lists
 //! the texts each set gets wrong. `--no-calibration` prints the cross-fitted choice but fits no map.
+//! `--calibration-set FILE` (repeatable; `models/data/support-calibration-{en,es}.jsonl`): fit the maps there
+//! instead of on the development set (same rule: method by 5-fold cross-fitting, then fitted on all of it), for a
+//! head whose data was written against the development set's errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a failed run
 
 use std::collections::BTreeMap;
@@ -116,8 +120,8 @@ fn calibration_examples(head: &SentimentHead, dev: &[Scored]) -> Vec<text::Calib
         .collect()
 }
 
-fn print_method_scores(scores: &[text::MethodScore]) {
-    println!("calibration method, 5-fold cross-fitted on the development rows (log-loss per language, mean):");
+fn print_method_scores(scores: &[text::MethodScore], on: &str) {
+    println!("calibration method, 5-fold cross-fitted on {on} (log-loss per language, mean):");
     for s in scores {
         let name = match s.method {
             None => "none",
@@ -133,7 +137,7 @@ fn print_method_scores(scores: &[text::MethodScore]) {
 /// on the same texts (`text::calibration_from_set`). Printed, then the winner is returned.
 fn choose_calibration(head: &SentimentHead, dev: &[Scored]) -> Option<CalibrationMethod> {
     let (calibration, scores) = text::calibration_from_set(&calibration_examples(head, dev), 0, String::new());
-    print_method_scores(&scores);
+    print_method_scores(&scores, "the development rows");
     calibration.map(|c| c.method)
 }
 
@@ -371,6 +375,7 @@ fn main() {
     let mut report_held_out = true;
     let mut show_errors = false;
     let mut calibrate = true;
+    let mut calibration_files: Vec<PathBuf> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -391,6 +396,7 @@ fn main() {
             "--no-heldout" => report_held_out = false,
             "--errors" => show_errors = true,
             "--no-calibration" => calibrate = false,
+            "--calibration-set" => calibration_files.push(PathBuf::from(value())),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -406,13 +412,11 @@ fn main() {
             "models/data/support-train-4-es.jsonl",
             "models/data/support-train-5-en.jsonl",
             "models/data/support-train-5-es.jsonl",
-        ]
-        .iter()
-        .map(|p| root().join(p))
-        .collect();
-    }
-    if heldout.is_empty() {
-        heldout = [
+            "models/data/support-train-6-en.jsonl",
+            "models/data/support-train-6-es.jsonl",
+            "models/data/support-train-7-en.jsonl",
+            "models/data/support-train-7-es.jsonl",
+            // Held out until lora-3 was measured; read for several heads since, so training texts from lora-4 on.
             "models/data/support-heldout-en.jsonl",
             "models/data/support-heldout-es.jsonl",
             "models/data/support-heldout-2-en.jsonl",
@@ -422,11 +426,23 @@ fn main() {
         ]
         .iter()
         .map(|p| root().join(p))
+        .collect();
+    }
+    if heldout.is_empty() {
+        heldout = [
+            "models/data/support-heldout-4-en.jsonl",
+            "models/data/support-heldout-4-es.jsonl",
+            "models/data/support-heldout-5-en.jsonl",
+            "models/data/support-heldout-5-es.jsonl",
+        ]
+        .iter()
+        .map(|p| root().join(p))
         .filter(|p| p.is_file())
         .collect();
     }
     let reporting = Reporting {
         dev_files: &dev_files,
+        calibration_files: &calibration_files,
         heldout: &heldout,
         held_out: report_held_out,
         errors: show_errors,
@@ -447,6 +463,7 @@ fn main() {
     let started = std::time::Instant::now();
     let mut cache = Cache::load(cache_path.as_deref(), &encoder);
     let external_dev = load_scored(&dev_files, &mut cache, &encoder);
+    let calibration_set = load_scored(&calibration_files, &mut cache, &encoder);
     cache.save(cache_path.as_deref());
     if let Some(path) = &head_path {
         // Evaluation of a head already trained (e.g. the shipped one against a new candidate) on the same
@@ -458,7 +475,15 @@ fn main() {
             "--head needs --dev FILE (the set it is judged on)"
         );
         println!("{}: {}", path.display(), head.version());
-        finish(head, &external_dev, &reporting, &mut cache, &encoder, out.as_deref());
+        finish(
+            head,
+            &external_dev,
+            &calibration_set,
+            &reporting,
+            &mut cache,
+            &encoder,
+            out.as_deref(),
+        );
         cache.save(cache_path.as_deref());
         return;
     }
@@ -619,7 +644,15 @@ fn main() {
     let (score, label, head) = best.unwrap();
     println!("\nchosen by development log-loss ({:.3}): {label}", -score);
     println!("{}", text::metrics_report(&head));
-    finish(head, dev, &reporting, &mut cache, &encoder, out.as_deref());
+    finish(
+        head,
+        dev,
+        &calibration_set,
+        &reporting,
+        &mut cache,
+        &encoder,
+        out.as_deref(),
+    );
     cache.save(cache_path.as_deref());
 }
 
@@ -651,6 +684,10 @@ fn load_scored(paths: &[PathBuf], cache: &mut Cache, encoder: &Encoder) -> Vec<S
 struct Reporting<'a> {
     /// The development set's files (empty: the development rows of the head's own split, maps already fitted).
     dev_files: &'a [PathBuf],
+    /// A calibration set written apart from the training texts and from the development set (`--calibration-set`):
+    /// when given, the maps are fitted there instead of on the development set, which candidates were chosen on
+    /// and later training batches were written against.
+    calibration_files: &'a [PathBuf],
     heldout: &'a [PathBuf],
     /// Read and report the held-out files (off with `--no-heldout`).
     held_out: bool,
@@ -661,13 +698,15 @@ struct Reporting<'a> {
     calibrate: bool,
 }
 
-/// What every run ends with. With a development set written apart (`dev_files`), the head's maps are fitted there:
-/// the method chosen by 5-fold cross-fitting on it, then fitted on all of it, per declared language. Then the
+/// What every run ends with. With a development set written apart (`dev_files`), the head's maps are fitted there,
+/// or on the calibration set when one is given (`calibration_files`): the method chosen by 5-fold cross-fitting on
+/// it, then fitted on all of it, per declared language. Then the
 /// development figures, the calibration, the probes, the held-out report per file (unless `reporting.held_out` is
 /// off: runs that choose between candidates print development figures only), and the head is written to `out`.
 fn finish(
     mut head: SentimentHead,
     dev: &[Scored],
+    calibration_set: &[Scored],
     reporting: &Reporting,
     cache: &mut Cache,
     encoder: &Encoder,
@@ -675,34 +714,51 @@ fn finish(
 ) {
     let Reporting {
         dev_files,
+        calibration_files,
         heldout,
         held_out: report_held_out,
         errors: show_errors,
         ..
     } = *reporting;
-    if !dev_files.is_empty() {
+    let (fit_set, fit_files, kind) = if calibration_files.is_empty() {
+        (dev, dev_files, "a development set")
+    } else {
+        (calibration_set, calibration_files, "a calibration set")
+    };
+    if !fit_files.is_empty() {
         head = head.with_calibration(None).unwrap();
-        println!("uncalibrated head on the development set ({}):", describe(dev_files));
-        for (language, f) in &per_language(&head, dev, None) {
-            print_figures(language, f);
+        if !dev_files.is_empty() {
+            println!("uncalibrated head on the development set ({}):", describe(dev_files));
+            for (language, f) in &per_language(&head, dev, None) {
+                print_figures(language, f);
+            }
+        }
+        if !calibration_files.is_empty() {
+            println!(
+                "uncalibrated head on the calibration set ({}):",
+                describe(calibration_files)
+            );
+            for (language, f) in &per_language(&head, calibration_set, None) {
+                print_figures(language, f);
+            }
         }
         let fitted_on = format!(
-            "a development set written apart from the training texts ({}); {} examples",
-            describe(dev_files),
-            dev.len()
+            "{kind} written apart from the training texts ({}); {} examples",
+            describe(fit_files),
+            fit_set.len()
         );
         let (calibration, scores) = text::calibration_from_set(
-            &calibration_examples(&head, dev),
+            &calibration_examples(&head, fit_set),
             TrainConfig::default().calibration_min_examples,
             fitted_on,
         );
-        print_method_scores(&scores);
+        print_method_scores(&scores, kind);
         if !reporting.calibrate {
             println!("no map fitted (--no-calibration): the head's softmax is served");
         } else if calibration.is_some() {
             head = head.with_calibration(calibration).unwrap();
             println!("calibrated on all of it (in-sample figures; the cross-fitted ones above are the honest ones):");
-            for (language, f) in &per_language(&head, dev, Some(true)) {
+            for (language, f) in &per_language(&head, fit_set, Some(true)) {
                 print_figures(language, f);
             }
         }
@@ -750,6 +806,10 @@ fn finish(
     if show_errors {
         println!("\ndevelopment texts labelled wrong (as served):");
         print_errors(&head, dev);
+        if !calibration_files.is_empty() {
+            println!("\ncalibration texts labelled wrong (as served):");
+            print_errors(&head, calibration_set);
+        }
     }
     if report_held_out {
         for path in heldout {
