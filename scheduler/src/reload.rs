@@ -2,6 +2,13 @@
 //! `scheduler.reload_interval`) or on SIGHUP. A file that fails validation
 //! is rejected with the error (file, line, key) and the running schedules
 //! stay as they were.
+//!
+//! Editors and `cp` rewrite a file in place: truncate, then write. Caught in
+//! between, the file is empty or cut short, and an empty file is a *valid*
+//! config (every default: no rules, no schedules), so applying it would
+//! drop every rule for one interval. So a change is applied only once the
+//! file's size and modification time hold still for [`SETTLE`], and an
+//! empty file is refused like an invalid one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +19,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
+
+/// How long a changed file must stay unchanged before it is read.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Watches `path` and publishes the scheduler's settings of each valid new
 /// config on `tx`. `load` reads and validates the whole file (every
@@ -80,8 +90,16 @@ pub async fn watch_file<T, F, I>(
         if !forced && last.is_some() && now == last {
             continue;
         }
+        if !settled(&path, now, &stamp).await {
+            // Still being written: `last` stays, so the next check sees the change again.
+            continue;
+        }
         let first = last.is_none();
         last = now;
+        if now.is_some_and(|(_, len)| len == 0) {
+            tracing::error!(file = %path.display(), "config reload rejected: the file is empty; the previous {what} stay in force");
+            continue;
+        }
         match load(&path) {
             Ok(new) => {
                 if !first {
@@ -91,5 +109,74 @@ pub async fn watch_file<T, F, I>(
             }
             Err(e) => tracing::error!(error = %e, "config reload rejected; the previous {what} stay in force"),
         }
+    }
+}
+
+/// Whether the file's stamp is still `seen` after [`SETTLE`].
+async fn settled<S>(path: &PathBuf, seen: Option<(SystemTime, u64)>, stamp: &S) -> bool
+where
+    S: Fn(&PathBuf) -> Option<(SystemTime, u64)>,
+{
+    tokio::time::sleep(SETTLE).await;
+    stamp(path) == seen
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A file truncated for a rewrite is never published: only the valid
+    /// contents before and after it are.
+    #[tokio::test]
+    async fn an_emptied_file_is_refused_and_the_rewritten_one_applied() {
+        let dir = std::env::temp_dir().join(format!("kairos-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("live.toml");
+        std::fs::write(&path, "rules = 1\n").unwrap();
+        // `load` stands for the config loader: the number after `rules =`, or
+        // none for a file without it (an empty file would be all defaults).
+        let load = |p: &Path| -> Result<u32, ConfigError> {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            Ok(text
+                .trim()
+                .strip_prefix("rules = ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0))
+        };
+        let (tx, mut rx) = watch::channel(Arc::new(1u32));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(watch_file(
+            path.clone(),
+            load,
+            |_: &u32| Duration::from_millis(20),
+            "rules",
+            tx,
+            shutdown.clone(),
+        ));
+        // The first check re-reads the file as it is.
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(**rx.borrow_and_update(), 1);
+        // Truncated, left empty for several checks, then written.
+        std::fs::write(&path, "").unwrap();
+        tokio::time::sleep(SETTLE * 4).await;
+        assert!(
+            !rx.has_changed().unwrap(),
+            "an empty file was published: {}",
+            **rx.borrow()
+        );
+        std::fs::write(&path, "rules = 2\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(**rx.borrow_and_update(), 2);
+        shutdown.cancel();
+        task.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
