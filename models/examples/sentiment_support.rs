@@ -727,19 +727,15 @@ fn finish(
     };
     if !fit_files.is_empty() {
         head = head.with_calibration(None).unwrap();
-        if !dev_files.is_empty() {
-            println!("uncalibrated head on the development set ({}):", describe(dev_files));
-            for (language, f) in &per_language(&head, dev, None) {
-                print_figures(language, f);
-            }
-        }
-        if !calibration_files.is_empty() {
-            println!(
-                "uncalibrated head on the calibration set ({}):",
-                describe(calibration_files)
-            );
-            for (language, f) in &per_language(&head, calibration_set, None) {
-                print_figures(language, f);
+        for (name, files, set) in [
+            ("development", dev_files, dev),
+            ("calibration", calibration_files, calibration_set),
+        ] {
+            if !files.is_empty() {
+                println!("uncalibrated head on the {name} set ({}):", describe(files));
+                for (language, f) in &per_language(&head, set, None) {
+                    print_figures(language, f);
+                }
             }
         }
         let fitted_on = format!(

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Settings;
 
 /// How long a changed file must stay unchanged before it is read.
-pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Watches `path` and publishes the scheduler's settings of each valid new
 /// config on `tx`. `load` reads and validates the whole file (every
@@ -90,7 +90,8 @@ pub async fn watch_file<T, F, I>(
         if !forced && last.is_some() && now == last {
             continue;
         }
-        if !settled(&path, now, &stamp).await {
+        tokio::time::sleep(SETTLE).await;
+        if stamp(&path) != now {
             // Still being written: `last` stays, so the next check sees the change again.
             continue;
         }
@@ -110,15 +111,6 @@ pub async fn watch_file<T, F, I>(
             Err(e) => tracing::error!(error = %e, "config reload rejected; the previous {what} stay in force"),
         }
     }
-}
-
-/// Whether the file's stamp is still `seen` after [`SETTLE`].
-async fn settled<S>(path: &PathBuf, seen: Option<(SystemTime, u64)>, stamp: &S) -> bool
-where
-    S: Fn(&PathBuf) -> Option<(SystemTime, u64)>,
-{
-    tokio::time::sleep(SETTLE).await;
-    stamp(path) == seen
 }
 
 #[cfg(test)]
