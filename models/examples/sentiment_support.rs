@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Defaults: the int8 e5 encoder, the UCI English and TASS Spanish files from `.cache/models/data/` and
-//! `models/data/support-train{,-3,-4,-5,-6,-7}-{en,es}.jsonl` and the former held-out sets
-//! `models/data/support-heldout{,-2,-3}-{en,es}.jsonl` for training, `models/data/support-heldout-{4,5}-{en,es}.jsonl`
-//! for the report (each file reported on its own; set 4 was a selection set for lora-5, set 5 its held-out set). `--variants` also
+//! `models/data/support-train{,-3,-4,-5,-6,-7,-8}-{en,es}.jsonl` and the former held-out sets
+//! `models/data/support-heldout{,-2,-3,-5}-{en,es}.jsonl` for training, `models/data/support-heldout-{4,6,7}-{en,es}.jsonl`
+//! for the report (each file reported on its own; sets 4 and 6 chose lora-6 and, with the calibration set, fitted its
+//! maps; set 7 is its held-out set). `--variants` also
 //! fits the other settings (class balancing on/off × calibration none / temperature /
 //! temperature + bias) from the same embeddings and prints, for each, its figures on the **development rows**: the
 //! support texts inside the head's own 20 % held-out split (part of training data, not the held-out files). The
@@ -416,6 +417,8 @@ fn main() {
             "models/data/support-train-6-es.jsonl",
             "models/data/support-train-7-en.jsonl",
             "models/data/support-train-7-es.jsonl",
+            "models/data/support-train-8-en.jsonl",
+            "models/data/support-train-8-es.jsonl",
             // Held out until lora-3 was measured; read for several heads since, so training texts from lora-4 on.
             "models/data/support-heldout-en.jsonl",
             "models/data/support-heldout-es.jsonl",
@@ -423,6 +426,9 @@ fn main() {
             "models/data/support-heldout-2-es.jsonl",
             "models/data/support-heldout-3-en.jsonl",
             "models/data/support-heldout-3-es.jsonl",
+            // Held out for lora-5 (read once); training texts from lora-6 on.
+            "models/data/support-heldout-5-en.jsonl",
+            "models/data/support-heldout-5-es.jsonl",
         ]
         .iter()
         .map(|p| root().join(p))
@@ -432,8 +438,10 @@ fn main() {
         heldout = [
             "models/data/support-heldout-4-en.jsonl",
             "models/data/support-heldout-4-es.jsonl",
-            "models/data/support-heldout-5-en.jsonl",
-            "models/data/support-heldout-5-es.jsonl",
+            "models/data/support-heldout-6-en.jsonl",
+            "models/data/support-heldout-6-es.jsonl",
+            "models/data/support-heldout-7-en.jsonl",
+            "models/data/support-heldout-7-es.jsonl",
         ]
         .iter()
         .map(|p| root().join(p))

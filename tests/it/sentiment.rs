@@ -565,3 +565,42 @@ async fn an_active_head_of_another_encoder_gives_way_to_the_configured_one() {
     );
     running.shutdown().await;
 }
+
+/// The same upgrade for a tenant that trained its own head: that head cannot
+/// score with the new encoder, so the tenant's texts are scored by the global
+/// head (the stored score says which) instead of dead-lettering every job,
+/// and the tenant's head stays active for it until retrained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_head_of_another_encoder_gives_way_to_the_global_head() {
+    let env = Env::new(Deployment::Embedded).await;
+    let rt = kairos::Runtime::open(env.config(&sentiment_config(""))).await.unwrap();
+    let store = rt.store.clone();
+    let old = kairos_models::text::SentimentHead::load(&repo("models/heads/sentiment-e5-int8-support-2.json")).unwrap();
+    let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
+    assert!(
+        old.check_encoder(shipped.encoder()).is_err(),
+        "the test needs a head of another encoder"
+    );
+    let key = store.create_tenant("t-own-head", None).await.unwrap();
+    let tenant = key.tenant.id.as_str();
+    kairos_jobs::sentiment::registry::register(&store, &old, Some(tenant), "test")
+        .await
+        .unwrap();
+    kairos_jobs::sentiment::registry::activate(&store, old.version(), Some(tenant))
+        .await
+        .unwrap();
+
+    let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
+    let score = score_one_comment(&running, &store, &key).await;
+    assert_eq!(score.model_version, shipped_version());
+    assert_eq!(score.label, "negative", "{score:?}");
+    let active = kairos_jobs::sentiment::registry::active_version(&store, tenant)
+        .await
+        .unwrap();
+    assert_eq!(
+        active.as_deref(),
+        Some(old.version()),
+        "the tenant's own head stays active (retraining replaces it)"
+    );
+    running.shutdown().await;
+}

@@ -72,8 +72,9 @@ pub async fn active_version(store: &Store, tenant_id: &str) -> Result<Option<Str
 /// upgrade that ships a new encoder (`[sentiment] encoder`) with its head
 /// would otherwise leave every job failing on "does not fit this encoder".
 /// The old head stays registered (re-activate it with the old encoder).
-/// Tenants' own heads are not touched: they say so on each job until
-/// retrained (`kairos train sentiment`).
+/// Tenants' own heads are not touched: until retrained (`kairos train
+/// sentiment`), their texts are scored by the global head
+/// ([`crate::sentiment::Scorer::head`]), each score recording that version.
 pub async fn ensure_default(store: &Store, head: &SentimentHead, source: &str) -> Result<String, HeadStoreError> {
     if let Some(v) = active_version(store, "").await? {
         let active = load(store, &v).await?;

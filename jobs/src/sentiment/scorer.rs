@@ -8,6 +8,7 @@
 //! run in the same process, and [`OnDemand`] loads one in an API-only
 //! process on the first request (or at start with `sentiment.api_preload`).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 
 use kairos_core::Store;
@@ -33,6 +34,25 @@ pub enum ScoreError {
     /// Inference failed.
     #[error(transparent)]
     Inference(#[from] InferenceError),
+}
+
+/// Why [`Scorer::head`] could not use an active version: a head trained on
+/// another encoder is told apart, since it can give way to the global head.
+enum Lookup {
+    Failed(ScoreError),
+    OtherEncoder(String),
+}
+
+impl Lookup {
+    fn into_score_error(self) -> ScoreError {
+        match self {
+            Lookup::Failed(e) => e,
+            Lookup::OtherEncoder(version) => ScoreError::Head(format!(
+                "active head {version} was trained on another encoder than this process's, and no global head \
+                 that fits it is active"
+            )),
+        }
+    }
 }
 
 /// A text's score: what the job stores and the API returns.
@@ -66,6 +86,8 @@ pub struct Scorer {
     batcher: Batcher,
     /// Tenant → active head version → head (checked against this process's encoder).
     heads: ActiveModelCache<SentimentHead>,
+    /// Head versions found trained on another encoder: skipped without re-reading the store.
+    stale_heads: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Scorer {
@@ -99,6 +121,7 @@ impl Scorer {
             classifier_version: loaded.classifier_version,
             batcher,
             heads: ActiveModelCache::new(config.model_refresh),
+            stale_heads: Mutex::new(HashSet::new()),
         }
     }
 
@@ -155,6 +178,13 @@ impl Scorer {
     }
 
     /// The head a tenant's texts are scored with now (encoder models), with its version.
+    ///
+    /// A tenant's own head trained on another encoder (an upgrade shipped a
+    /// new one; the global head is replaced at start by
+    /// [`registry::ensure_default`], tenants' heads are not) gives way to the
+    /// global head: the tenant keeps getting scores, each recording the
+    /// version that made it, instead of every job failing into the dead
+    /// letters until someone retrains. Warned once per version per process.
     pub async fn head(
         &self,
         store: &Store,
@@ -164,30 +194,55 @@ impl Scorer {
             TextModel::Classifier(_) => return Ok((None, self.classifier_version.clone().unwrap_or_default())),
             TextModel::Encoder(e) => e,
         };
-        let active = async {
-            registry::active_version(store, tenant_id)
-                .await
-                .map_err(|e| ScoreError::Store(e.to_string()))
-        };
         let load = |version: String| async move {
-            let head = registry::load(store, &version).await.map_err(|e| match e {
-                registry::HeadStoreError::Registry(crate::model_registry::RegistryError::Store(e)) => {
-                    ScoreError::Store(e.to_string())
+            if self.lock_stale().contains(&version) {
+                return Err(Lookup::OtherEncoder(version));
+            }
+            let head = registry::load(store, &version).await.map_err(|e| {
+                Lookup::Failed(match e {
+                    registry::HeadStoreError::Registry(crate::model_registry::RegistryError::Store(e)) => {
+                        ScoreError::Store(e.to_string())
+                    }
+                    other => ScoreError::Head(other.to_string()),
+                })
+            })?;
+            if let Err(e) = head.check_encoder(encoder.fingerprint()) {
+                if self.lock_stale().insert(version.clone()) {
+                    tracing::warn!(
+                        %version,
+                        error = %e,
+                        "a sentiment head was trained on another encoder than this process's; its tenants' texts \
+                         are scored with the global head until it is retrained (kairos train sentiment)"
+                    );
                 }
-                other => ScoreError::Head(other.to_string()),
-            })?;
-            head.check_encoder(encoder.fingerprint()).map_err(|e| {
-                ScoreError::Head(format!(
-                    "active head {version} does not fit this process's encoder: {e}"
-                ))
-            })?;
-            Ok::<_, ScoreError>(head)
+                return Err(Lookup::OtherEncoder(version));
+            }
+            Ok(head)
         };
-        self.heads
-            .get(tenant_id, active, load)
-            .await?
+        let active = |scope: &str| {
+            let scope = scope.to_owned();
+            async move {
+                registry::active_version(store, &scope)
+                    .await
+                    .map_err(|e| Lookup::Failed(ScoreError::Store(e.to_string())))
+            }
+        };
+        let found = match self.heads.get(tenant_id, active(tenant_id), load).await {
+            // "" is the global scope: `active_version(store, "")` reads only the global row.
+            Err(Lookup::OtherEncoder(_)) if !tenant_id.is_empty() => self.heads.get("", active(""), load).await,
+            other => other,
+        }
+        .map_err(Lookup::into_score_error)?;
+        found
             .map(|(version, head)| (Some(head), version))
             .ok_or(ScoreError::NoModel)
+    }
+
+    fn lock_stale(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Single inserts only: a panic elsewhere cannot leave the set half-written.
+        self.stale_heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Scores `text` for a tenant as the `sentiment` job stores it. A text
