@@ -522,6 +522,18 @@ async fn score_one_comment(
         .expect("scored")
 }
 
+/// The head shipped before the adapted encoder (plain int8 e5): what a store
+/// upgraded from then still has active.
+fn head_of_another_encoder() -> kairos_models::text::SentimentHead {
+    let old = kairos_models::text::SentimentHead::load(&repo("models/heads/sentiment-e5-int8-support-2.json")).unwrap();
+    let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
+    assert!(
+        old.check_encoder(shipped.encoder()).is_err(),
+        "the test needs a head of another encoder"
+    );
+    old
+}
+
 /// An upgrade that ships a new encoder with its head: the global head still
 /// active from before (trained on the previous encoder) cannot score with the
 /// new one, so the worker activates the configured head at start instead of
@@ -531,13 +543,7 @@ async fn an_active_head_of_another_encoder_gives_way_to_the_configured_one() {
     let env = Env::new(Deployment::Embedded).await;
     let rt = kairos::Runtime::open(env.config(&sentiment_config(""))).await.unwrap();
     let store = rt.store.clone();
-    // The head shipped before the adapted encoder (plain int8 e5).
-    let old = kairos_models::text::SentimentHead::load(&repo("models/heads/sentiment-e5-int8-support-2.json")).unwrap();
-    let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
-    assert!(
-        old.check_encoder(shipped.encoder()).is_err(),
-        "the test needs a head of another encoder"
-    );
+    let old = head_of_another_encoder();
     kairos_jobs::sentiment::registry::register(&store, &old, None, "test")
         .await
         .unwrap();
@@ -575,12 +581,7 @@ async fn a_tenant_head_of_another_encoder_gives_way_to_the_global_head() {
     let env = Env::new(Deployment::Embedded).await;
     let rt = kairos::Runtime::open(env.config(&sentiment_config(""))).await.unwrap();
     let store = rt.store.clone();
-    let old = kairos_models::text::SentimentHead::load(&repo("models/heads/sentiment-e5-int8-support-2.json")).unwrap();
-    let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
-    assert!(
-        old.check_encoder(shipped.encoder()).is_err(),
-        "the test needs a head of another encoder"
-    );
+    let old = head_of_another_encoder();
     let key = store.create_tenant("t-own-head", None).await.unwrap();
     let tenant = key.tenant.id.as_str();
     kairos_jobs::sentiment::registry::register(&store, &old, Some(tenant), "test")
