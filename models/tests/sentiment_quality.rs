@@ -1,6 +1,6 @@
-//! The shipped sentiment head on support texts it never trained on (`models/data/support-heldout-{4,6,7}-{en,es}.jsonl`,
+//! The shipped sentiment head on support texts it never trained on (`models/data/support-heldout-{4,6,7,8}-{en,es}.jsonl`,
 //! written for Kairos by writers who read nothing else; set 7 read once, for the head chosen; sets 4 and 6 are where it
-//! was chosen and, with the calibration set, where its maps were fitted): floors under the figures recorded in
+//! was chosen and, with the calibration set, where its maps were fitted; set 8 kept it over a later candidate): floors under the figures recorded in
 //! `models/MODELS.md`, per file — 3-class accuracy, macro-F1, neutral recall, binary accuracy on positive/negative,
 //! alert precision/recall at the shipped threshold — a ceiling on the calibration error, the per-language maps (that
 //! they are what the calibration sets choose, and that they lower the calibration error of fresh texts in each
@@ -140,7 +140,7 @@ fn measure(encoder: &Encoder, head: &SentimentHead, file: &str) -> Measured {
 /// Floors per file: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set a
 /// little under the figures measured and recorded in models/MODELS.md (164–204 texts a file: one text is ~0.005 of
 /// 3-class accuracy, ~0.007 of binary accuracy).
-const FLOORS: [(&str, [f64; 6]); 6] = [
+const FLOORS: [(&str, [f64; 6]); 8] = [
     // Set 7: two writers, written after the choice was fixed, read once for this head (the held-out figures).
     // measured: 0.974, 0.973, 0.982, 0.993, 1.000, 0.926
     (
@@ -172,6 +172,18 @@ const FLOORS: [(&str, [f64; 6]); 6] = [
     (
         "models/data/support-heldout-6-es.jsonl",
         [0.92, 0.92, 0.94, 0.93, 0.91, 0.80],
+    ),
+    // Set 8: two writers, read for lora-7 and then this head, which it kept (a second measurement, slightly
+    // optimistic since it decided between two heads).
+    // measured: 0.969, 0.970, 1.000, 0.971, 1.000, 0.915
+    (
+        "models/data/support-heldout-8-en.jsonl",
+        [0.95, 0.95, 0.98, 0.95, 0.98, 0.89],
+    ),
+    // measured: 0.969, 0.971, 1.000, 0.956, 0.985, 0.928
+    (
+        "models/data/support-heldout-8-es.jsonl",
+        [0.95, 0.95, 0.98, 0.94, 0.96, 0.90],
     ),
 ];
 
@@ -205,7 +217,8 @@ fn the_shipped_head_meets_its_floors_on_held_out_support_texts_in_both_languages
 
 /// Ceiling on the expected calibration error (10 bins) of what the product serves, per file: the top label and
 /// P(negative), which alert thresholds compare with. Measured (models/MODELS.md), top label / P(negative), sets
-/// 7, 4, 6: en 0.011 / 0.024, 0.024 / 0.023, 0.034 / 0.029; es 0.032 / 0.028, 0.038 / 0.051, 0.026 / 0.032.
+/// 7, 4, 6, 8: en 0.011 / 0.024, 0.024 / 0.023, 0.034 / 0.029, 0.022 / 0.042; es 0.032 / 0.028, 0.038 / 0.051,
+/// 0.026 / 0.032, 0.041 / 0.028.
 const ECE_CEILING: f64 = 0.075;
 
 #[test]
