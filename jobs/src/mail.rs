@@ -11,21 +11,32 @@
 //! what it sends (the report and its period) gets the same id on every
 //! attempt, so a receiver or a "was it sent?" check can tell duplicates.
 //!
-//! Failures follow the SMTP reply code: 5xx is [`MailError::Permanent`]
-//! (record a bounce, do not retry); 4xx, a refused or dropped connection, a
-//! timeout or a TLS failure is [`MailError::Transient`] (retry later). A
-//! message that cannot be built (bad address, bad header) is permanent too.
+//! Failures follow the SMTP reply code and the step they happen at: 5xx is
+//! [`MailError::Permanent`] (record a bounce, do not retry); 4xx, or a
+//! refused or dropped connection, a timeout or a TLS failure *before the
+//! message's content was sent*, is [`MailError::Transient`] (known not
+//! delivered: retry later). A timeout or a dropped connection *after* the
+//! content's final dot, before the relay answered, is [`MailError::Unknown`]:
+//! the relay may have taken the message, so a caller that promises "at most
+//! once" must not re-send it. That is why the SMTP dialogue is driven here
+//! step by step on lettre's connection rather than through its transport,
+//! whose errors do not say at which step they happened. A message that
+//! cannot be built (bad address, bad header) is permanent too.
 //! Credentials come from environment variables named in config and are
 //! never logged.
 
 use std::time::Duration;
 
 use kairos_core::config::KeyError;
+use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+use lettre::Message;
 use serde::Deserialize;
 
 /// How the SMTP connection is secured.
@@ -73,7 +84,8 @@ pub struct SmtpConfig {
     /// Environment variable holding the SMTP password.
     #[serde(default)]
     pub password_env: Option<String>,
-    /// Limit on each SMTP command's answer.
+    /// Limit on connecting and on each SMTP command's answer (the message
+    /// content's included).
     #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// PEM file of CA certificates trusted besides the system's (a relay
@@ -223,6 +235,14 @@ pub enum MailError {
         /// The SMTP reply code, when the server answered.
         code: Option<u16>,
     },
+    /// The message's content was sent, then the connection timed out or
+    /// broke before the relay answered: it may or may not have been
+    /// accepted. Re-sending may deliver it twice.
+    #[error("mail: outcome unknown: {reason}")]
+    Unknown {
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl MailError {
@@ -263,10 +283,12 @@ pub enum MailSetupError {
 /// no half-used connection behind).
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     host: String,
     port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -338,18 +360,17 @@ impl Mailer {
             TlsMode::Starttls => Tls::Required(tls_params()?),
             TlsMode::Tls => Tls::Wrapper(tls_params()?),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.host.clone())
-            .port(config.port())
-            .tls(tls)
-            .timeout(Some(config.timeout));
-        if let (Some(user), Some(password)) = (user, password) {
-            builder = builder.credentials(Credentials::new(user, password));
-        }
+        let credentials = match (user, password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user, password)),
+            _ => None,
+        };
         Ok(Self {
-            transport: builder.build(),
             from,
             host: config.host.clone(),
             port: config.port(),
+            tls,
+            credentials,
+            timeout: config.timeout,
         })
     }
 
@@ -452,18 +473,115 @@ impl Mailer {
     /// Sends `email`; `Ok` once the relay has accepted it.
     pub async fn send(&self, email: &Email) -> Result<SentMail, MailError> {
         let (message, message_id) = self.message(email)?;
-        match self.transport.send(message).await {
+        match self.transmit(message.envelope(), &message.formatted()).await {
             Ok(response) => {
                 let text = response.message().collect::<Vec<_>>().join(" ");
                 let response = format!("{} {text}", response.code());
                 tracing::info!(target: "kairos::mail", message_id, recipients = email.to.len(), response, "email sent");
                 Ok(SentMail { message_id, response })
             }
-            Err(e) => {
-                let err = classify(&e);
+            Err(err) => {
                 tracing::warn!(target: "kairos::mail", message_id, error = %err, "email not sent");
                 Err(err)
             }
+        }
+    }
+
+    /// The SMTP dialogue for one message. Every step before the content
+    /// fails as [`MailError::Transient`] or [`MailError::Permanent`] (nothing
+    /// was handed over); the content's own step can also end
+    /// [`MailError::Unknown`].
+    async fn transmit(&self, envelope: &Envelope, content: &[u8]) -> Result<Response, MailError> {
+        let hello = ClientId::default();
+        let wrapper = match &self.tls {
+            Tls::Wrapper(params) => Some(params.clone()),
+            _ => None,
+        };
+        let mut conn = self
+            .step(AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(self.timeout),
+                &hello,
+                wrapper,
+                None,
+            ))
+            .await?;
+        let result = self.dialogue(&mut conn, &hello, envelope, content).await;
+        if result.is_ok() {
+            // QUIT, then close; the outcome is known, so how the goodbye goes
+            // does not matter. After a failure the connection is just dropped
+            // (closed): it may be mid-reply or, after a failed STARTTLS,
+            // without a stream at all.
+            let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+        }
+        result
+    }
+
+    async fn dialogue(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        hello: &ClientId,
+        envelope: &Envelope,
+        content: &[u8],
+    ) -> Result<Response, MailError> {
+        if let Tls::Required(params) = &self.tls {
+            self.step(conn.starttls(params.clone(), hello)).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            self.step(conn.auth(DEFAULT_MECHANISMS, credentials)).await?;
+        }
+        let mut options = Vec::new();
+        let non_ascii_address = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        if non_ascii_address {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                return Err(MailError::invalid(
+                    "an address is not ASCII and the relay does not support SMTPUTF8",
+                ));
+            }
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !content.is_ascii() {
+            if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                return Err(MailError::invalid(
+                    "the message is not ASCII and the relay does not support 8BITMIME",
+                ));
+            }
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        self.step(conn.command(Mail::new(envelope.from().cloned(), options)))
+            .await?;
+        for to in envelope.to() {
+            self.step(conn.command(Rcpt::new(to.clone(), vec![]))).await?;
+        }
+        self.step(conn.command(Data)).await?;
+        // From here the relay may have the message: only an answer tells.
+        match tokio::time::timeout(self.timeout, conn.message(content)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if e.is_transient() || e.is_permanent() => Err(classify(&e)),
+            Ok(Err(e)) => Err(MailError::Unknown {
+                reason: format!("after the message was sent: {e}"),
+            }),
+            Err(_) => Err(MailError::Unknown {
+                reason: format!("no answer within {:?} after the message was sent", self.timeout),
+            }),
+        }
+    }
+
+    /// One step before the content, limited by `[smtp] timeout`.
+    async fn step<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, MailError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map_err(|e| classify(&e)),
+            Err(_) => Err(MailError::Transient {
+                reason: format!("no answer within {:?}", self.timeout),
+                code: None,
+            }),
         }
     }
 }

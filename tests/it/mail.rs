@@ -1,7 +1,8 @@
 //! The mailer against a real SMTP server (aiosmtpd, `tests/fixtures/
 //! smtp_server.py`), which parses each message with Python's `email`
 //! package: parts, attachment, headers and Message-ID as a recipient sees
-//! them; 5xx and 4xx replies and an unreachable server.
+//! them; 5xx and 4xx replies, an unreachable server, and a relay that
+//! stops answering before or after it has the message.
 
 use std::time::Duration;
 
@@ -138,6 +139,44 @@ async fn a_refused_connection_is_transient() {
         Err(MailError::Transient { code: None, .. }) => {}
         other => panic!("expected a transient failure, got {other:?}"),
     }
+}
+
+/// A relay that has the whole message and does not answer within `[smtp]
+/// timeout` may still deliver it: the outcome is `Unknown`, which callers
+/// promising "at most once" do not re-send. A relay that never greets has
+/// nothing: that is transient, and the timeout bounds the wait.
+#[tokio::test]
+async fn silence_after_the_message_is_unknown_and_before_it_transient() {
+    let server = SmtpServer::start().await;
+    let mut config = server.config("reports@kairos.test");
+    config.timeout = Duration::from_secs(2);
+    let mailer = Mailer::from_config(&config).unwrap();
+    match mailer.send(&email("hold-ana@cliente.test")).await {
+        Err(e @ MailError::Unknown { .. }) => assert!(!e.is_transient(), "{e}"),
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+    assert!(server.held(1), "the server has the message and withholds its answer");
+    assert_eq!(server.messages().len(), 1);
+
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accepting = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let mut config = SmtpServer::config_for_port(port);
+    config.timeout = Duration::from_secs(1);
+    let mailer = Mailer::from_config(&config).unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(30), mailer.send(&email("ana@cliente.test")))
+        .await
+        .expect("`[smtp] timeout` bounds the wait for the greeting");
+    match sent {
+        Err(MailError::Transient { code: None, reason }) => assert!(reason.contains("no answer"), "{reason}"),
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+    accepting.abort();
 }
 
 #[tokio::test]

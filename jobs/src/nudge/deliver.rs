@@ -24,8 +24,11 @@
 //! - anything else but `planned`/`delayed` does nothing.
 //!
 //! A transient email refusal (4xx, refused connection) is known not to have
-//! delivered: the claim is released and the job retries. The Message-ID is
-//! derived from the nudge, so even a server-side duplicate is recognisable.
+//! delivered: the claim is released and the job retries. A timeout or
+//! dropped connection after the message was handed over
+//! ([`MailError::Unknown`]) may have delivered: the nudge becomes `unknown`
+//! at once, as after a crash. The Message-ID is derived from the nudge, so
+//! even a server-side duplicate is recognisable.
 
 use kairos_core::enqueue::NewJob;
 use kairos_core::profile::resolve_language;
@@ -36,7 +39,7 @@ use super::config::{NudgeRule, EMAIL, IN_APP, TASK, WEBHOOK};
 use super::store::{Caps, Claim, DeliveryRow, NudgeRow, Outcome};
 use super::tracking::{escape_html, Tracker};
 use super::{guards, personalise, store, template, Nudge, KIND};
-use crate::mail::Email;
+use crate::mail::{Email, MailError};
 use crate::{JobContext, JobError, JobOutput};
 
 fn outcome(status: &'static str, reason: impl Into<String>) -> Outcome {
@@ -284,8 +287,14 @@ pub(super) async fn deliver(
                         note(&mut attempts, channel, "sent", sent.response);
                         return record(message("sent", channel, String::new()), attempts, vec![]).await;
                     }
-                    Err(e) if !e.is_transient() => note(&mut attempts, channel, "failed", e.to_string()),
-                    Err(e) => {
+                    Err(e @ MailError::Unknown { .. }) => {
+                        // The relay may have it: neither re-sent nor tried on another channel.
+                        note(&mut attempts, channel, "unknown", e.to_string());
+                        let reason = format!("{e}; not re-sent");
+                        return record(message("unknown", channel, reason), attempts, vec![]).await;
+                    }
+                    Err(e @ MailError::Permanent { .. }) => note(&mut attempts, channel, "failed", e.to_string()),
+                    Err(e @ MailError::Transient { .. }) => {
                         // Known not delivered: give the claim back; the job retries.
                         note(&mut attempts, channel, "failed", e.to_string());
                         store::release(&ctx.store, &ctx.tenant_id, nudge_id, &claim_id, &attempts, now).await?;

@@ -28,7 +28,8 @@ pub struct NudgeRow {
     /// What fired the rule (JSON).
     pub trigger: serde_json::Value,
     /// `planned`, `delayed`, `sending` (claimed, going out now), `sent`,
-    /// `unknown` (its sender died mid-send; never re-sent), `skipped`,
+    /// `unknown` (its sender died mid-send, or the mail relay did not answer
+    /// after taking the message; never re-sent), `skipped`,
     /// `capped`, `dry_run` or `holdout`.
     pub status: String,
     /// The A/B variant, if the rule has variants.
@@ -405,7 +406,8 @@ pub async fn expire_claim(store: &Store, tenant_id: &str, nudge_id: &str, now: i
 /// A nudge's final state.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    /// `sent`, `skipped`, `capped` or `dry_run`.
+    /// `sent`, `unknown` (the relay may have it), `skipped`, `capped` or
+    /// `dry_run`.
     pub status: &'static str,
     /// Why (empty when sent).
     pub reason: String,

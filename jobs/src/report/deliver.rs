@@ -28,11 +28,10 @@
 //! Proved with real processes in `tests/it/reports.rs`
 //! (`…sigkilled_mid_send_with_three_scheduler_replicas_never_sends_twice`:
 //! the worker is SIGKILLed while the SMTP server, holding the message,
-//! withholds its answer). One gap is left to the mailer: a *transient*
-//! error is recorded `failed` and re-sent, and lettre does not say at which
-//! step it happened, so a timeout or dropped connection after the message's
-//! final dot (the relay may have taken it) is re-sent too — keep
-//! `[smtp] timeout` well above the relay's answer time.
+//! withholds its answer). The mailer tells a refusal before the message
+//! left (`failed`, re-sent) from a timeout or dropped connection after the
+//! message's final dot, when the relay may have taken it: that one is
+//! recorded `unknown` and not re-sent either.
 
 use sha2::{Digest, Sha256};
 

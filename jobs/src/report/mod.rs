@@ -540,8 +540,9 @@ impl Reporter {
                     let outcome = self.send(tenant, report, r, &message_id).await;
                     let (state, error) = match outcome {
                         Ok(()) => ("sent", None),
-                        Err(JobError::Retryable(e)) => ("failed", Some(e)),
-                        Err(JobError::Permanent(e)) => ("rejected", Some(e)),
+                        Err(SendError::Retry(e)) => ("failed", Some(e)),
+                        Err(SendError::Refused(e)) => ("rejected", Some(e)),
+                        Err(SendError::Unknown(e)) => ("unknown", Some(format!("{e}; not re-sent"))),
                     };
                     store::record(store, key, state, error.as_deref(), now_ms()).await?;
                     if let Some(e) = error {
@@ -570,11 +571,11 @@ impl Reporter {
         report: &StoredReport,
         r: &deliver::Recipient,
         message_id: &str,
-    ) -> Result<(), JobError> {
+    ) -> Result<(), SendError> {
         match r.channel {
             Channel::Webhook => {
                 let Some(w) = &self.webhook else {
-                    return Err(JobError::Permanent("webhook: no webhooks configured".into()));
+                    return Err(SendError::Refused("webhook: no webhooks configured".into()));
                 };
                 let (facts, narrative) = self.rendition(report, &r.language).await?;
                 let body = serde_json::json!({
@@ -599,10 +600,11 @@ impl Reporter {
                 w.post_signed(tenant, message_id, body.to_string().into_bytes())
                     .await
                     .map(|_| ())
+                    .map_err(SendError::from)
             }
             Channel::Email => {
                 let Some(mailer) = &self.mailer else {
-                    return Err(JobError::Permanent("email: no [smtp] section configured".into()));
+                    return Err(SendError::Refused("email: no [smtp] section configured".into()));
                 };
                 let (facts, narrative) = self.rendition(report, &r.language).await?;
                 let tr = self.config.tenant(&tenant.name, &tenant.id);
@@ -626,7 +628,7 @@ impl Reporter {
                     let (html, tag) = (html.clone(), report.id.clone());
                     tokio::task::spawn_blocking(move || raster::email_html(&html, &tag))
                         .await
-                        .map_err(|e| JobError::Retryable(format!("report: rasterising the charts: {e}")))?
+                        .map_err(|e| SendError::Retry(format!("report: rasterising the charts: {e}")))?
                 };
                 let to = match &r.name {
                     Some(n) => format!("\"{}\" <{}>", n.replace(['"', '\\'], ""), r.address),
@@ -646,10 +648,36 @@ impl Reporter {
                 };
                 match mailer.send(&email).await {
                     Ok(_) => Ok(()),
-                    Err(e @ MailError::Transient { .. }) => Err(JobError::Retryable(e.to_string())),
-                    Err(e) => Err(JobError::Permanent(e.to_string())),
+                    Err(e @ MailError::Transient { .. }) => Err(SendError::Retry(e.to_string())),
+                    Err(e @ MailError::Unknown { .. }) => Err(SendError::Unknown(e.to_string())),
+                    Err(e @ MailError::Permanent { .. }) => Err(SendError::Refused(e.to_string())),
                 }
             }
+        }
+    }
+}
+
+/// Why one recipient's send did not end `sent`: the delivery row's state.
+enum SendError {
+    /// Known not to have left: `failed`, claimed again by a later attempt.
+    Retry(String),
+    /// Refused for good: `rejected`.
+    Refused(String),
+    /// The relay may have the message: `unknown`, never re-sent.
+    Unknown(String),
+}
+
+impl From<ReportError> for SendError {
+    fn from(e: ReportError) -> Self {
+        JobError::from(e).into()
+    }
+}
+
+impl From<JobError> for SendError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Retryable(e) => SendError::Retry(e),
+            JobError::Permanent(e) => SendError::Refused(e),
         }
     }
 }

@@ -308,6 +308,70 @@ async fn a_worker_killed_mid_send_never_sends_twice_distributed() {
     a_worker_killed_mid_send_never_sends_twice(Deployment::Distributed).await;
 }
 
+/// The relay takes the nudge's email and does not answer within `[smtp]
+/// timeout`: the message may have been delivered, so the nudge is recorded
+/// `unknown` at once — not retried, not tried on the next channel — and the
+/// server never gets a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_silent_after_the_message_gets_it_once() {
+    let smtp = SmtpServer::start().await;
+    let extra = format!(
+        r#"{smtp}timeout = "2s"
+
+[jobs.nudge]
+max_attempts = 5
+backoff_initial = "200ms"
+backoff_max = "1s"
+
+[[nudges.rules]]
+name = "payment-failed"
+trigger = {{ event = "payment.failed" }}
+channels = ["email", "in_app"]
+[nudges.rules.templates.en]
+subject = "Your payment failed"
+body = "Please check your card."
+"#,
+        smtp = smtp_toml(&smtp)
+    );
+    let mut app = spawn_app(Deployment::Embedded, &extra).await;
+    put_person(
+        &app,
+        "acme",
+        "ana",
+        json!({"name": "Ana", "email": "hold-ana@acme.test", "consent": consent(&["email", "in_app"])}),
+    )
+    .await;
+    let (s, r) = app
+        .post_events(&json!([event("e1", "payment.failed", "acme", json!({}))]))
+        .await;
+    assert_eq!(s, 202, "{r}");
+    let history = settled_history(&app, "acme", 1).await;
+    let n = &history[0];
+    assert_eq!(n["status"], "unknown", "{n}");
+    assert_eq!(n["channel"], "email", "{n}");
+    assert!(n["reason"].as_str().unwrap_or_default().contains("not re-sent"), "{n}");
+    assert!(smtp.held(1));
+    let nudge_jobs = app
+        .store
+        .jobs(&kairos_core::store::JobFilter {
+            tenant_id: Some(app.tenant_id.clone()),
+            kind: Some("nudge".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let job_ids: Vec<String> = nudge_jobs.iter().map(|j| j.id.clone()).collect();
+    let jobs = wait_settled(&app.store, &job_ids, WAIT).await;
+    assert!(
+        jobs.iter().all(|j| j.state == kairos_core::store::JobState::Succeeded),
+        "{jobs:?}"
+    );
+    smtp.release();
+    assert_eq!(smtp.messages().len(), 1, "a second copy reached the server");
+    app.shutdown().await;
+}
+
 fn llm_toml(llm: &LlmServer) -> String {
     format!(
         "[llm]\nbase_url = \"{}\"\nmodel = \"fixture-model\"\ntimeout = \"5s\"\nmax_retries = 0\n\
