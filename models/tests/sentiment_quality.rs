@@ -1,6 +1,6 @@
-//! The shipped sentiment head on support texts it never trained on (`models/data/support-heldout-{4,6,7,8}-{en,es}.jsonl`,
-//! written for Kairos by writers who read nothing else; set 7 read once, for the head chosen; sets 4 and 6 are where it
-//! was chosen and, with the calibration set, where its maps were fitted; set 8 kept it over a later candidate): floors under the figures recorded in
+//! The shipped sentiment head on support texts it never trained on (`models/data/support-heldout-{4,6,7,8,9}-{en,es}.jsonl`,
+//! written for Kairos by writers who read nothing else; set 9 read once, for the maps shipped; sets 4, 6, 7 and 8 are
+//! where the head was chosen and, with the calibration set, where its maps were fitted): floors under the figures recorded in
 //! `models/MODELS.md`, per file — 3-class accuracy, macro-F1, neutral recall, binary accuracy on positive/negative,
 //! alert precision/recall at the shipped threshold — a ceiling on the calibration error, the per-language maps (that
 //! they are what the calibration sets choose, and that they lower the calibration error of fresh texts in each
@@ -18,7 +18,7 @@ use kairos_models::text::{
 };
 
 /// The head `config/default.toml` ships, and its encoder (`scripts/fetch-e5`).
-const HEAD: &str = "models/heads/sentiment-e5-int8-lora-6.json";
+const HEAD: &str = "models/heads/sentiment-e5-int8-lora-6-maps-2.json";
 const ENCODER: &str = ".cache/models/multilingual-e5-small-int8-sentiment-6";
 /// `sentiment.alert_threshold` in `config/default.toml`.
 const ALERT_THRESHOLD: f64 = 0.75;
@@ -138,22 +138,22 @@ fn measure(encoder: &Encoder, head: &SentimentHead, file: &str) -> Measured {
 }
 
 /// Floors per file: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set a
-/// little under the figures measured and recorded in models/MODELS.md (164–204 texts a file: one text is ~0.005 of
+/// little under the figures measured and recorded in models/MODELS.md (164–208 texts a file: one text is ~0.005 of
 /// 3-class accuracy, ~0.007 of binary accuracy).
-const FLOORS: [(&str, [f64; 6]); 8] = [
-    // Set 7: two writers, written after the choice was fixed, read once for this head (the held-out figures).
-    // measured: 0.974, 0.973, 0.982, 0.993, 1.000, 0.926
+const FLOORS: [(&str, [f64; 6]); 10] = [
+    // Set 9: two writers, written after rule 4 was fixed, read once for this head (the held-out figures).
+    // measured: 0.960, 0.962, 0.980, 0.959, 0.936, 0.961
     (
-        "models/data/support-heldout-7-en.jsonl",
-        [0.96, 0.96, 0.96, 0.98, 0.98, 0.90],
+        "models/data/support-heldout-9-en.jsonl",
+        [0.94, 0.94, 0.96, 0.94, 0.91, 0.94],
     ),
-    // measured: 0.926, 0.927, 0.898, 0.945, 0.957, 0.918
+    // measured: 0.942, 0.946, 0.964, 0.935, 0.932, 0.907
     (
-        "models/data/support-heldout-7-es.jsonl",
-        [0.91, 0.91, 0.88, 0.93, 0.93, 0.89],
+        "models/data/support-heldout-9-es.jsonl",
+        [0.92, 0.92, 0.94, 0.92, 0.91, 0.88],
     ),
-    // Sets 4 and 6: where this head was chosen against lora-5 and its maps fitted (optimistic; regression floors).
-    // measured: 0.957, 0.958, 0.959, 0.957, 0.927, 0.981
+    // Sets 4, 6, 7 and 8: where this head was chosen and its maps fitted (optimistic; regression floors).
+    // measured: 0.963, 0.964, 0.959, 0.965, 0.927, 0.981
     (
         "models/data/support-heldout-4-en.jsonl",
         [0.94, 0.94, 0.94, 0.94, 0.90, 0.96],
@@ -163,24 +163,32 @@ const FLOORS: [(&str, [f64; 6]); 8] = [
         "models/data/support-heldout-4-es.jsonl",
         [0.89, 0.89, 0.92, 0.89, 0.85, 0.87],
     ),
-    // measured: 0.960, 0.960, 0.957, 0.961, 0.968, 0.953
+    // measured: 0.954, 0.954, 0.957, 0.953, 0.968, 0.953
     (
         "models/data/support-heldout-6-en.jsonl",
         [0.94, 0.94, 0.94, 0.94, 0.94, 0.93],
     ),
-    // measured: 0.941, 0.942, 0.962, 0.947, 0.932, 0.821
+    // measured: 0.930, 0.932, 0.962, 0.932, 0.932, 0.821
     (
         "models/data/support-heldout-6-es.jsonl",
-        [0.92, 0.92, 0.94, 0.93, 0.91, 0.80],
+        [0.91, 0.91, 0.94, 0.92, 0.91, 0.80],
     ),
-    // Set 8: two writers, read for lora-7 and then this head, which it kept (a second measurement, slightly
-    // optimistic since it decided between two heads).
-    // measured: 0.969, 0.970, 1.000, 0.971, 1.000, 0.915
+    // measured: 0.974, 0.974, 0.982, 0.985, 1.000, 0.941
+    (
+        "models/data/support-heldout-7-en.jsonl",
+        [0.96, 0.96, 0.96, 0.97, 0.98, 0.92],
+    ),
+    // measured: 0.931, 0.931, 0.898, 0.952, 0.957, 0.918
+    (
+        "models/data/support-heldout-7-es.jsonl",
+        [0.91, 0.91, 0.88, 0.93, 0.93, 0.89],
+    ),
+    // measured: 0.969, 0.970, 0.982, 0.978, 1.000, 0.915
     (
         "models/data/support-heldout-8-en.jsonl",
-        [0.95, 0.95, 0.98, 0.95, 0.98, 0.89],
+        [0.95, 0.95, 0.96, 0.96, 0.98, 0.89],
     ),
-    // measured: 0.969, 0.971, 1.000, 0.956, 0.985, 0.928
+    // measured: 0.969, 0.971, 1.000, 0.956, 1.000, 0.928
     (
         "models/data/support-heldout-8-es.jsonl",
         [0.95, 0.95, 0.98, 0.94, 0.96, 0.90],
@@ -217,8 +225,8 @@ fn the_shipped_head_meets_its_floors_on_held_out_support_texts_in_both_languages
 
 /// Ceiling on the expected calibration error (10 bins) of what the product serves, per file: the top label and
 /// P(negative), which alert thresholds compare with. Measured (models/MODELS.md), top label / P(negative), sets
-/// 7, 4, 6, 8: en 0.011 / 0.024, 0.024 / 0.023, 0.034 / 0.029, 0.022 / 0.042; es 0.032 / 0.028, 0.038 / 0.051,
-/// 0.026 / 0.032, 0.041 / 0.028.
+/// 9, 4, 6, 7, 8: en 0.030 / 0.031, 0.018 / 0.028, 0.023 / 0.023, 0.010 / 0.018, 0.022 / 0.036; es 0.021 / 0.037,
+/// 0.045 / 0.053, 0.023 / 0.033, 0.017 / 0.020, 0.028 / 0.029.
 const ECE_CEILING: f64 = 0.075;
 
 #[test]
@@ -242,21 +250,25 @@ fn probabilities_are_calibrated_in_each_language() {
     }
 }
 
-/// The calibration sets (models/data/README.md): the calibration set and sets 4 and 6, by three writers, never
-/// trained on; the maps are chosen and fitted on them together.
-const CALIBRATION: [&str; 6] = [
+/// The calibration sets (models/data/README.md): the calibration set and sets 4, 6, 7 and 8, by seven writers,
+/// never trained on; the maps are chosen and fitted on them together (rule 4, models/MODELS.md).
+const CALIBRATION: [&str; 10] = [
     "models/data/support-calibration-en.jsonl",
     "models/data/support-calibration-es.jsonl",
     "models/data/support-heldout-4-en.jsonl",
     "models/data/support-heldout-4-es.jsonl",
     "models/data/support-heldout-6-en.jsonl",
     "models/data/support-heldout-6-es.jsonl",
-];
-
-/// The held-out set read once, for the shipped head (models/data/README.md).
-const HELD_OUT: [&str; 2] = [
     "models/data/support-heldout-7-en.jsonl",
     "models/data/support-heldout-7-es.jsonl",
+    "models/data/support-heldout-8-en.jsonl",
+    "models/data/support-heldout-8-es.jsonl",
+];
+
+/// The held-out set read once, for the shipped maps (models/data/README.md).
+const HELD_OUT: [&str; 2] = [
+    "models/data/support-heldout-9-en.jsonl",
+    "models/data/support-heldout-9-es.jsonl",
 ];
 
 /// A P(negative) calibration error this low is already calibrated: the map must keep it under this, not lower it
@@ -318,8 +330,8 @@ fn the_shipped_maps_are_what_cross_fitting_on_the_calibration_sets_chooses() {
 fn calibration_lowers_the_calibration_error_in_each_language_on_fresh_texts() {
     // Fitted on the calibration sets only; measured on the held-out set, as served (map of the detected language)
     // against the head's own softmax. The top-label error must fall in each language. P(negative), which alerts
-    // compare with, must fall where the softmax is off, and stay calibrated where it already is (English set 7:
-    // 0.022 raw, 0.024 served; Spanish: 0.041 → 0.028).
+    // compare with, must fall where the softmax is off, and stay calibrated where it already is (set 9: English
+    // 0.034 → 0.031, Spanish 0.059 → 0.037; top label 0.034 → 0.030 and 0.049 → 0.021).
     let encoder = encoder();
     let head = head(&encoder);
     for file in HELD_OUT {

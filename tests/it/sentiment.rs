@@ -504,11 +504,21 @@ async fn score_one_comment(
     store: &kairos_core::Store,
     key: &kairos_core::store::ApiKey,
 ) -> kairos_jobs::sentiment::scores::ScoreRow {
+    score_comment(running, store, key, "e1").await
+}
+
+/// Posts a complaint as event `event_id` and returns its stored score.
+async fn score_comment(
+    running: &kairos::Running,
+    store: &kairos_core::Store,
+    key: &kairos_core::store::ApiKey,
+    event_id: &str,
+) -> kairos_jobs::sentiment::scores::ScoreRow {
     let base = format!("http://{}", running.addr.unwrap());
     let resp = reqwest::Client::new()
         .post(format!("{base}/v1/events"))
         .bearer_auth(&key.secret)
-        .json(&event("e1", "comment.created", "a1", json!({"text": NEGATIVE_EN})))
+        .json(&event(event_id, "comment.created", "a1", json!({"text": NEGATIVE_EN})))
         .send()
         .await
         .unwrap();
@@ -516,7 +526,7 @@ async fn score_one_comment(
     let ids = job_ids(&resp.json().await.unwrap());
     let jobs = wait_settled(store, &ids, Duration::from_secs(60)).await;
     assert_eq!(jobs[0].state, kairos_core::store::JobState::Succeeded, "{:?}", jobs[0]);
-    kairos_jobs::sentiment::scores::for_event(store, &key.tenant.id, "e1")
+    kairos_jobs::sentiment::scores::for_event(store, &key.tenant.id, event_id)
         .await
         .unwrap()
         .expect("scored")
@@ -568,6 +578,57 @@ async fn an_active_head_of_another_encoder_gives_way_to_the_configured_one() {
     assert!(
         versions.contains(&old.version().to_owned()),
         "the old head stays registered: {versions:?}"
+    );
+    running.shutdown().await;
+}
+
+/// An upgrade that ships new maps for the same encoder (a new head version):
+/// the head already active stays active — an admin may have chosen it — the
+/// configured one is registered beside it, and activating it switches the
+/// scores to it without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_configured_head_of_the_same_encoder_is_registered_and_left_to_activate() {
+    let env = Env::new(Deployment::Embedded).await;
+    let rt = kairos::Runtime::open(env.config(&sentiment_config(""))).await.unwrap();
+    let store = rt.store.clone();
+    // The head shipped before the maps were re-fitted: same encoder, same weights.
+    let previous =
+        kairos_models::text::SentimentHead::load(&repo("models/heads/sentiment-e5-int8-lora-6.json")).unwrap();
+    let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
+    assert!(previous.check_encoder(shipped.encoder()).is_ok() && previous.version() != shipped.version());
+    kairos_jobs::sentiment::registry::register(&store, &previous, None, "test")
+        .await
+        .unwrap();
+    kairos_jobs::sentiment::registry::activate(&store, previous.version(), None)
+        .await
+        .unwrap();
+
+    let key = store.create_tenant("t-maps", None).await.unwrap();
+    let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
+    let score = score_one_comment(&running, &store, &key).await;
+    assert_eq!(score.model_version, previous.version(), "the active head stays active");
+    let versions: Vec<String> = kairos_jobs::sentiment::registry::list(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    assert!(versions.contains(&shipped_version()), "registered: {versions:?}");
+    kairos_jobs::sentiment::registry::activate(&store, &shipped_version(), None)
+        .await
+        .unwrap();
+    // Workers see an activation within `model_refresh`: each try is a new event.
+    let tries = std::sync::atomic::AtomicUsize::new(0);
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            score_comment(&running, &store, &key, &format!("after-{n}"))
+                .await
+                .model_version
+                == shipped_version()
+        })
+        .await,
+        "scores never switched to the activated head"
     );
     running.shutdown().await;
 }

@@ -65,6 +65,9 @@ pub async fn active_version(store: &Store, tenant_id: &str) -> Result<Option<Str
 /// Registers and activates (globally) the head shipped with the encoder
 /// when no sentiment head is active globally yet, so a fresh install scores
 /// text without a training step. Returns the version now active globally.
+/// The configured head is registered in any case: an upgrade that ships new
+/// maps for the same encoder leaves the head an admin activated in place, and
+/// `kairos models activate` switches to the new one when they choose.
 /// Idempotent and safe to race: a second process finds the version
 /// registered already.
 ///
@@ -76,18 +79,6 @@ pub async fn active_version(store: &Store, tenant_id: &str) -> Result<Option<Str
 /// sentiment`), their texts are scored by the global head
 /// ([`crate::sentiment::Scorer::head`]), each score recording that version.
 pub async fn ensure_default(store: &Store, head: &SentimentHead, source: &str) -> Result<String, HeadStoreError> {
-    if let Some(v) = active_version(store, "").await? {
-        let active = load(store, &v).await?;
-        if active.check_encoder(head.encoder()).is_ok() {
-            return Ok(v);
-        }
-        tracing::warn!(
-            active = %v,
-            default = %head.version(),
-            "the active global sentiment head was trained on another encoder than [sentiment] encoder; \
-             activating the configured default head"
-        );
-    }
     let known = list(store).await?.iter().any(|m| m.version == head.version());
     if !known {
         if let Err(e) = register(store, head, None, source).await {
@@ -96,6 +87,27 @@ pub async fn ensure_default(store: &Store, head: &SentimentHead, source: &str) -
                 return Err(e);
             }
         }
+    }
+    if let Some(v) = active_version(store, "").await? {
+        let active = load(store, &v).await?;
+        if active.check_encoder(head.encoder()).is_ok() {
+            if v != head.version() {
+                tracing::info!(
+                    active = %v,
+                    configured = %head.version(),
+                    "the configured sentiment head is registered, not activated (another head of the same encoder \
+                     is active): `kairos models activate {}` switches to it",
+                    head.version()
+                );
+            }
+            return Ok(v);
+        }
+        tracing::warn!(
+            active = %v,
+            default = %head.version(),
+            "the active global sentiment head was trained on another encoder than [sentiment] encoder; \
+             activating the configured default head"
+        );
     }
     activate(store, head.version(), None).await?;
     Ok(head.version().to_owned())
