@@ -532,6 +532,17 @@ async fn score_comment(
         .expect("scored")
 }
 
+/// Registers `head` and makes it active (for `tenant`, or globally): what a
+/// store upgraded from an earlier release has.
+async fn register_active(store: &kairos_core::Store, head: &kairos_models::text::SentimentHead, tenant: Option<&str>) {
+    kairos_jobs::sentiment::registry::register(store, head, tenant, "test")
+        .await
+        .unwrap();
+    kairos_jobs::sentiment::registry::activate(store, head.version(), tenant)
+        .await
+        .unwrap();
+}
+
 /// The head shipped before the adapted encoder (plain int8 e5): what a store
 /// upgraded from then still has active.
 fn head_of_another_encoder() -> kairos_models::text::SentimentHead {
@@ -554,12 +565,7 @@ async fn an_active_head_of_another_encoder_gives_way_to_the_configured_one() {
     let rt = kairos::Runtime::open(env.config(&sentiment_config(""))).await.unwrap();
     let store = rt.store.clone();
     let old = head_of_another_encoder();
-    kairos_jobs::sentiment::registry::register(&store, &old, None, "test")
-        .await
-        .unwrap();
-    kairos_jobs::sentiment::registry::activate(&store, old.version(), None)
-        .await
-        .unwrap();
+    register_active(&store, &old, None).await;
 
     let key = store.create_tenant("t-upgrade", None).await.unwrap();
     let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
@@ -596,12 +602,7 @@ async fn a_new_configured_head_of_the_same_encoder_is_registered_and_left_to_act
         kairos_models::text::SentimentHead::load(&repo("models/heads/sentiment-e5-int8-lora-6.json")).unwrap();
     let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
     assert!(previous.check_encoder(shipped.encoder()).is_ok() && previous.version() != shipped.version());
-    kairos_jobs::sentiment::registry::register(&store, &previous, None, "test")
-        .await
-        .unwrap();
-    kairos_jobs::sentiment::registry::activate(&store, previous.version(), None)
-        .await
-        .unwrap();
+    register_active(&store, &previous, None).await;
 
     let key = store.create_tenant("t-maps", None).await.unwrap();
     let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
@@ -645,12 +646,7 @@ async fn a_tenant_head_of_another_encoder_gives_way_to_the_global_head() {
     let old = head_of_another_encoder();
     let key = store.create_tenant("t-own-head", None).await.unwrap();
     let tenant = key.tenant.id.as_str();
-    kairos_jobs::sentiment::registry::register(&store, &old, Some(tenant), "test")
-        .await
-        .unwrap();
-    kairos_jobs::sentiment::registry::activate(&store, old.version(), Some(tenant))
-        .await
-        .unwrap();
+    register_active(&store, &old, Some(tenant)).await;
 
     let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
     let score = score_one_comment(&running, &store, &key).await;

@@ -20,10 +20,12 @@ use crate::AppState;
 pub const MAX_TEXTS: usize = 100;
 /// Characters per text at most.
 pub const MAX_TEXT_CHARS: usize = 20_000;
-/// A text must contain a character that is neither whitespace (Unicode
-/// `White_Space`, as JSON Schema validators read `\s`) nor a separator
-/// control (U+001C–U+001F, also `\s` to them).
-pub const TEXT_PATTERN: &str = r"[^\s\u001c-\u001f]";
+/// A text must contain a character that is neither whitespace nor a
+/// separator control. Validators disagree on `\s`: ECMAScript's includes
+/// U+FEFF and not U+0085, Rust's `char::is_whitespace` (Unicode
+/// `White_Space`) the other way round, Python's also U+001C–U+001F; all of
+/// them are named here so the schema and the server refuse the same texts.
+pub const TEXT_PATTERN: &str = r"[^\s\u001c-\u001f\u0085\ufeff]";
 
 /// Texts to score.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,7 +125,7 @@ impl From<TextScore> for TextAnalysis {
 /// Whether `text` has something to score (see [`TEXT_PATTERN`]).
 fn has_content(text: &str) -> bool {
     text.chars()
-        .any(|c| !c.is_whitespace() && !('\u{1c}'..='\u{1f}').contains(&c))
+        .any(|c| !c.is_whitespace() && !('\u{1c}'..='\u{1f}').contains(&c) && c != '\u{feff}')
 }
 
 /// Score texts for sentiment (nothing is stored).
@@ -246,6 +248,14 @@ mod tests {
     #[test]
     fn blank_texts_are_refused_as_the_schema_pattern_says() {
         assert!(!has_content(" \t\n\u{a0}\u{3000}\u{1c}"));
+        // The two a JSON Schema validator and Rust read differently (schemathesis found U+0085).
+        assert!(!has_content("\u{85}"));
+        assert!(!has_content("\u{feff}"));
+        let pattern = regex::Regex::new(TEXT_PATTERN).unwrap();
+        for blank in ["\u{85}", "\u{feff}", " \u{1c}\u{a0}"] {
+            assert!(!pattern.is_match(blank), "{blank:?}");
+        }
+        assert!(pattern.is_match(" ok "));
         assert!(has_content(" ok "));
         assert!(
             has_content("\u{200b}"),
