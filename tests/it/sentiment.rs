@@ -532,6 +532,16 @@ async fn score_comment(
         .expect("scored")
 }
 
+/// Every sentiment head version in the registry.
+async fn registered_versions(store: &kairos_core::Store) -> Vec<String> {
+    kairos_jobs::sentiment::registry::list(store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.version)
+        .collect()
+}
+
 /// Registers `head` and makes it active (for `tenant`, or globally): what a
 /// store upgraded from an earlier release has.
 async fn register_active(store: &kairos_core::Store, head: &kairos_models::text::SentimentHead, tenant: Option<&str>) {
@@ -575,12 +585,7 @@ async fn an_active_head_of_another_encoder_gives_way_to_the_configured_one() {
     assert_eq!(active.as_deref(), Some(shipped_version().as_str()));
     let score = score_one_comment(&running, &store, &key).await;
     assert_eq!(score.model_version, shipped_version());
-    let versions: Vec<String> = kairos_jobs::sentiment::registry::list(&store)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.version)
-        .collect();
+    let versions = registered_versions(&store).await;
     assert!(
         versions.contains(&old.version().to_owned()),
         "the old head stays registered: {versions:?}"
@@ -608,12 +613,7 @@ async fn a_new_configured_head_of_the_same_encoder_is_registered_and_left_to_act
     let running = kairos::start(rt, kairos::Roles::ALL).await.unwrap();
     let score = score_one_comment(&running, &store, &key).await;
     assert_eq!(score.model_version, previous.version(), "the active head stays active");
-    let versions: Vec<String> = kairos_jobs::sentiment::registry::list(&store)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.version)
-        .collect();
+    let versions = registered_versions(&store).await;
     assert!(versions.contains(&shipped_version()), "registered: {versions:?}");
     kairos_jobs::sentiment::registry::activate(&store, &shipped_version(), None)
         .await
