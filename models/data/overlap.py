@@ -41,6 +41,8 @@ TRAIN_FIXED = [
     "support-train-8-es.jsonl",
 ]
 # No batch newer than lora-6's: set 7 was written after it trained, so set 7 loses what repeats batch 8.
+# Sets 4, 6, 7 and 8 are training texts since lora-8 (rule 5); they stay below, in the order written, and every later
+# set is checked against them all the same.
 TRAIN_NEW = []
 # Evaluation sets in the order they were written: each loses what repeats a training text or an earlier set, except
 # the first, fixed since it was first measured (written before this check; 4 pairs with the first training batch at

@@ -6,8 +6,8 @@
 //! ```toml
 //! [sentiment]
 //! enabled = true
-//! encoder = ".cache/models/multilingual-e5-small-int8-sentiment-6"  # model.onnx + tokenizer.json
-//! head = "models/heads/sentiment-e5-int8-lora-6-maps-2.json"         # registered at start-up if no sentiment head is active
+//! encoder = ".cache/models/multilingual-e5-small-int8-sentiment-8"  # model.onnx + tokenizer.json
+//! head = "models/heads/sentiment-e5-int8-lora-8.json"         # registered at start-up if no sentiment head is active
 //! alert_threshold = 0.75                            # negative with confidence >= this raises an alert
 //! batch_max = 32                                    # texts per inference batch
 //! batch_wait = "5ms"                                # longest a text waits for others to join its batch
@@ -112,7 +112,7 @@ impl Default for SentimentConfig {
         Self {
             enabled: false,
             // The shipped default (config/default.toml, scripts/fetch-e5).
-            encoder: PathBuf::from(".cache/models/multilingual-e5-small-int8-sentiment-6"),
+            encoder: PathBuf::from(".cache/models/multilingual-e5-small-int8-sentiment-8"),
             head: None,
             classifier: None,
             runtime_library: None,
