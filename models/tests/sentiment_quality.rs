@@ -1,10 +1,10 @@
-//! The shipped sentiment head on support texts it never trained on (`models/data/support-heldout-{9,10}-{en,es}.jsonl`
-//! and `support-calibration-{en,es}.jsonl`, written for Kairos by writers who read nothing else; set 10 read once, for
-//! the head shipped; set 9 is where it was chosen, the calibration set where its maps were fitted): floors under the
-//! figures recorded in `models/MODELS.md`, per file — 3-class accuracy, macro-F1, neutral recall, binary accuracy on
-//! positive/negative, alert precision/recall at the shipped threshold — a ceiling on the calibration error, the
-//! per-language maps (that they are what the calibration set chooses, and that they lower the calibration error of
-//! fresh texts in each language), and negation.
+//! The shipped sentiment head on support texts it never trained on (`models/data/support-heldout-{9,10,11}-*.jsonl`
+//! and `support-calibration-{en,es}.jsonl`, written for Kairos by writers who read nothing else; sets 10 and 11 each
+//! read once for the head shipped; set 9 is where it was chosen, the calibration set where its maps were fitted):
+//! floors under the figures recorded in `models/MODELS.md`, per file — 3-class accuracy, macro-F1, neutral recall,
+//! binary accuracy on positive/negative, alert precision/recall at the shipped threshold — a ceiling on the
+//! calibration error, the per-language maps (that they are what the calibration set chooses, and that they lower the
+//! calibration error of fresh texts in each language), and negation.
 //!
 //! Ignored by default (they need the adapted e5 encoder from `scripts/fetch-e5`); `scripts/test` runs them with
 //! `--run-ignored all`, or: `cargo nextest run -p kairos-models --test sentiment_quality --run-ignored only`.
@@ -140,7 +140,7 @@ fn measure(encoder: &Encoder, head: &SentimentHead, file: &str) -> Measured {
 /// Floors per file: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set a
 /// little under the figures measured and recorded in models/MODELS.md (152–209 texts a file: one text is ~0.005 of
 /// 3-class accuracy, ~0.007 of binary accuracy).
-const FLOORS: [(&str, [f64; 6]); 6] = [
+const FLOORS: [(&str, [f64; 6]); 8] = [
     // Set 10: two writers, written after rule 5 was fixed, read once for this head (the held-out figures).
     // measured: 0.966, 0.968, 1.000, 0.960, 0.961, 0.973
     (
@@ -151,6 +151,17 @@ const FLOORS: [(&str, [f64; 6]); 6] = [
     (
         "models/data/support-heldout-10-es.jsonl",
         [0.94, 0.94, 0.96, 0.94, 0.95, 0.90],
+    ),
+    // Set 11: two more writers, read once for this head after rule 6 kept it (a second held-out reading).
+    // measured: 0.951, 0.954, 0.962, 0.954, 0.959, 0.934
+    (
+        "models/data/support-heldout-11-en.jsonl",
+        [0.93, 0.93, 0.94, 0.93, 0.94, 0.91],
+    ),
+    // measured: 0.938, 0.943, 1.000, 0.923, 0.958, 0.861
+    (
+        "models/data/support-heldout-11-es.jsonl",
+        [0.92, 0.92, 0.98, 0.90, 0.94, 0.84],
     ),
     // Set 9: where this head was chosen over lora-6-maps-2 (optimistic; regression floors).
     // measured: 0.970, 0.971, 0.980, 0.973, 0.962, 0.987
@@ -206,8 +217,8 @@ fn the_shipped_head_meets_its_floors_on_held_out_support_texts_in_both_languages
 
 /// Ceiling on the expected calibration error (10 bins) of what the product serves, per file: the top label and
 /// P(negative), which alert thresholds compare with. Measured (models/MODELS.md), top label / P(negative), sets
-/// 10, 9 and the calibration set: en 0.014 / 0.022, 0.014 / 0.021, 0.005 / 0.015; es 0.015 / 0.019, 0.021 / 0.037,
-/// 0.021 / 0.033.
+/// 10, 11, 9 and the calibration set: en 0.014 / 0.022, 0.015 / 0.029, 0.014 / 0.021, 0.005 / 0.015; es 0.015 /
+/// 0.019, 0.030 / 0.034, 0.021 / 0.037, 0.021 / 0.033.
 const ECE_CEILING: f64 = 0.075;
 
 #[test]
@@ -238,10 +249,12 @@ const CALIBRATION: [&str; 2] = [
     "models/data/support-calibration-es.jsonl",
 ];
 
-/// The held-out set read once, for the head shipped (models/data/README.md).
-const HELD_OUT: [&str; 2] = [
+/// The held-out sets, each read once for the head shipped (models/data/README.md).
+const HELD_OUT: [&str; 4] = [
     "models/data/support-heldout-10-en.jsonl",
     "models/data/support-heldout-10-es.jsonl",
+    "models/data/support-heldout-11-en.jsonl",
+    "models/data/support-heldout-11-es.jsonl",
 ];
 
 /// A P(negative) calibration error this low is already calibrated: the map must keep it under this, not lower it
@@ -304,7 +317,8 @@ fn calibration_lowers_the_calibration_error_in_each_language_on_fresh_texts() {
     // Fitted on the calibration set only; measured on the held-out set, as served (map of the detected language)
     // against the head's own softmax. The top-label error must fall in each language. P(negative), which alerts
     // compare with, must fall where the softmax is off, and stay calibrated where it already is (set 10: English
-    // 0.027 → 0.022, Spanish 0.032 → 0.019; top label 0.023 → 0.014 and 0.037 → 0.015).
+    // 0.027 → 0.022, Spanish 0.032 → 0.019, top label 0.023 → 0.014 and 0.037 → 0.015; set 11: 0.032 → 0.029,
+    // 0.038 → 0.034, top label 0.032 → 0.015 and 0.047 → 0.030).
     let encoder = encoder();
     let head = head(&encoder);
     for file in HELD_OUT {
