@@ -604,13 +604,10 @@ async fn a_new_configured_head_of_the_same_encoder_is_registered_and_left_to_act
     let store = rt.store.clone();
     // A head shipped before the maps were re-fitted: same encoder, same
     // weights, another version (as lora-6 and lora-6-maps-2 were).
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shipped_model().1).unwrap()).unwrap();
-    json["version"] = serde_json::json!("sentiment-previous-maps");
-    let file = env.dir.path().join("previous-maps.json");
-    std::fs::write(&file, json.to_string()).unwrap();
-    let previous = kairos_models::text::SentimentHead::load(&file).unwrap();
     let shipped = kairos_models::text::SentimentHead::load(&shipped_model().1).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&shipped.to_json().unwrap()).unwrap();
+    json["version"] = serde_json::json!("sentiment-previous-maps");
+    let previous = kairos_models::text::SentimentHead::from_json(&json.to_string()).unwrap();
     assert!(previous.check_encoder(shipped.encoder()).is_ok() && previous.version() != shipped.version());
     register_active(&store, &previous, None).await;
 
