@@ -9,7 +9,7 @@
 //!     [--model-dir DIR] [--data FILE]... [--heldout FILE]... [--variants] [--support-weights 1,3]
 //!     [--alphas A,B] [--cache FILE] [--out FILE] [--version V] [--dump-split DIR] [--calibrate-on-held-out]
 //!     [--dev FILE]... [--calibration-set FILE]... [--head FILE] [--no-heldout] [--errors] [--no-calibration]
-//!     [--as-stored]
+//!     [--as-stored] [--predictions DIR]
 //! ```
 //!
 //! Defaults: the int8 e5 encoder, the UCI English and TASS Spanish files from `.cache/models/data/` and
@@ -42,7 +42,9 @@
 //! instead of on the development set (same rule: method by 5-fold cross-fitting, then fitted on all of it), for a
 //! head whose data was written against the development set's errors. `--as-stored` (with `--head`): judge the head
 //! with the maps stored in it, as the product serves it; without it, `--head` refits (or, with `--no-calibration`,
-//! drops) the maps on the development or calibration set.
+//! drops) the maps on the development or calibration set. `--predictions DIR` writes each text's probabilities (raw
+//! and as served) for every development, calibration and held-out file read, one JSON line per text, so that heads
+//! can be combined and compared outside (`models/finetune/combine.py`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a failed run
 
 use std::collections::BTreeMap;
@@ -382,6 +384,7 @@ fn main() {
     let mut calibrate = true;
     let mut calibration_files: Vec<PathBuf> = Vec::new();
     let mut as_stored = false;
+    let mut predictions: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -404,6 +407,7 @@ fn main() {
             "--no-calibration" => calibrate = false,
             "--calibration-set" => calibration_files.push(PathBuf::from(value())),
             "--as-stored" => as_stored = true,
+            "--predictions" => predictions = Some(PathBuf::from(value())),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -471,6 +475,7 @@ fn main() {
         errors: show_errors,
         calibrate,
         as_stored,
+        predictions: predictions.as_deref(),
     };
     let mut config = EncoderConfig::from_dir(&model_dir);
     if std::env::var_os(text::ORT_DYLIB_ENV).is_none() {
@@ -722,6 +727,9 @@ struct Reporting<'a> {
     calibrate: bool,
     /// Serve the maps stored with a `--head` as they are: fit nothing, drop nothing (`--as-stored`).
     as_stored: bool,
+    /// Write every text's probabilities, raw and as served, per file read (`--predictions DIR`): what
+    /// `models/finetune/combine.py` averages over heads.
+    predictions: Option<&'a Path>,
 }
 
 /// What every run ends with. With a development set written apart (`dev_files`), the head's maps are fitted there,
@@ -833,9 +841,18 @@ fn finish(
             print_errors(&head, calibration_set);
         }
     }
+    if let Some(dir) = reporting.predictions {
+        for path in dev_files.iter().chain(calibration_files) {
+            let set = load_scored(std::slice::from_ref(path), cache, encoder);
+            write_predictions(dir, path, &head, &set);
+        }
+    }
     if report_held_out {
         for path in heldout {
             let held = load_scored(std::slice::from_ref(path), cache, encoder);
+            if let Some(dir) = reporting.predictions {
+                write_predictions(dir, path, &head, &held);
+            }
             if show_errors {
                 println!("\n{}: texts labelled wrong (as served):", path.display());
                 print_errors(&head, &held);
@@ -862,6 +879,27 @@ fn finish(
 }
 
 /// Every text whose served label is not its truth, with the served probabilities (for reading what a head misses).
+/// One line per text of `path`: its label, declared and detected language, and the head's probabilities raw and as
+/// served (calibrated for the detected language), in the head's label order.
+fn write_predictions(dir: &Path, path: &Path, head: &SentimentHead, texts: &[Scored]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut lines = String::new();
+    for t in texts {
+        let line = serde_json::json!({
+            "text": t.text,
+            "label": t.truth.as_str(),
+            "lang": t.language,
+            "detected": t.detected,
+            "labels": head.labels().iter().map(|l| l.as_str()).collect::<Vec<_>>(),
+            "raw": head.probabilities(&t.embedding).unwrap(),
+            "served": head.calibrated_probabilities(&t.embedding, t.detected.as_deref()).unwrap(),
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(dir.join(path.file_name().unwrap()), lines).unwrap();
+}
+
 fn print_errors(head: &SentimentHead, texts: &[Scored]) {
     for t in texts.iter().filter(|t| !t.text.is_empty()) {
         let p = head
