@@ -15,9 +15,9 @@
 //! Defaults: the int8 e5 encoder, the UCI English and TASS Spanish files from `.cache/models/data/` and
 //! `models/data/support-train{,-3,-4,-5,-6,-7,-8}-{en,es}.jsonl` and the former held-out sets
 //! `models/data/support-heldout{,-2,-3,-5,-4,-6,-7,-8}-{en,es}.jsonl` for training (lora-8's data: the same list
-//! given as `--data` reproduces its split), `models/data/support-heldout-{9,10,11}-{en,es}.jsonl` for the report
-//! (each file reported on its own; set 9 chose lora-8 over lora-6-maps-2, sets 10 and 11 are its held-out sets, each
-//! read once). `--variants` also
+//! given as `--data` reproduces its split), `models/data/support-heldout-{9,10,11,12}-{en,es}.jsonl` for the
+//! report (each file reported on its own; set 9 chose lora-8 over lora-6-maps-2, sets 10, 11 and 12 are its held-out
+//! sets, each read once). `--variants` also
 //! fits the other settings (class balancing on/off × calibration none / temperature /
 //! temperature + bias) from the same embeddings and prints, for each, its figures on the **development rows**: the
 //! support texts inside the head's own 20 % held-out split (part of training data, not the held-out files). The
@@ -461,6 +461,8 @@ fn main() {
             "models/data/support-heldout-10-es.jsonl",
             "models/data/support-heldout-11-en.jsonl",
             "models/data/support-heldout-11-es.jsonl",
+            "models/data/support-heldout-12-en.jsonl",
+            "models/data/support-heldout-12-es.jsonl",
         ]
         .iter()
         .map(|p| root().join(p))

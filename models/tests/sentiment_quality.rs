@@ -140,7 +140,7 @@ fn measure(encoder: &Encoder, head: &SentimentHead, file: &str) -> Measured {
 /// Floors per file: (accuracy, macro-F1, neutral recall, binary accuracy, alert precision, alert recall), set a
 /// little under the figures measured and recorded in models/MODELS.md (152–209 texts a file: one text is ~0.005 of
 /// 3-class accuracy, ~0.007 of binary accuracy).
-const FLOORS: [(&str, [f64; 6]); 8] = [
+const FLOORS: [(&str, [f64; 6]); 10] = [
     // Set 10: two writers, written after rule 5 was fixed, read once for this head (the held-out figures).
     // measured: 0.966, 0.968, 1.000, 0.960, 0.961, 0.973
     (
@@ -162,6 +162,18 @@ const FLOORS: [(&str, [f64; 6]); 8] = [
     (
         "models/data/support-heldout-11-es.jsonl",
         [0.92, 0.92, 0.98, 0.90, 0.94, 0.84],
+    ),
+    // Set 12: two more writers told to avoid stock phrases, read once for this head after rule 7 kept it (a third
+    // held-out reading, and the hardest: praise told through a problem that did not happen is read as a complaint).
+    // measured: 0.899, 0.905, 0.983, 0.881, 0.859, 0.893
+    (
+        "models/data/support-heldout-12-en.jsonl",
+        [0.88, 0.88, 0.96, 0.86, 0.84, 0.87],
+    ),
+    // measured: 0.916, 0.922, 0.982, 0.899, 0.864, 0.933
+    (
+        "models/data/support-heldout-12-es.jsonl",
+        [0.90, 0.90, 0.96, 0.88, 0.84, 0.91],
     ),
     // Set 9: where this head was chosen over lora-6-maps-2 (optimistic; regression floors).
     // measured: 0.970, 0.971, 0.980, 0.973, 0.962, 0.987
@@ -250,11 +262,13 @@ const CALIBRATION: [&str; 2] = [
 ];
 
 /// The held-out sets, each read once for the head shipped (models/data/README.md).
-const HELD_OUT: [&str; 4] = [
+const HELD_OUT: [&str; 6] = [
     "models/data/support-heldout-10-en.jsonl",
     "models/data/support-heldout-10-es.jsonl",
     "models/data/support-heldout-11-en.jsonl",
     "models/data/support-heldout-11-es.jsonl",
+    "models/data/support-heldout-12-en.jsonl",
+    "models/data/support-heldout-12-es.jsonl",
 ];
 
 /// A P(negative) calibration error this low is already calibrated: the map must keep it under this, not lower it
@@ -318,7 +332,8 @@ fn calibration_lowers_the_calibration_error_in_each_language_on_fresh_texts() {
     // against the head's own softmax. The top-label error must fall in each language. P(negative), which alerts
     // compare with, must fall where the softmax is off, and stay calibrated where it already is (set 10: English
     // 0.027 → 0.022, Spanish 0.032 → 0.019, top label 0.023 → 0.014 and 0.037 → 0.015; set 11: 0.032 → 0.029,
-    // 0.038 → 0.034, top label 0.032 → 0.015 and 0.047 → 0.030).
+    // 0.038 → 0.034, top label 0.032 → 0.015 and 0.047 → 0.030; set 12: 0.081 → 0.062, 0.068 → 0.064, top label
+    // 0.082 → 0.060 and 0.065 → 0.042).
     let encoder = encoder();
     let head = head(&encoder);
     for file in HELD_OUT {
