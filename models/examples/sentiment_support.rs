@@ -43,8 +43,9 @@
 //! head whose data was written against the development set's errors. `--as-stored` (with `--head`): judge the head
 //! with the maps stored in it, as the product serves it; without it, `--head` refits (or, with `--no-calibration`,
 //! drops) the maps on the development or calibration set. `--predictions DIR` writes each text's probabilities (raw
-//! and as served) for every development, calibration and held-out file read, one JSON line per text, so that heads
-//! can be combined and compared outside (`models/finetune/combine.py`).
+//! and as served), one JSON line per text: `development.jsonl` and `calibration.jsonl` for those sets and one file per
+//! held-out file read, under its name, so that heads can be combined and compared outside
+//! (`models/finetune/combine.py`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: a failed unwrap is a failed run
 
 use std::collections::BTreeMap;
@@ -844,16 +845,20 @@ fn finish(
         }
     }
     if let Some(dir) = reporting.predictions {
-        for path in dev_files.iter().chain(calibration_files) {
-            let set = load_scored(std::slice::from_ref(path), cache, encoder);
-            write_predictions(dir, path, &head, &set);
+        // The sets already embedded above, one file each (both languages), rather than re-reading their files.
+        if !dev_files.is_empty() {
+            write_predictions(dir, "development.jsonl", &head, dev);
+        }
+        if !calibration_files.is_empty() {
+            write_predictions(dir, "calibration.jsonl", &head, calibration_set);
         }
     }
     if report_held_out {
         for path in heldout {
             let held = load_scored(std::slice::from_ref(path), cache, encoder);
             if let Some(dir) = reporting.predictions {
-                write_predictions(dir, path, &head, &held);
+                let name = path.file_name().unwrap().to_string_lossy();
+                write_predictions(dir, &name, &head, &held);
             }
             if show_errors {
                 println!("\n{}: texts labelled wrong (as served):", path.display());
@@ -880,10 +885,9 @@ fn finish(
     }
 }
 
-/// Every text whose served label is not its truth, with the served probabilities (for reading what a head misses).
-/// One line per text of `path`: its label, declared and detected language, and the head's probabilities raw and as
+/// `dir/name`, one line per text: its label, declared and detected language, and the head's probabilities raw and as
 /// served (calibrated for the detected language), in the head's label order.
-fn write_predictions(dir: &Path, path: &Path, head: &SentimentHead, texts: &[Scored]) {
+fn write_predictions(dir: &Path, name: &str, head: &SentimentHead, texts: &[Scored]) {
     std::fs::create_dir_all(dir).unwrap();
     let mut lines = String::new();
     for t in texts {
@@ -899,9 +903,10 @@ fn write_predictions(dir: &Path, path: &Path, head: &SentimentHead, texts: &[Sco
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
-    std::fs::write(dir.join(path.file_name().unwrap()), lines).unwrap();
+    std::fs::write(dir.join(name), lines).unwrap();
 }
 
+/// Every text whose served label is not its truth, with the served probabilities (for reading what a head misses).
 fn print_errors(head: &SentimentHead, texts: &[Scored]) {
     for t in texts.iter().filter(|t| !t.text.is_empty()) {
         let p = head

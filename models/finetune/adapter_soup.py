@@ -28,11 +28,9 @@ def main():
             members.append(({k: z[k] for k in z.files}, float(weight)))
     out = {"rank": np.array(sum(int(a["rank"]) for a, _ in members)), "scale": np.array(1.0, np.float32)}
     for name in LINEARS:
-        out[f"{name}_a"] = np.concatenate([a[f"{name}_a"].astype(np.float32) for a, _ in members], axis=1)
+        out[f"{name}_a"] = np.concatenate([a[f"{name}_a"] for a, _ in members], axis=1).astype(np.float16)
         out[f"{name}_b"] = np.concatenate(
-            [a[f"{name}_b"].astype(np.float32) * float(a["scale"]) * w for a, w in members], axis=2)
-        out[f"{name}_a"] = out[f"{name}_a"].astype(np.float16)
-        out[f"{name}_b"] = out[f"{name}_b"].astype(np.float16)
+            [a[f"{name}_b"].astype(np.float32) * float(a["scale"]) * w for a, w in members], axis=2).astype(np.float16)
     np.savez_compressed(sys.argv[1], **out)
     print(f"adapter_soup: wrote {sys.argv[1]} (rank {int(out['rank'])})")
 
